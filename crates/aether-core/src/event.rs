@@ -1,0 +1,325 @@
+//! The event envelope and typed payloads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::CodecError;
+use crate::name::ActorId;
+use crate::version::Version;
+
+/// The unique id of one event. New ids are UUID v7 (time ordered).
+///
+/// Writing an event whose id is already stored for the same actor and version
+/// is idempotent: it succeeds without storing a second copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub Uuid);
+
+impl EventId {
+    /// A fresh, time-ordered id (UUID v7).
+    pub fn new() -> Self {
+        EventId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(EventId)
+    }
+}
+
+/// Tracing and custom data carried beside an event's payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Id shared by every message of one business transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Id of the message (command or event) that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// Free-form string pairs (user, tenant, source system, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.correlation_id.is_none() && self.causation_id.is_none() && self.custom.is_empty()
+    }
+}
+
+/// A typed domain event: what an aggregate emits and folds.
+///
+/// `event_type` names the variant in the stored envelope so that tools (and
+/// other languages) can read a stream without decoding payloads.
+///
+/// ```
+/// use aether_core::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum AccountEvent { Opened { owner: String }, Deposited { amount: u64 } }
+///
+/// impl DomainEvent for AccountEvent {
+///     fn event_type(&self) -> &'static str {
+///         match self {
+///             AccountEvent::Opened { .. } => "AccountOpened",
+///             AccountEvent::Deposited { .. } => "MoneyDeposited",
+///         }
+///     }
+/// }
+/// ```
+pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The schema version written into new envelopes; bump it when the
+    /// payload's shape changes incompatibly.
+    const SCHEMA_VERSION: u32 = 1;
+
+    /// The event's type name, stored in the envelope.
+    fn event_type(&self) -> &'static str;
+}
+
+/// One immutable fact about one actor: the envelope stored by every backend.
+///
+/// The payload (`data`) is MessagePack; every other field is readable without
+/// decoding it. Cloning is cheap: the payload is shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id; the idempotency key of writes.
+    pub id: EventId,
+    /// The type name (e.g. `MoneyDeposited`).
+    pub event_type: Arc<str>,
+    /// The actor this event belongs to.
+    pub actor_id: ActorId,
+    /// Position in the actor's history (1, 2, 3, … without gaps).
+    pub version: Version,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// When the event was created (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    /// Correlation, causation and custom data.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// The payload, MessagePack-encoded.
+    pub data: Bytes,
+}
+
+impl Event {
+    /// Creates an event whose payload is `payload` encoded as MessagePack.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if the payload cannot be serialized.
+    pub fn new<T: Serialize + ?Sized>(
+        actor_id: ActorId,
+        version: Version,
+        event_type: impl Into<Arc<str>>,
+        payload: &T,
+    ) -> Result<Self, CodecError> {
+        let event_type = event_type.into();
+        let data = encode_payload(payload, &event_type)?;
+        Ok(Self::from_raw(actor_id, version, event_type, data))
+    }
+
+    /// Creates an event from a typed domain event, taking its type name and
+    /// schema version from [`DomainEvent`].
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if the payload cannot be serialized.
+    pub fn from_domain<E: DomainEvent>(
+        actor_id: ActorId,
+        version: Version,
+        event: &E,
+    ) -> Result<Self, CodecError> {
+        let mut e = Self::new(actor_id, version, event.event_type(), event)?;
+        e.schema_version = E::SCHEMA_VERSION;
+        Ok(e)
+    }
+
+    /// Creates an event around an already encoded payload.
+    pub fn from_raw(
+        actor_id: ActorId,
+        version: Version,
+        event_type: impl Into<Arc<str>>,
+        data: impl Into<Bytes>,
+    ) -> Self {
+        Event {
+            id: EventId::new(),
+            event_type: event_type.into(),
+            actor_id,
+            version,
+            schema_version: 1,
+            timestamp: OffsetDateTime::now_utc(),
+            metadata: Metadata::default(),
+            data: data.into(),
+        }
+    }
+
+    /// Stamps consecutive versions after `expected` onto typed domain events:
+    /// the batch an [`crate::EventStore::append`] with that expected version takes.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if a payload cannot be serialized.
+    pub fn sequence<'a, E: DomainEvent>(
+        actor_id: &ActorId,
+        expected: Version,
+        events: impl IntoIterator<Item = &'a E>,
+    ) -> Result<Vec<Event>, CodecError> {
+        let mut version = expected;
+        events
+            .into_iter()
+            .map(|e| {
+                version = version.next();
+                Event::from_domain(actor_id.clone(), version, e)
+            })
+            .collect()
+    }
+
+    /// Sets the id (e.g. a deterministic id derived from a command, so retries dedupe).
+    #[must_use]
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    #[must_use]
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.causation_id = Some(id.into());
+        self
+    }
+
+    /// Decodes the payload.
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`] if the payload is not a MessagePack `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
+        rmp_serde::from_slice(&self.data).map_err(|source| CodecError::Decode {
+            what: format!("{} event {} of {}", self.event_type, self.id, self.actor_id),
+            source,
+        })
+    }
+
+    /// Size of the payload plus a fixed estimate of the envelope, in bytes.
+    /// Backends compare this (or their own exact encoding) with their limit.
+    pub fn approx_size(&self) -> usize {
+        const ENVELOPE: usize = 160;
+        let custom: usize = self
+            .metadata
+            .custom
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        ENVELOPE
+            + self.data.len()
+            + self.event_type.len()
+            + self.actor_id.as_str().len()
+            + self.metadata.correlation_id.as_ref().map_or(0, String::len)
+            + self.metadata.causation_id.as_ref().map_or(0, String::len)
+            + custom
+    }
+}
+
+/// Encodes a payload as MessagePack (struct fields by name, so payloads stay
+/// readable by other languages and tolerant of added fields).
+///
+/// # Errors
+/// [`CodecError::Encode`] if the value cannot be serialized.
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Bytes, CodecError> {
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(|source| CodecError::Encode {
+            what: what.to_owned(),
+            source,
+        })
+}
+
+/// Decodes a MessagePack payload written by [`encode_payload`].
+///
+/// # Errors
+/// [`CodecError::Decode`] if the bytes are not a MessagePack `T`.
+pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|source| CodecError::Decode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Deposited {
+        amount: u64,
+        note: String,
+    }
+
+    #[test]
+    fn typed_payload_round_trips() {
+        let actor = ActorId::new("acc-1").unwrap();
+        let e = Event::new(
+            actor,
+            Version::FIRST,
+            "Deposited",
+            &Deposited { amount: 5, note: "hi".into() },
+        )
+        .unwrap();
+        assert_eq!(&*e.event_type, "Deposited");
+        assert_eq!(e.decode::<Deposited>().unwrap(), Deposited { amount: 5, note: "hi".into() });
+        assert!(matches!(e.decode::<String>(), Err(CodecError::Decode { .. })));
+    }
+
+    #[test]
+    fn garbage_payload_is_a_codec_error() {
+        let e = Event::from_raw(ActorId::new("a").unwrap(), Version::FIRST, "X", vec![0xc1, 0xff]);
+        assert!(matches!(e.decode::<Deposited>(), Err(CodecError::Decode { .. })));
+    }
+
+    #[test]
+    fn ids_are_time_ordered() {
+        let a = EventId::new();
+        let b = EventId::new();
+        assert!(a < b || a.0.get_timestamp() == b.0.get_timestamp());
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,70 @@
+//! # aether-core
+//!
+//! The vocabulary and contracts of [Aether](https://docs.rs/aether), a
+//! distributed actor system with event sourcing on NATS. Backends, the bus and
+//! the cluster depend on this crate alone; it knows nothing of NATS or of an
+//! async runtime.
+//!
+//! * Names: [`Namespace`], [`ActorId`] (validated, see [`name`] for the rules
+//!   and the collision-free subject encoding), [`Version`], [`EventId`].
+//! * Records: the [`Event`] envelope (MessagePack payload, readable fields) and
+//!   [`ActorSnapshot`].
+//! * Contracts: [`EventStore`], [`SnapshotStore`], [`EventBus`], with
+//!   conveniences in [`EventStoreExt`] and dyn-safe forms ([`DynEventStore`],
+//!   [`DynSnapshotStore`], [`DynStore`], [`DynEventBus`]).
+//! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
+//!   [`Repository`] that runs commands with optimistic concurrency.
+//! * Errors: [`StoreError`], [`BusError`], [`NameError`], [`CodecError`],
+//!   [`RehydrateError`], [`CommandError`].
+//!
+//! # Feature flags
+//!
+//! * `testkit` — the backend conformance suite ([`testkit::conformance`],
+//!   [`conformance_suite!`]) and the given/when/then [`testkit::AggregateTest`].
+//!
+//! # Example
+//!
+//! ```
+//! use aether_core::{ActorId, Event, Version};
+//!
+//! let actor = ActorId::new("account-42")?;
+//! let event = Event::new(actor, Version::FIRST, "MoneyDeposited", &100u64)?;
+//! assert_eq!(event.decode::<u64>()?, 100);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod aggregate;
+pub mod bus;
+pub mod error;
+pub mod event;
+pub mod name;
+pub mod snapshot;
+pub mod store;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+pub mod version;
+
+pub use aggregate::{Aggregate, CommandOutcome, Rehydrated, Repository, rehydrate};
+pub use bus::{BusEvent, DynEventBus, EventBus, EventFilter, NamespacePattern};
+pub use error::{
+    BoxError, BusError, CodecError, CommandError, InvalidInput, NameError, RehydrateError,
+    StoreError,
+};
+pub use event::{DomainEvent, Event, EventId, Metadata};
+pub use name::{ActorId, NameKind, Namespace};
+pub use snapshot::ActorSnapshot;
+pub use store::{
+    BoxFuture, BoxStream, DynEventStore, DynSnapshotStore, DynStore, EventStore, EventStoreExt,
+    Result, SnapshotStore,
+};
+pub use version::Version;
+
+/// Everything an application usually imports.
+pub mod prelude {
+    pub use crate::{
+        ActorId, ActorSnapshot, Aggregate, DomainEvent, Event, EventBus, EventFilter, EventStore,
+        EventStoreExt, Namespace, Repository, SnapshotStore, StoreError, Version,
+    };
+}
