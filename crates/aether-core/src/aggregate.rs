@@ -237,9 +237,14 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
     ///
     /// # Errors
     /// Store and rehydration errors.
-    pub async fn load<A: Aggregate>(&self, actor: &ActorId) -> Result<Rehydrated<A>, CommandError<A::Error>> {
+    pub async fn load<A: Aggregate>(
+        &self,
+        actor: &ActorId,
+    ) -> Result<Rehydrated<A>, CommandError<A::Error>> {
         let snapshot = self.store.get_latest_snapshot(actor).await?;
-        let from = snapshot.as_ref().map_or(Version::ZERO, |s| s.version.next());
+        let from = snapshot
+            .as_ref()
+            .map_or(Version::ZERO, |s| s.version.next());
         let events = self.store.get_events(actor, from).await?;
         Ok(rehydrate(actor, snapshot.as_ref(), &events)?)
     }
@@ -287,7 +292,9 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         loaded: Rehydrated<A>,
         command: A::Command,
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
-        let Rehydrated { mut state, version, .. } = loaded;
+        let Rehydrated {
+            mut state, version, ..
+        } = loaded;
         let new_events = state.handle(command).map_err(CommandError::Rejected)?;
         if new_events.is_empty() {
             return Ok(CommandOutcome {

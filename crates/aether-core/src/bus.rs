@@ -204,7 +204,12 @@ mod tests {
     #[test]
     fn filter_matches() {
         let ns = |s| Namespace::new(s).unwrap();
-        let e = Event::from_raw(ActorId::new("order-1").unwrap(), Version::FIRST, "OrderPlaced", vec![]);
+        let e = Event::from_raw(
+            ActorId::new("order-1").unwrap(),
+            Version::FIRST,
+            "OrderPlaced",
+            vec![],
+        );
         assert!(EventFilter::namespace(ns("a")).matches(&ns("a"), &e));
         assert!(!EventFilter::namespace(ns("a")).matches(&ns("a.b"), &e));
         assert!(EventFilter::within(ns("a")).matches(&ns("a.b"), &e));
@@ -214,6 +219,10 @@ mod tests {
         assert!(!typed.matches(&ns("a"), &e));
         let prefixed = EventFilter::namespace(ns("a")).actor_prefix("order-");
         assert!(prefixed.matches(&ns("a"), &e));
-        assert!(!EventFilter::namespace(ns("a")).actor_prefix("cust-").matches(&ns("a"), &e));
+        assert!(
+            !EventFilter::namespace(ns("a"))
+                .actor_prefix("cust-")
+                .matches(&ns("a"), &e)
+        );
     }
 }

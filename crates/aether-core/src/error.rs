@@ -123,7 +123,9 @@ pub enum StoreError {
         max: usize,
     },
     /// A snapshot claims a version that was not stored.
-    #[error("snapshot of {actor} claims version {snapshot}, but the latest stored version is {latest}")]
+    #[error(
+        "snapshot of {actor} claims version {snapshot}, but the latest stored version is {latest}"
+    )]
     SnapshotAhead {
         /// The actor.
         actor: ActorId,
@@ -167,7 +169,10 @@ impl StoreError {
     /// Whether retrying the same operation may succeed without changing it
     /// (`Unavailable`, `Timeout`).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. } | StoreError::Timeout(_))
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Timeout(_)
+        )
     }
 
     /// Whether this is a [`StoreError::VersionConflict`].
@@ -176,10 +181,7 @@ impl StoreError {
     }
 
     /// Shorthand for [`StoreError::Unavailable`].
-    pub fn unavailable(
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn unavailable(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         StoreError::Unavailable {
             message: message.into(),
             source: Some(source.into()),

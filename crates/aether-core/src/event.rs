@@ -301,18 +301,38 @@ mod tests {
             actor,
             Version::FIRST,
             "Deposited",
-            &Deposited { amount: 5, note: "hi".into() },
+            &Deposited {
+                amount: 5,
+                note: "hi".into(),
+            },
         )
         .unwrap();
         assert_eq!(&*e.event_type, "Deposited");
-        assert_eq!(e.decode::<Deposited>().unwrap(), Deposited { amount: 5, note: "hi".into() });
-        assert!(matches!(e.decode::<String>(), Err(CodecError::Decode { .. })));
+        assert_eq!(
+            e.decode::<Deposited>().unwrap(),
+            Deposited {
+                amount: 5,
+                note: "hi".into()
+            }
+        );
+        assert!(matches!(
+            e.decode::<String>(),
+            Err(CodecError::Decode { .. })
+        ));
     }
 
     #[test]
     fn garbage_payload_is_a_codec_error() {
-        let e = Event::from_raw(ActorId::new("a").unwrap(), Version::FIRST, "X", vec![0xc1, 0xff]);
-        assert!(matches!(e.decode::<Deposited>(), Err(CodecError::Decode { .. })));
+        let e = Event::from_raw(
+            ActorId::new("a").unwrap(),
+            Version::FIRST,
+            "X",
+            vec![0xc1, 0xff],
+        );
+        assert!(matches!(
+            e.decode::<Deposited>(),
+            Err(CodecError::Decode { .. })
+        ));
     }
 
     #[test]

@@ -101,7 +101,9 @@ impl Namespace {
                 return Err(invalid(
                     NameKind::Namespace,
                     name,
-                    format!("contains {bad:?}; allowed are A-Z a-z 0-9 _ - and `.` between segments"),
+                    format!(
+                        "contains {bad:?}; allowed are A-Z a-z 0-9 _ - and `.` between segments"
+                    ),
                 ));
             }
         }
@@ -330,7 +332,14 @@ mod tests {
 
     #[test]
     fn namespace_rules() {
-        for ok in ["default", "tenant-abc", "a.b", "a_b", "acme.orders.eu-1", "A9"] {
+        for ok in [
+            "default",
+            "tenant-abc",
+            "a.b",
+            "a_b",
+            "acme.orders.eu-1",
+            "A9",
+        ] {
             assert!(Namespace::new(ok).is_ok(), "{ok} should be valid");
         }
         for bad in ["", ".", "a.", ".a", "a..b", "a b", "a*", "a>", "ü", "a/b"] {
@@ -366,14 +375,15 @@ mod tests {
     #[test]
     fn encoding_is_injective_and_reversible() {
         let names = [
-            "a.b", "a_b", "a-b", "a b", "a*b", "a>b", "a_2Eb", "_", "__", "ü", "u\u{308}",
-            "A", "a", "",
+            "a.b", "a_b", "a-b", "a b", "a*b", "a>b", "a_2Eb", "_", "__", "ü", "u\u{308}", "A",
+            "a", "",
         ];
         let mut seen = std::collections::HashSet::new();
         for n in names {
             let e = encode_token(n);
             assert!(
-                e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                 "{e}"
             );
             assert!(seen.insert(e.clone()), "collision on {n:?} -> {e}");

@@ -168,7 +168,11 @@ pub trait DynEventStore: Send + Sync {
         from: Version,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
     /// See [`EventStore::stream_events`].
-    fn stream_events_dyn(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>>;
+    fn stream_events_dyn(
+        &self,
+        actor: &ActorId,
+        from: Version,
+    ) -> BoxStream<'static, Result<Event>>;
     /// See [`EventStore::get_latest_version`].
     fn get_latest_version_dyn<'a>(&'a self, actor: &'a ActorId) -> BoxFuture<'a, Result<Version>>;
 }
@@ -192,7 +196,11 @@ impl<T: EventStore> DynEventStore for T {
     ) -> BoxFuture<'a, Result<Vec<Event>>> {
         Box::pin(self.get_events(actor, from))
     }
-    fn stream_events_dyn(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>> {
+    fn stream_events_dyn(
+        &self,
+        actor: &ActorId,
+        from: Version,
+    ) -> BoxStream<'static, Result<Event>> {
         self.stream_events(actor, from)
     }
     fn get_latest_version_dyn<'a>(&'a self, actor: &'a ActorId) -> BoxFuture<'a, Result<Version>> {
@@ -323,7 +331,11 @@ forward_store!(Arc, Box);
 ///
 /// # Errors
 /// [`InvalidInput`] describing the first problem found.
-pub fn validate_batch(actor: &ActorId, expected: Version, events: &[Event]) -> Result<(), InvalidInput> {
+pub fn validate_batch(
+    actor: &ActorId,
+    expected: Version,
+    events: &[Event],
+) -> Result<(), InvalidInput> {
     let mut want = expected;
     for (index, e) in events.iter().enumerate() {
         want = want.next();

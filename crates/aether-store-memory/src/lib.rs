@@ -36,13 +36,11 @@
 //! `namespace` and `backend="memory"`. Handles are taken when a store view is
 //! created, so install a recorder before creating stores.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use aether_core::store::{BoxStream, validate_batch};
 use aether_core::{
-    ActorId, ActorSnapshot, Event, EventId, EventStore, Namespace, SnapshotStore, StoreError,
-    Version,
+    ActorId, ActorSnapshot, Event, EventStore, Namespace, SnapshotStore, StoreError, Version,
 };
 use dashmap::DashMap;
 use futures::stream;
@@ -52,9 +50,8 @@ type Key = (Namespace, ActorId);
 
 #[derive(Default)]
 struct ActorLog {
+    /// Event of version `v` at index `v - 1`.
     events: Vec<Event>,
-    /// Event id → version, for idempotent retries.
-    ids: HashMap<EventId, Version>,
 }
 
 impl ActorLog {
@@ -64,9 +61,12 @@ impl ActorLog {
 
     /// Whether `batch` is already stored exactly (same ids at the same versions).
     fn already_stored(&self, batch: &[Event]) -> bool {
-        batch
-            .iter()
-            .all(|e| self.ids.get(&e.id) == Some(&e.version))
+        batch.iter().all(|e| {
+            usize::try_from(e.version.get() - 1)
+                .ok()
+                .and_then(|i| self.events.get(i))
+                .is_some_and(|stored| stored.id == e.id)
+        })
     }
 
     fn range(&self, from: Version, max: usize) -> Vec<Event> {
@@ -142,7 +142,11 @@ impl InMemoryEventStore {
 
     /// A new, empty store in the `default` namespace.
     pub fn new() -> Self {
-        Self::with_backend(Arc::default(), Namespace::default(), Self::DEFAULT_MAX_EVENT_SIZE)
+        Self::with_backend(
+            Arc::default(),
+            Namespace::default(),
+            Self::DEFAULT_MAX_EVENT_SIZE,
+        )
     }
 
     /// A new, empty store in `namespace`.
@@ -206,9 +210,17 @@ impl InMemoryEventStore {
             .clone()
     }
 
-    fn append_now(&self, actor: &ActorId, expected: Version, events: Vec<Event>) -> Result<Version, StoreError> {
+    fn append_now(
+        &self,
+        actor: &ActorId,
+        expected: Version,
+        events: Vec<Event>,
+    ) -> Result<Version, StoreError> {
         validate_batch(actor, expected, &events)?;
-        if let Some(e) = events.iter().find(|e| e.approx_size() > self.max_event_size) {
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.approx_size() > self.max_event_size)
+        {
             return Err(StoreError::TooLarge {
                 what: format!("event {} of {}", e.id, e.actor_id),
                 size: e.approx_size(),
@@ -233,11 +245,7 @@ impl InMemoryEventStore {
             });
         }
         let n = events.len();
-        log.events.reserve(n);
-        for e in events {
-            log.ids.insert(e.id, e.version);
-            log.events.push(e);
-        }
+        log.events.extend(events);
         self.metrics.appended.increment(n as u64);
         Ok(last)
     }
@@ -264,7 +272,12 @@ impl EventStore for InMemoryEventStore {
         &self.namespace
     }
 
-    async fn append(&self, actor: &ActorId, expected: Version, events: Vec<Event>) -> Result<Version, StoreError> {
+    async fn append(
+        &self,
+        actor: &ActorId,
+        expected: Version,
+        events: Vec<Event>,
+    ) -> Result<Version, StoreError> {
         self.append_now(actor, expected, events)
     }
 
@@ -272,7 +285,11 @@ impl EventStore for InMemoryEventStore {
         Ok(self.read_now(actor, from))
     }
 
-    fn stream_events(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event, StoreError>> {
+    fn stream_events(
+        &self,
+        actor: &ActorId,
+        from: Version,
+    ) -> BoxStream<'static, Result<Event, StoreError>> {
         let Some(log) = self.log(actor) else {
             return Box::pin(stream::empty());
         };
@@ -330,7 +347,10 @@ impl SnapshotStore for InMemoryEventStore {
         Ok(())
     }
 
-    async fn get_latest_snapshot(&self, actor: &ActorId) -> Result<Option<ActorSnapshot>, StoreError> {
+    async fn get_latest_snapshot(
+        &self,
+        actor: &ActorId,
+    ) -> Result<Option<ActorSnapshot>, StoreError> {
         Ok(self
             .backend
             .snapshots

@@ -120,10 +120,20 @@ fn expect_conflict<T: std::fmt::Debug>(
             actual: a,
         }) => {
             assert_eq!(&actor, who, "{rule}: conflict names the wrong actor");
-            assert_eq!(e.get(), expected, "{rule}: conflict reports the wrong expected version");
-            assert_eq!(a.get(), actual, "{rule}: conflict reports the wrong actual version");
+            assert_eq!(
+                e.get(),
+                expected,
+                "{rule}: conflict reports the wrong expected version"
+            );
+            assert_eq!(
+                a.get(),
+                actual,
+                "{rule}: conflict reports the wrong actual version"
+            );
         }
-        other => panic!("{rule}: expected VersionConflict(expected {expected}, actual {actual}), got {other:?}"),
+        other => panic!(
+            "{rule}: expected VersionConflict(expected {expected}, actual {actual}), got {other:?}"
+        ),
     }
 }
 
@@ -141,10 +151,36 @@ async fn versions<S: EventStore>(store: &S, a: &ActorId) -> Vec<u64> {
 pub async fn unknown_actor_is_empty<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-unknown")).await;
     let a = actor("nobody");
-    assert_eq!(store.get_latest_version(&a).await.expect("latest"), Version::ZERO, "latest version of an unknown actor must be 0");
-    assert!(store.get_events(&a, Version::ZERO).await.expect("get_events").is_empty());
-    assert!(store.stream_events(&a, Version::ZERO).next().await.is_none(), "stream of an unknown actor must be empty");
-    assert!(store.get_latest_snapshot(&a).await.expect("snapshot").is_none());
+    assert_eq!(
+        store
+            .get_latest_version(&a)
+            .await
+            .expect("unknown_actor_is_empty: latest"),
+        Version::ZERO,
+        "latest version of an unknown actor must be 0"
+    );
+    assert!(
+        store
+            .get_events(&a, Version::ZERO)
+            .await
+            .expect("unknown_actor_is_empty: get_events")
+            .is_empty()
+    );
+    assert!(
+        store
+            .stream_events(&a, Version::ZERO)
+            .next()
+            .await
+            .is_none(),
+        "stream of an unknown actor must be empty"
+    );
+    assert!(
+        store
+            .get_latest_snapshot(&a)
+            .await
+            .expect("unknown_actor_is_empty: snapshot")
+            .is_none()
+    );
 }
 
 /// `save_event` stores versions 1, 2, 3 … and reads them back unchanged
@@ -157,13 +193,30 @@ pub async fn save_and_read_back<F: StoreFactory>(f: &F) {
         let mut e = test_event(&a, v, &format!("e{v}"));
         e.metadata.causation_id = Some(format!("cause-{v}"));
         e.metadata.custom.insert("user".into(), "ünï".into());
-        assert_eq!(store.save_event(e.clone()).await.expect("save_event"), Version::new(v));
+        assert_eq!(
+            store
+                .save_event(e.clone())
+                .await
+                .expect("save_and_read_back: save_event"),
+            Version::new(v)
+        );
         written.push(e);
     }
-    assert_eq!(store.get_latest_version(&a).await.expect("latest"), Version::new(3));
-    let read = store.get_events(&a, Version::ZERO).await.expect("get_events");
+    assert_eq!(
+        store
+            .get_latest_version(&a)
+            .await
+            .expect("save_and_read_back: latest"),
+        Version::new(3)
+    );
+    let read = store
+        .get_events(&a, Version::ZERO)
+        .await
+        .expect("save_and_read_back: get_events");
     assert_eq!(read, written, "events must read back exactly as written");
-    let decoded: BTreeMap<String, String> = read[1].decode().expect("payload decodes");
+    let decoded: BTreeMap<String, String> = read[1]
+        .decode()
+        .expect("save_and_read_back: payload decodes");
     assert_eq!(decoded["tag"], "e2");
 }
 
@@ -173,16 +226,60 @@ pub async fn version_conflict<F: StoreFactory>(f: &F) {
     let rule = "version_conflict";
     let store = f.open(fresh_namespace("conf-conflict")).await;
     let a = actor("acc-1");
-    store.save_event(test_event(&a, 1, "first")).await.expect("first save");
-    expect_conflict(rule, store.save_event(test_event(&a, 1, "again")).await, &a, 0, 1);
-    expect_conflict(rule, store.append(&a, Version::new(5), batch(&a, 5, 2, "ahead")).await, &a, 5, 1);
-    expect_conflict(rule, store.append(&a, Version::ZERO, batch(&a, 0, 3, "stale")).await, &a, 0, 1);
+    store
+        .save_event(test_event(&a, 1, "first"))
+        .await
+        .expect("version_conflict: first save");
+    expect_conflict(
+        rule,
+        store.save_event(test_event(&a, 1, "again")).await,
+        &a,
+        0,
+        1,
+    );
+    expect_conflict(
+        rule,
+        store
+            .append(&a, Version::new(5), batch(&a, 5, 2, "ahead"))
+            .await,
+        &a,
+        5,
+        1,
+    );
+    expect_conflict(
+        rule,
+        store
+            .append(&a, Version::ZERO, batch(&a, 0, 3, "stale"))
+            .await,
+        &a,
+        0,
+        1,
+    );
     // A gap: version 3 when the latest is 1.
-    expect_conflict(rule, store.save_event(test_event(&a, 3, "gap")).await, &a, 2, 1);
-    assert_eq!(versions(&store, &a).await, vec![1], "{rule}: a refused write must store nothing");
-    assert_eq!(store.get_latest_version(&a).await.expect("latest"), Version::new(1));
+    expect_conflict(
+        rule,
+        store.save_event(test_event(&a, 3, "gap")).await,
+        &a,
+        2,
+        1,
+    );
+    assert_eq!(
+        versions(&store, &a).await,
+        vec![1],
+        "{rule}: a refused write must store nothing"
+    );
+    assert_eq!(
+        store
+            .get_latest_version(&a)
+            .await
+            .expect("version_conflict: latest"),
+        Version::new(1)
+    );
     // The store still accepts the right next version.
-    store.save_event(test_event(&a, 2, "second")).await.expect("second save");
+    store
+        .save_event(test_event(&a, 2, "second"))
+        .await
+        .expect("version_conflict: second save");
     assert_eq!(versions(&store, &a).await, vec![1, 2]);
 }
 
@@ -198,30 +295,79 @@ pub async fn invalid_batches_rejected<F: StoreFactory>(f: &F) {
     let dup = test_event(&a, 1, "x");
     let mut dup2 = test_event(&a, 2, "y");
     dup2.id = dup.id;
-    for (name, bad) in [("mixed actors", mixed), ("skipped version", skipping), ("repeated id", vec![dup, dup2])] {
+    for (name, bad) in [
+        ("mixed actors", mixed),
+        ("skipped version", skipping),
+        ("repeated id", vec![dup, dup2]),
+    ] {
         match store.append(&a, Version::ZERO, bad).await {
             Err(StoreError::InvalidInput(_)) => {}
-            other => panic!("invalid_batches_rejected: {name}: expected InvalidInput, got {other:?}"),
+            other => {
+                panic!("invalid_batches_rejected: {name}: expected InvalidInput, got {other:?}")
+            }
         }
     }
     match store.save_event(test_event(&a, 0, "zero")).await {
         Err(StoreError::InvalidInput(InvalidInput::ZeroVersion)) => {}
-        other => panic!("invalid_batches_rejected: version 0: expected InvalidInput::ZeroVersion, got {other:?}"),
+        other => panic!(
+            "invalid_batches_rejected: version 0: expected InvalidInput::ZeroVersion, got {other:?}"
+        ),
     }
-    assert_eq!(store.get_latest_version(&a).await.expect("latest"), Version::ZERO, "nothing may be written");
-    assert_eq!(store.get_latest_version(&b).await.expect("latest"), Version::ZERO, "nothing may be written");
-    assert_eq!(store.append(&a, Version::ZERO, Vec::new()).await.expect("empty append"), Version::ZERO);
+    assert_eq!(
+        store
+            .get_latest_version(&a)
+            .await
+            .expect("invalid_batches_rejected: latest"),
+        Version::ZERO,
+        "nothing may be written"
+    );
+    assert_eq!(
+        store
+            .get_latest_version(&b)
+            .await
+            .expect("invalid_batches_rejected: latest"),
+        Version::ZERO,
+        "nothing may be written"
+    );
+    assert_eq!(
+        store
+            .append(&a, Version::ZERO, Vec::new())
+            .await
+            .expect("invalid_batches_rejected: empty append"),
+        Version::ZERO
+    );
 }
 
 /// `append` of many events stores them with consecutive versions in one step.
 pub async fn append_batch<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-append")).await;
     let a = actor("cart-7");
-    assert_eq!(store.append(&a, Version::ZERO, batch(&a, 0, 10, "b1")).await.expect("append"), Version::new(10));
-    assert_eq!(store.append(&a, Version::new(10), batch(&a, 10, 1, "b2")).await.expect("append"), Version::new(11));
+    assert_eq!(
+        store
+            .append(&a, Version::ZERO, batch(&a, 0, 10, "b1"))
+            .await
+            .expect("append_batch: append"),
+        Version::new(10)
+    );
+    assert_eq!(
+        store
+            .append(&a, Version::new(10), batch(&a, 10, 1, "b2"))
+            .await
+            .expect("append_batch: append"),
+        Version::new(11)
+    );
     let max = f.max_batch().min(500) as u64;
-    assert_eq!(store.append(&a, Version::new(11), batch(&a, 11, max, "b3")).await.expect("append max batch"), Version::new(11 + max));
-    assert_eq!(versions(&store, &a).await, (1..=11 + max).collect::<Vec<_>>());
+    assert_eq!(
+        store
+            .append(&a, Version::new(11), batch(&a, 11, max, "b3"))
+            .await
+            .expect("append_batch: append max batch"),
+        Version::new(11 + max)
+    );
+    assert_eq!(
+        versions(&store, &a).await,
+        (1..=11 + max).collect::<Vec<_>>()
+    );
 }
 
 /// Concurrent batches on one actor never interleave: each lands whole and
@@ -239,12 +385,20 @@ pub async fn append_is_atomic<F: StoreFactory>(f: &F) {
             let mut attempts = 0;
             while landed < per_writer && attempts < 500 {
                 attempts += 1;
-                let latest = store.get_latest_version(a).await.expect("latest").get();
+                let latest = store
+                    .get_latest_version(a)
+                    .await
+                    .expect("append_is_atomic: latest")
+                    .get();
                 yield_now().await;
                 let events = batch(a, latest, 4, &format!("w{w}-b{landed}"));
                 match store.append(a, Version::new(latest), events).await {
                     Ok(v) => {
-                        assert_eq!(v.get(), latest + 4);
+                        assert_eq!(
+                            v.get(),
+                            latest + 4,
+                            "append_is_atomic: a batch reported the wrong version"
+                        );
                         landed += 1;
                     }
                     Err(StoreError::VersionConflict { .. }) => yield_now().await,
@@ -256,19 +410,41 @@ pub async fn append_is_atomic<F: StoreFactory>(f: &F) {
     }))
     .await;
     let landed: u64 = results.iter().sum();
-    let events = store.get_events(&a, Version::ZERO).await.expect("get_events");
-    assert_eq!(events.len() as u64, landed * 4, "append_is_atomic: every successful batch and nothing else is stored");
+    let events = store
+        .get_events(&a, Version::ZERO)
+        .await
+        .expect("append_is_atomic: get_events");
+    assert_eq!(
+        events.len() as u64,
+        landed * 4,
+        "append_is_atomic: every successful batch and nothing else is stored"
+    );
     for (i, chunk) in events.chunks(4).enumerate() {
         let tags: Vec<String> = chunk
             .iter()
-            .map(|e| e.decode::<BTreeMap<String, String>>().expect("payload")["tag"].clone())
+            .map(|e| {
+                e.decode::<BTreeMap<String, String>>()
+                    .expect("append_is_atomic: payload")["tag"]
+                    .clone()
+            })
             .collect();
-        let batch_tag = tags[0].rsplit_once('-').map(|(b, _)| b.to_owned()).unwrap_or_default();
+        let batch_tag = tags[0]
+            .rsplit_once('-')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or_default();
         for (j, t) in tags.iter().enumerate() {
-            assert_eq!(t, &format!("{batch_tag}-{}", j + 1), "append_is_atomic: batch {i} is interleaved: {tags:?}");
+            assert_eq!(
+                t,
+                &format!("{batch_tag}-{}", j + 1),
+                "append_is_atomic: batch {i} is interleaved: {tags:?}"
+            );
         }
         for (j, e) in chunk.iter().enumerate() {
-            assert_eq!(e.version.get(), (i * 4 + j + 1) as u64, "append_is_atomic: versions must have no gaps");
+            assert_eq!(
+                e.version.get(),
+                (i * 4 + j + 1) as u64,
+                "append_is_atomic: versions must have no gaps"
+            );
         }
     }
 }
@@ -289,7 +465,11 @@ pub async fn concurrent_writers<F: StoreFactory>(f: &F) {
             loop {
                 rounds += 1;
                 assert!(rounds < 10_000, "concurrent_writers: no progress");
-                let latest = store.get_latest_version(a).await.expect("latest").get();
+                let latest = store
+                    .get_latest_version(a)
+                    .await
+                    .expect("concurrent_writers: latest")
+                    .get();
                 if latest >= target {
                     return won;
                 }
@@ -298,7 +478,11 @@ pub async fn concurrent_writers<F: StoreFactory>(f: &F) {
                 let id = e.id;
                 match store.save_event(e).await {
                     Ok(v) => {
-                        assert_eq!(v.get(), latest + 1);
+                        assert_eq!(
+                            v.get(),
+                            latest + 1,
+                            "concurrent_writers: a write reported the wrong version"
+                        );
                         won.push((v.get(), id));
                     }
                     Err(StoreError::VersionConflict { .. }) => {}
@@ -310,12 +494,26 @@ pub async fn concurrent_writers<F: StoreFactory>(f: &F) {
     .await;
     let mut claimed: Vec<(u64, EventId)> = wins.into_iter().flatten().collect();
     claimed.sort();
-    let events = store.get_events(&a, Version::ZERO).await.expect("get_events");
+    let events = store
+        .get_events(&a, Version::ZERO)
+        .await
+        .expect("concurrent_writers: get_events");
     let stored: Vec<(u64, EventId)> = events.iter().map(|e| (e.version.get(), e.id)).collect();
-    assert_eq!(stored.len() as u64, target, "concurrent_writers: history must hold exactly the target versions");
-    assert_eq!(claimed, stored, "concurrent_writers: each version has exactly one winner, and it is the stored event");
+    assert_eq!(
+        stored.len() as u64,
+        target,
+        "concurrent_writers: history must hold exactly the target versions"
+    );
+    assert_eq!(
+        claimed, stored,
+        "concurrent_writers: each version has exactly one winner, and it is the stored event"
+    );
     let ids: HashSet<_> = events.iter().map(|e| e.id).collect();
-    assert_eq!(ids.len(), events.len(), "concurrent_writers: duplicate event ids stored");
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "concurrent_writers: duplicate event ids stored"
+    );
 }
 
 /// Writing the same event (same id, same version) again succeeds without a
@@ -324,20 +522,57 @@ pub async fn idempotent_retry<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-idem")).await;
     let a = actor("pay-1");
     let e1 = test_event(&a, 1, "once");
-    assert_eq!(store.save_event(e1.clone()).await.expect("save"), Version::new(1));
-    assert_eq!(store.save_event(e1.clone()).await.expect("retried save must succeed"), Version::new(1));
-    let b = batch(&a, 1, 3, "batch");
-    assert_eq!(store.append(&a, Version::new(1), b.clone()).await.expect("append"), Version::new(4));
     assert_eq!(
-        store.append(&a, Version::new(1), b.clone()).await.expect("retried append must succeed"),
+        store
+            .save_event(e1.clone())
+            .await
+            .expect("idempotent_retry: save"),
+        Version::new(1)
+    );
+    assert_eq!(
+        store
+            .save_event(e1.clone())
+            .await
+            .expect("idempotent_retry: retried save must succeed"),
+        Version::new(1)
+    );
+    let b = batch(&a, 1, 3, "batch");
+    assert_eq!(
+        store
+            .append(&a, Version::new(1), b.clone())
+            .await
+            .expect("idempotent_retry: append"),
         Version::new(4)
     );
-    let events = store.get_events(&a, Version::ZERO).await.expect("get_events");
-    assert_eq!(versions(&store, &a).await, vec![1, 2, 3, 4], "retries must not duplicate events");
+    assert_eq!(
+        store
+            .append(&a, Version::new(1), b.clone())
+            .await
+            .expect("idempotent_retry: retried append must succeed"),
+        Version::new(4)
+    );
+    let events = store
+        .get_events(&a, Version::ZERO)
+        .await
+        .expect("idempotent_retry: get_events");
+    assert_eq!(
+        versions(&store, &a).await,
+        vec![1, 2, 3, 4],
+        "retries must not duplicate events"
+    );
     assert_eq!(events[0].id, e1.id);
-    assert_eq!(events[1..].iter().map(|e| e.id).collect::<Vec<_>>(), b.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        events[1..].iter().map(|e| e.id).collect::<Vec<_>>(),
+        b.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
     // A *different* event at a taken version is still a conflict.
-    expect_conflict("idempotent_retry", store.save_event(test_event(&a, 4, "other")).await, &a, 3, 4);
+    expect_conflict(
+        "idempotent_retry",
+        store.save_event(test_event(&a, 4, "other")).await,
+        &a,
+        3,
+        4,
+    );
 }
 
 /// `get_events` and `stream_events` return exactly the versions `>= from`,
@@ -346,27 +581,45 @@ pub async fn reads_from_any_version<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-reads")).await;
     let a = actor("r");
     let other = actor("r2");
-    store.append(&a, Version::ZERO, batch(&a, 0, 20, "r")).await.expect("append");
-    store.append(&other, Version::ZERO, batch(&other, 0, 5, "o")).await.expect("append");
+    store
+        .append(&a, Version::ZERO, batch(&a, 0, 20, "r"))
+        .await
+        .expect("reads_from_any_version: append");
+    store
+        .append(&other, Version::ZERO, batch(&other, 0, 5, "o"))
+        .await
+        .expect("reads_from_any_version: append");
     for from in 0..=22u64 {
         let want: Vec<u64> = (from.max(1)..=20).collect();
         let got: Vec<u64> = store
             .get_events(&a, Version::new(from))
             .await
-            .expect("get_events")
+            .expect("reads_from_any_version: get_events")
             .iter()
             .map(|e| e.version.get())
             .collect();
         assert_eq!(got, want, "reads_from_any_version: get_events from {from}");
         let streamed: Vec<u64> = store
             .stream_events(&a, Version::new(from))
-            .map(|r| r.expect("stream item").version.get())
+            .map(|r| {
+                r.expect("reads_from_any_version: stream item")
+                    .version
+                    .get()
+            })
             .collect()
             .await;
-        assert_eq!(streamed, want, "reads_from_any_version: stream_events from {from}");
+        assert_eq!(
+            streamed, want,
+            "reads_from_any_version: stream_events from {from}"
+        );
     }
     assert!(
-        store.get_events(&a, Version::ZERO).await.expect("get").iter().all(|e| e.actor_id == a),
+        store
+            .get_events(&a, Version::ZERO)
+            .await
+            .expect("reads_from_any_version: get")
+            .iter()
+            .all(|e| e.actor_id == a),
         "reads must not return another actor's events"
     );
 }
@@ -386,24 +639,61 @@ pub async fn namespace_isolation<F: StoreFactory>(f: &F) {
     let a = actor("shared-actor");
     let mut stores = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        let store = f.open(Namespace::new(n).expect("valid namespace")).await;
+        let store = f
+            .open(Namespace::new(n).expect("namespace_isolation: valid namespace"))
+            .await;
         let count = i as u64 + 1;
-        store.append(&a, Version::ZERO, batch(&a, 0, count, n)).await.expect("append");
-        let snap = ActorSnapshot::new(a.clone(), Version::new(count), &n.clone()).expect("snapshot");
-        store.save_snapshot(snap).await.expect("save_snapshot");
+        store
+            .append(&a, Version::ZERO, batch(&a, 0, count, n))
+            .await
+            .expect("namespace_isolation: append");
+        let snap = ActorSnapshot::new(a.clone(), Version::new(count), &n.clone())
+            .expect("namespace_isolation: snapshot");
+        store
+            .save_snapshot(snap)
+            .await
+            .expect("namespace_isolation: save_snapshot");
         stores.push(store);
     }
     for (i, (n, store)) in names.iter().zip(&stores).enumerate() {
         assert_eq!(store.namespace().as_str(), n);
-        let events = store.get_events(&a, Version::ZERO).await.expect("get_events");
-        assert_eq!(events.len(), i + 1, "namespace_isolation: {n} sees another namespace's events");
+        let events = store
+            .get_events(&a, Version::ZERO)
+            .await
+            .expect("namespace_isolation: get_events");
+        assert_eq!(
+            events.len(),
+            i + 1,
+            "namespace_isolation: {n} sees another namespace's events"
+        );
         for e in &events {
-            let tag = e.decode::<BTreeMap<String, String>>().expect("payload")["tag"].clone();
-            assert!(tag.starts_with(&format!("{n}-")), "namespace_isolation: {n} read {tag}");
+            let tag = e
+                .decode::<BTreeMap<String, String>>()
+                .expect("namespace_isolation: payload")["tag"]
+                .clone();
+            assert!(
+                tag.starts_with(&format!("{n}-")),
+                "namespace_isolation: {n} read {tag}"
+            );
         }
-        assert_eq!(store.get_latest_version(&a).await.expect("latest").get(), i as u64 + 1);
-        let snap = store.get_latest_snapshot(&a).await.expect("snapshot").expect("a snapshot");
-        assert_eq!(&snap.decode::<String>().expect("state"), n, "namespace_isolation: snapshot leaked");
+        assert_eq!(
+            store
+                .get_latest_version(&a)
+                .await
+                .expect("namespace_isolation: latest")
+                .get(),
+            i as u64 + 1
+        );
+        let snap = store
+            .get_latest_snapshot(&a)
+            .await
+            .expect("namespace_isolation: snapshot")
+            .expect("namespace_isolation: a snapshot");
+        assert_eq!(
+            &snap.decode::<String>().expect("namespace_isolation: state"),
+            n,
+            "namespace_isolation: snapshot leaked"
+        );
     }
 }
 
@@ -414,21 +704,57 @@ pub async fn awkward_actor_ids<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-ids")).await;
     let long = "é".repeat(ActorId::MAX_LEN / 2);
     let ids = [
-        "a.b", "a_b", "a_2Eb", "a-b", "a b", "a*b", "a>b", "a.>", "*", ">", "ünïcødé ✓", "A", "a",
-        "$JS.API", long.as_str(),
+        "a.b",
+        "a_b",
+        "a_2Eb",
+        "a-b",
+        "a b",
+        "a*b",
+        "a>b",
+        "a.>",
+        "*",
+        ">",
+        "ünïcødé ✓",
+        "A",
+        "a",
+        "$JS.API",
+        long.as_str(),
     ];
     for (i, id) in ids.iter().enumerate() {
         let a = actor(id);
-        store.append(&a, Version::ZERO, batch(&a, 0, i as u64 + 1, id)).await.expect("append awkward id");
+        store
+            .append(&a, Version::ZERO, batch(&a, 0, i as u64 + 1, id))
+            .await
+            .expect("awkward_actor_ids: append awkward id");
     }
     for (i, id) in ids.iter().enumerate() {
         let a = actor(id);
-        let events = store.get_events(&a, Version::ZERO).await.expect("get_events");
-        assert_eq!(events.len(), i + 1, "awkward_actor_ids: {id:?} mixed up with another id");
-        assert!(events.iter().all(|e| e.actor_id == a), "awkward_actor_ids: {id:?} read another actor's event");
-        assert_eq!(store.get_latest_version(&a).await.expect("latest").get(), i as u64 + 1);
+        let events = store
+            .get_events(&a, Version::ZERO)
+            .await
+            .expect("awkward_actor_ids: get_events");
+        assert_eq!(
+            events.len(),
+            i + 1,
+            "awkward_actor_ids: {id:?} mixed up with another id"
+        );
+        assert!(
+            events.iter().all(|e| e.actor_id == a),
+            "awkward_actor_ids: {id:?} read another actor's event"
+        );
+        assert_eq!(
+            store
+                .get_latest_version(&a)
+                .await
+                .expect("awkward_actor_ids: latest")
+                .get(),
+            i as u64 + 1
+        );
     }
-    assert!(ActorId::new("x".repeat(1024)).is_err(), "1 KiB ids are refused");
+    assert!(
+        ActorId::new("x".repeat(1024)).is_err(),
+        "1 KiB ids are refused"
+    );
     assert!(ActorId::new("line\nbreak").is_err());
     assert!(ActorId::new("").is_err());
 }
@@ -439,16 +765,52 @@ pub async fn awkward_actor_ids<F: StoreFactory>(f: &F) {
 pub async fn snapshots<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-snap")).await;
     let a = actor("snap-1");
-    assert!(store.get_latest_snapshot(&a).await.expect("get").is_none());
-    store.append(&a, Version::ZERO, batch(&a, 0, 5, "s")).await.expect("append");
-    store.save_snapshot(ActorSnapshot::new(a.clone(), Version::new(3), &3u32).expect("snap")).await.expect("save v3");
-    let s5 = ActorSnapshot::new(a.clone(), Version::new(5), &5u32).expect("snap");
-    store.save_snapshot(s5.clone()).await.expect("save v5");
-    store.save_snapshot(ActorSnapshot::new(a.clone(), Version::new(2), &2u32).expect("snap")).await.expect("save older v2");
-    let latest = store.get_latest_snapshot(&a).await.expect("get").expect("snapshot");
-    assert_eq!(latest, s5, "snapshots: the highest version must win and read back unchanged");
-    match store.save_snapshot(ActorSnapshot::new(a.clone(), Version::new(9), &9u32).expect("snap")).await {
-        Err(StoreError::SnapshotAhead { snapshot, latest, .. }) => {
+    assert!(
+        store
+            .get_latest_snapshot(&a)
+            .await
+            .expect("snapshots: get")
+            .is_none()
+    );
+    store
+        .append(&a, Version::ZERO, batch(&a, 0, 5, "s"))
+        .await
+        .expect("snapshots: append");
+    store
+        .save_snapshot(
+            ActorSnapshot::new(a.clone(), Version::new(3), &3u32).expect("snapshots: snap"),
+        )
+        .await
+        .expect("snapshots: save v3");
+    let s5 = ActorSnapshot::new(a.clone(), Version::new(5), &5u32).expect("snapshots: snap");
+    store
+        .save_snapshot(s5.clone())
+        .await
+        .expect("snapshots: save v5");
+    store
+        .save_snapshot(
+            ActorSnapshot::new(a.clone(), Version::new(2), &2u32).expect("snapshots: snap"),
+        )
+        .await
+        .expect("snapshots: save older v2");
+    let latest = store
+        .get_latest_snapshot(&a)
+        .await
+        .expect("snapshots: get")
+        .expect("snapshots: snapshot");
+    assert_eq!(
+        latest, s5,
+        "snapshots: the highest version must win and read back unchanged"
+    );
+    match store
+        .save_snapshot(
+            ActorSnapshot::new(a.clone(), Version::new(9), &9u32).expect("snapshots: snap"),
+        )
+        .await
+    {
+        Err(StoreError::SnapshotAhead {
+            snapshot, latest, ..
+        }) => {
             assert_eq!((snapshot.get(), latest.get()), (9, 5));
         }
         other => panic!("snapshots: a snapshot ahead of the events must be refused, got {other:?}"),
@@ -456,36 +818,77 @@ pub async fn snapshots<F: StoreFactory>(f: &F) {
     let ghost = actor("never-written");
     assert!(
         matches!(
-            store.save_snapshot(ActorSnapshot::new(ghost.clone(), Version::new(1), &1u32).expect("snap")).await,
+            store
+                .save_snapshot(
+                    ActorSnapshot::new(ghost.clone(), Version::new(1), &1u32)
+                        .expect("snapshots: snap")
+                )
+                .await,
             Err(StoreError::SnapshotAhead { .. })
         ),
         "snapshots: a snapshot of an actor without events must be refused"
     );
-    assert_eq!(store.get_latest_snapshot(&a).await.expect("get").expect("snapshot").version, Version::new(5));
-    assert!(store.get_latest_snapshot(&ghost).await.expect("get").is_none());
+    assert_eq!(
+        store
+            .get_latest_snapshot(&a)
+            .await
+            .expect("snapshots: get")
+            .expect("snapshots: snapshot")
+            .version,
+        Version::new(5)
+    );
+    assert!(
+        store
+            .get_latest_snapshot(&ghost)
+            .await
+            .expect("snapshots: get")
+            .is_none()
+    );
 }
 
 /// An event larger than the backend's limit is refused with `TooLarge`, alone
 /// or inside a batch, and nothing of the batch is written.
 pub async fn oversized_events_rejected<F: StoreFactory>(f: &F) {
-    let Some(max) = f.max_event_size() else { return };
+    let Some(max) = f.max_event_size() else {
+        return;
+    };
     let store = f.open(fresh_namespace("conf-large")).await;
     let a = actor("big");
     let big = Event::from_raw(a.clone(), Version::new(1), "Big", vec![7u8; max + 1]);
     match store.save_event(big).await {
-        Err(StoreError::TooLarge { size, max: m, .. }) => assert!(size > m, "TooLarge must report size > max"),
+        Err(StoreError::TooLarge { size, max: m, .. }) => {
+            assert!(size > m, "TooLarge must report size > max")
+        }
         other => panic!("oversized_events_rejected: expected TooLarge, got {other:?}"),
     }
     let mut mixed = batch(&a, 0, 2, "ok");
-    mixed.push(Event::from_raw(a.clone(), Version::new(3), "Big", vec![7u8; max + 1]));
+    mixed.push(Event::from_raw(
+        a.clone(),
+        Version::new(3),
+        "Big",
+        vec![7u8; max + 1],
+    ));
     assert!(
-        matches!(store.append(&a, Version::ZERO, mixed).await, Err(StoreError::TooLarge { .. })),
+        matches!(
+            store.append(&a, Version::ZERO, mixed).await,
+            Err(StoreError::TooLarge { .. })
+        ),
         "oversized_events_rejected: a batch with an oversized event must be refused"
     );
-    assert_eq!(store.get_latest_version(&a).await.expect("latest"), Version::ZERO, "nothing of the batch may be written");
+    assert_eq!(
+        store
+            .get_latest_version(&a)
+            .await
+            .expect("oversized_events_rejected: latest"),
+        Version::ZERO,
+        "nothing of the batch may be written"
+    );
     // Just under the limit is fine.
     let fits = Event::from_raw(a.clone(), Version::new(1), "Big", vec![7u8; max / 2]);
-    store.save_event(fits).await.expect("an event well under the limit is stored");
+    store
+        .save_event(fits)
+        .await
+        .expect("oversized_events_rejected: an event well under the limit is stored");
 }
 
 /// A long history (100 000 events by default) for one actor reads back
@@ -500,29 +903,68 @@ pub async fn large_history<F: StoreFactory>(f: &F) {
     while latest < total {
         let n = chunk.min(total - latest);
         let events: Vec<Event> = (1..=n)
-            .map(|i| Event::from_raw(a.clone(), Version::new(latest + i), "Tick", (latest + i).to_be_bytes().to_vec()))
+            .map(|i| {
+                Event::from_raw(
+                    a.clone(),
+                    Version::new(latest + i),
+                    "Tick",
+                    (latest + i).to_be_bytes().to_vec(),
+                )
+            })
             .collect();
-        latest = store.append(&a, Version::new(latest), events).await.expect("append chunk").get();
+        latest = store
+            .append(&a, Version::new(latest), events)
+            .await
+            .expect("large_history: append chunk")
+            .get();
     }
-    assert_eq!(store.get_latest_version(&a).await.expect("latest").get(), total);
-    let all = store.get_events(&a, Version::ZERO).await.expect("get_events");
-    assert_eq!(all.len() as u64, total, "large_history: get_events lost events");
+    assert_eq!(
+        store
+            .get_latest_version(&a)
+            .await
+            .expect("large_history: latest")
+            .get(),
+        total
+    );
+    let all = store
+        .get_events(&a, Version::ZERO)
+        .await
+        .expect("large_history: get_events");
+    assert_eq!(
+        all.len() as u64,
+        total,
+        "large_history: get_events lost events"
+    );
     for (i, e) in all.iter().enumerate() {
         let v = i as u64 + 1;
         assert_eq!(e.version.get(), v, "large_history: out of order at {v}");
-        assert_eq!(&e.data[..], &v.to_be_bytes(), "large_history: payload of {v} damaged");
+        assert_eq!(
+            &e.data[..],
+            &v.to_be_bytes(),
+            "large_history: payload of {v} damaged"
+        );
     }
     drop(all);
     let mut expected = 1u64;
     let mut stream = store.stream_events(&a, Version::ZERO);
     while let Some(e) = stream.next().await {
-        let e = e.expect("stream item");
-        assert_eq!(e.version.get(), expected, "large_history: stream out of order");
+        let e = e.expect("large_history: stream item");
+        assert_eq!(
+            e.version.get(),
+            expected,
+            "large_history: stream out of order"
+        );
         expected += 1;
     }
     assert_eq!(expected - 1, total, "large_history: stream lost events");
-    let tail = store.get_events(&a, Version::new(total - 9)).await.expect("tail");
-    assert_eq!(tail.iter().map(|e| e.version.get()).collect::<Vec<_>>(), (total - 9..=total).collect::<Vec<_>>());
+    let tail = store
+        .get_events(&a, Version::new(total - 9))
+        .await
+        .expect("large_history: tail");
+    assert_eq!(
+        tail.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+        (total - 9..=total).collect::<Vec<_>>()
+    );
 }
 
 /// Runs every rule in turn (prefer [`conformance_suite!`](crate::conformance_suite),

@@ -46,7 +46,9 @@ impl<A: Aggregate> AggregateTest<A> {
 
     /// Starts from the default (empty) state.
     pub fn given_no_previous_events() -> Self {
-        AggregateTest { state: A::default() }
+        AggregateTest {
+            state: A::default(),
+        }
     }
 
     /// Runs `command` against the given state.
@@ -98,7 +100,9 @@ impl<A: Aggregate> Then<A> {
         A::Error: PartialEq + Debug,
     {
         match &self.result {
-            Ok(events) => panic!("expected error {expected:?}, but the command produced {events:?}"),
+            Ok(events) => {
+                panic!("expected error {expected:?}, but the command produced {events:?}")
+            }
             Err(e) => assert_eq!(e, &expected, "the command failed with another error"),
         }
         self

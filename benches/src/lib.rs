@@ -1,0 +1,1 @@
+//! Criterion benchmarks of Aether, each beside a same-run baseline.

@@ -1,0 +1,98 @@
+//! # Aether
+//!
+//! Distributed actors with event sourcing for Rust, powered by NATS.
+//!
+//! Events are the source of truth; an actor's state is a fold over its events,
+//! bounded by snapshots. This crate is the thin facade over Aether's crates:
+//! it re-exports the core vocabulary and, behind feature flags, the stores, the
+//! event bus and the modelling tools, so an application depends on `aether`
+//! alone. Libraries that only need the contracts depend on [`aether_core`].
+//!
+//! ```
+//! use aether::prelude::*;
+//! use aether::memory::InMemoryEventStore;
+//!
+//! # futures::executor::block_on(async {
+//! let store = InMemoryEventStore::new();
+//! let account = ActorId::new("account-1")?;
+//! let opened = Event::new(account.clone(), Version::FIRST, "AccountOpened", &"alice")?;
+//! store.save_event(opened).await?;
+//! assert_eq!(store.get_latest_version(&account).await?, Version::FIRST);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! Default features are small: only `memory`.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `memory` (default) | [`memory::InMemoryEventStore`], the embedded default store |
+//! | `jetstream` | `jetstream::JetStreamEventStore`, the NATS JetStream store |
+//! | `bus` | `bus::LocalEventBus`, the in-process event bus |
+//! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
+//! | `cluster` | reserved for cluster membership, leader election and sharding |
+//! | `model` | `model`: EventStorming models, validation and rendering |
+//! | `prometheus` | `metrics_prometheus::install`, a Prometheus exporter for the `aether_*` metrics |
+//! | `testkit` | [`testkit`]: the store conformance suite and the given/when/then aggregate test kit |
+//! | `full` | all of the above |
+//!
+//! # Picking crates
+//!
+//! Each part is also its own crate: `aether-core` (contracts), `aether-store-memory`,
+//! `aether-store-jetstream`, `aether-bus`, `aether-model`. Depend on those
+//! directly to keep a dependency tree minimal, or on this facade for one
+//! version to manage.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store};
+#[doc(inline)]
+pub use aether_core::{
+    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, CommandError,
+    CommandOutcome, DomainEvent, DynEventBus, DynEventStore, DynSnapshotStore, DynStore, Event,
+    EventBus, EventFilter, EventId, EventStore, EventStoreExt, InvalidInput, Metadata, NameError,
+    Namespace, NamespacePattern, RehydrateError, Rehydrated, Repository, SnapshotStore, StoreError,
+    Version, rehydrate,
+};
+
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+#[doc(inline)]
+pub use aether_core::testkit;
+
+/// The in-memory store: the embedded default.
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub mod memory {
+    #[doc(inline)]
+    pub use aether_store_memory::*;
+}
+
+#[cfg(feature = "jetstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jetstream")))]
+#[doc(inline)]
+pub use aether_store_jetstream as jetstream;
+
+#[cfg(feature = "bus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
+#[doc(inline)]
+pub use aether_bus as bus;
+
+#[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
+#[doc(inline)]
+pub use aether_model as model;
+
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod metrics_prometheus;
+
+/// Everything an application usually imports: `use aether::prelude::*;`.
+pub mod prelude {
+    pub use aether_core::prelude::*;
+
+    #[cfg(feature = "memory")]
+    pub use aether_store_memory::InMemoryEventStore;
+}

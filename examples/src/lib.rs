@@ -1,0 +1,1 @@
+//! Runnable examples of Aether; see the `[[example]]` targets.

