@@ -396,6 +396,32 @@ mod tests {
     }
 
     #[test]
+    fn encoding_round_trips_random_text() {
+        // A small deterministic xorshift generator: many random strings drawn
+        // from a pool of awkward characters must round-trip and never collide.
+        let pool: Vec<char> = "aZ09-_. *>$\u{0}\u{7f}éü✓😀\u{308}/\\\"'".chars().collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let s: String = (0..len)
+                .map(|_| pool[(next() % pool.len() as u64) as usize])
+                .collect();
+            let e = encode_token(&s);
+            assert_eq!(decode_token(&e).as_deref(), Some(s.as_str()), "{s:?}");
+            if let Some(prev) = seen.insert(e.clone(), s.clone()) {
+                assert_eq!(prev, s, "collision: {prev:?} and {s:?} both encode to {e}");
+            }
+        }
+    }
+
+    #[test]
     fn serde_validates() {
         let ok: Namespace = serde_json::from_str("\"a.b\"").unwrap();
         assert_eq!(ok.as_str(), "a.b");

@@ -137,6 +137,13 @@ fn expect_conflict<T: std::fmt::Debug>(
     }
 }
 
+async fn latest_version<S: EventStore>(store: &S, a: &ActorId, rule: &str) -> Version {
+    match store.get_latest_version(a).await {
+        Ok(v) => v,
+        Err(e) => panic!("{rule}: get_latest_version({a}) failed: {e:?}"),
+    }
+}
+
 async fn versions<S: EventStore>(store: &S, a: &ActorId) -> Vec<u64> {
     store
         .get_events(a, Version::ZERO)
@@ -152,10 +159,7 @@ pub async fn unknown_actor_is_empty<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-unknown")).await;
     let a = actor("nobody");
     assert_eq!(
-        store
-            .get_latest_version(&a)
-            .await
-            .expect("unknown_actor_is_empty: latest"),
+        latest_version(&store, &a, "unknown_actor_is_empty").await,
         Version::ZERO,
         "latest version of an unknown actor must be 0"
     );
@@ -203,10 +207,7 @@ pub async fn save_and_read_back<F: StoreFactory>(f: &F) {
         written.push(e);
     }
     assert_eq!(
-        store
-            .get_latest_version(&a)
-            .await
-            .expect("save_and_read_back: latest"),
+        latest_version(&store, &a, "save_and_read_back").await,
         Version::new(3)
     );
     let read = store
@@ -269,10 +270,7 @@ pub async fn version_conflict<F: StoreFactory>(f: &F) {
         "{rule}: a refused write must store nothing"
     );
     assert_eq!(
-        store
-            .get_latest_version(&a)
-            .await
-            .expect("version_conflict: latest"),
+        latest_version(&store, &a, "version_conflict").await,
         Version::new(1)
     );
     // The store still accepts the right next version.
@@ -314,18 +312,12 @@ pub async fn invalid_batches_rejected<F: StoreFactory>(f: &F) {
         ),
     }
     assert_eq!(
-        store
-            .get_latest_version(&a)
-            .await
-            .expect("invalid_batches_rejected: latest"),
+        latest_version(&store, &a, "invalid_batches_rejected").await,
         Version::ZERO,
         "nothing may be written"
     );
     assert_eq!(
-        store
-            .get_latest_version(&b)
-            .await
-            .expect("invalid_batches_rejected: latest"),
+        latest_version(&store, &b, "invalid_batches_rejected").await,
         Version::ZERO,
         "nothing may be written"
     );
@@ -677,11 +669,7 @@ pub async fn namespace_isolation<F: StoreFactory>(f: &F) {
             );
         }
         assert_eq!(
-            store
-                .get_latest_version(&a)
-                .await
-                .expect("namespace_isolation: latest")
-                .get(),
+            latest_version(store, &a, "namespace_isolation").await.get(),
             i as u64 + 1
         );
         let snap = store
@@ -743,11 +731,7 @@ pub async fn awkward_actor_ids<F: StoreFactory>(f: &F) {
             "awkward_actor_ids: {id:?} read another actor's event"
         );
         assert_eq!(
-            store
-                .get_latest_version(&a)
-                .await
-                .expect("awkward_actor_ids: latest")
-                .get(),
+            latest_version(&store, &a, "awkward_actor_ids").await.get(),
             i as u64 + 1
         );
     }
@@ -876,10 +860,7 @@ pub async fn oversized_events_rejected<F: StoreFactory>(f: &F) {
         "oversized_events_rejected: a batch with an oversized event must be refused"
     );
     assert_eq!(
-        store
-            .get_latest_version(&a)
-            .await
-            .expect("oversized_events_rejected: latest"),
+        latest_version(&store, &a, "oversized_events_rejected").await,
         Version::ZERO,
         "nothing of the batch may be written"
     );
@@ -919,11 +900,7 @@ pub async fn large_history<F: StoreFactory>(f: &F) {
             .get();
     }
     assert_eq!(
-        store
-            .get_latest_version(&a)
-            .await
-            .expect("large_history: latest")
-            .get(),
+        latest_version(&store, &a, "large_history").await.get(),
         total
     );
     let all = store
