@@ -35,6 +35,7 @@
 //! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
 //! | `cluster` | reserved for cluster membership, leader election and sharding |
 //! | `model` | `model`: EventStorming models, validation and rendering |
+//! | `model-toml` | TOML files for models, besides JSON (implies `model`) |
 //! | `prometheus` | `metrics_prometheus::install`, a Prometheus exporter for the `aether_*` metrics |
 //! | `testkit` | [`testkit`]: the store conformance suite and the given/when/then aggregate test kit |
 //! | `full` | all of the above |
