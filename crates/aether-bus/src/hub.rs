@@ -1,0 +1,565 @@
+//! The in-process fan-out shared by every bus: the subscription index, the
+//! per-subscriber bounded queues, the [`Subscription`] stream, statistics and
+//! metrics.
+//!
+//! # Data structure
+//!
+//! * The index maps a namespace to the subscribers anchored at it (`Exact` and
+//!   `Within` patterns separately). It is a copy-on-write snapshot behind an
+//!   `RwLock<Arc<Index>>`: a publisher holds the read lock only long enough to
+//!   clone the `Arc`, then works on its own snapshot, so publishers never hold a
+//!   lock across subscribers' work and never wait for each other. Subscribing
+//!   and unsubscribing take the write lock and modify the index in place
+//!   (`Arc::make_mut` copies it only while a publisher still holds the old
+//!   snapshot).
+//! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (exact and within
+//!   subscribers) and then each ancestor, `acme.orders` and `acme` (within
+//!   subscribers only): one hash lookup per segment, whatever the number of
+//!   namespaces. Lookups compare whole segments, so `acme` can never reach
+//!   `acme-corp`.
+//! * Each subscriber owns a bounded `VecDeque` behind its own mutex (held for a
+//!   push or a pop, never across an `.await`). A full queue drops its *oldest*
+//!   event and counts it; the subscriber's next poll yields
+//!   [`BusError::Lagged`] with that count, then continues with the oldest event
+//!   still queued — the semantics of `tokio::sync::broadcast`. A push is a lock,
+//!   two reference-count increments (the namespace and the `Arc<Event>`), and a
+//!   wake: the payload is never copied per subscriber.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
+use std::task::{Context, Poll, Waker};
+
+use aether_core::{BusError, BusEvent, Event, EventFilter, Namespace, NamespacePattern};
+use futures_core::Stream;
+use metrics::Counter;
+
+/// The default capacity of a subscriber's queue, in events.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// Namespaces whose metric handles are cached; past this, handles are looked
+/// up per call (correct, only slower), so a flood of namespaces cannot grow
+/// memory without bound.
+const METRICS_CACHE_LIMIT: usize = 4096;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while these locks are held; if it ever did, the data is
+    // still consistent (plain pushes and pops), so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counters of one bus instance since it was created (all subscribers, all
+/// namespaces). The same numbers go to the `metrics` facade with a
+/// `namespace` label; these are for callers and tests that have no recorder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Events published through this bus instance.
+    pub published: u64,
+    /// Events handed to a subscriber's queue (one per subscriber and event).
+    pub delivered: u64,
+    /// Events dropped from a full subscriber queue (reported to that
+    /// subscriber as [`BusError::Lagged`]).
+    pub dropped: u64,
+    /// Messages received from the transport that were not a valid bus event
+    /// and were dropped (always 0 for the local bus).
+    pub decode_errors: u64,
+    /// Messages received from the transport that this instance had published
+    /// itself and that were therefore not delivered again.
+    pub echoes_suppressed: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct AtomicStats {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    pub(crate) echoes_suppressed: AtomicU64,
+}
+
+impl AtomicStats {
+    fn snapshot(&self) -> BusStats {
+        BusStats {
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            echoes_suppressed: self.echoes_suppressed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Metric handles of one namespace.
+struct NsMetrics {
+    published: Counter,
+    delivered: Counter,
+    dropped: Counter,
+}
+
+impl NsMetrics {
+    fn new(namespace: &Namespace) -> Self {
+        let ns = namespace.as_str().to_owned();
+        NsMetrics {
+            published: metrics::counter!("aether_bus_published_total", "namespace" => ns.clone()),
+            delivered: metrics::counter!("aether_bus_delivered_total", "namespace" => ns.clone()),
+            dropped: metrics::counter!("aether_bus_dropped_total", "namespace" => ns),
+        }
+    }
+}
+
+#[derive(Default)]
+struct MetricsCache(RwLock<HashMap<Namespace, Arc<NsMetrics>>>);
+
+impl MetricsCache {
+    fn get(&self, namespace: &Namespace) -> Arc<NsMetrics> {
+        if let Some(m) = read(&self.0).get(namespace.as_str()) {
+            return Arc::clone(m);
+        }
+        let mut map = write(&self.0);
+        if map.len() >= METRICS_CACHE_LIMIT {
+            return Arc::new(NsMetrics::new(namespace));
+        }
+        Arc::clone(
+            map.entry(namespace.clone())
+                .or_insert_with(|| Arc::new(NsMetrics::new(namespace))),
+        )
+    }
+}
+
+/// One subscriber: its filter and its bounded queue.
+pub(crate) struct Slot {
+    id: u64,
+    filter: EventFilter,
+    capacity: usize,
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    queue: VecDeque<BusEvent>,
+    missed: u64,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+enum Offer {
+    Filtered,
+    Delivered,
+    /// Delivered, and the oldest queued event (of this namespace) was dropped.
+    DeliveredDropping(Namespace),
+}
+
+impl Slot {
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "used by the NATS bus")
+    )]
+    pub(crate) fn filter(&self) -> &EventFilter {
+        &self.filter
+    }
+
+    /// Queues `event` if the filter passes it. `pattern_checked` says the
+    /// caller already knows the namespace pattern covers `namespace` (the
+    /// index lookup did that), so only types and actor prefix are checked.
+    fn offer(&self, namespace: &Namespace, event: &Arc<Event>, pattern_checked: bool) -> Offer {
+        let f = &self.filter;
+        let passes = if pattern_checked {
+            f.event_types
+                .as_ref()
+                .is_none_or(|t| t.contains(&*event.event_type))
+                && f.actor_prefix
+                    .as_ref()
+                    .is_none_or(|p| event.actor_id.as_str().starts_with(p.as_str()))
+        } else {
+            f.matches(namespace, event)
+        };
+        if !passes {
+            return Offer::Filtered;
+        }
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Offer::Filtered;
+        }
+        let dropped = if st.queue.len() >= self.capacity {
+            st.missed = st.missed.saturating_add(1);
+            st.queue.pop_front().map(|old| old.namespace)
+        } else {
+            None
+        };
+        st.queue.push_back(BusEvent {
+            namespace: namespace.clone(),
+            event: Arc::clone(event),
+        });
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        match dropped {
+            Some(ns) => Offer::DeliveredDropping(ns),
+            None => Offer::Delivered,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Subscribers of one anchor namespace.
+#[derive(Default, Clone)]
+struct Topic {
+    exact: Vec<Arc<Slot>>,
+    within: Vec<Arc<Slot>>,
+}
+
+impl Topic {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.within.is_empty()
+    }
+}
+
+#[derive(Default, Clone)]
+struct Index {
+    topics: HashMap<Namespace, Topic>,
+}
+
+/// The fan-out core of a bus.
+pub(crate) struct Hub {
+    index: RwLock<Arc<Index>>,
+    next_id: AtomicU64,
+    capacity: usize,
+    closed: AtomicBool,
+    pub(crate) stats: AtomicStats,
+    metrics: MetricsCache,
+}
+
+impl Hub {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Hub {
+            index: RwLock::new(Arc::new(Index::default())),
+            next_id: AtomicU64::new(1),
+            capacity: capacity.max(1),
+            closed: AtomicBool::new(false),
+            stats: AtomicStats::default(),
+            metrics: MetricsCache::default(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> BusStats {
+        self.stats.snapshot()
+    }
+
+    /// Creates a subscriber slot (not yet in the index).
+    pub(crate) fn new_slot(&self, filter: EventFilter, capacity: Option<usize>) -> Arc<Slot> {
+        let capacity = capacity.unwrap_or(self.capacity).max(1);
+        Arc::new(Slot {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            filter,
+            capacity,
+            state: Mutex::new(SlotState {
+                queue: VecDeque::with_capacity(capacity.min(64)),
+                missed: 0,
+                waker: None,
+                closed: false,
+            }),
+        })
+    }
+
+    /// Adds `slot` to the index, so local publishes reach it.
+    ///
+    /// # Errors
+    /// [`BusError::Closed`] if the hub was closed.
+    pub(crate) fn insert(&self, slot: &Arc<Slot>) -> Result<(), BusError> {
+        let mut guard = write(&self.index);
+        // Checked under the write lock, so `close` cannot miss this slot.
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let index = Arc::make_mut(&mut guard);
+        let (anchor, within) = match &slot.filter.namespaces {
+            NamespacePattern::Exact(ns) => (ns, false),
+            NamespacePattern::Within(ns) => (ns, true),
+            // `NamespacePattern` is non-exhaustive: a pattern this crate does
+            // not know is refused rather than guessed at.
+            _ => {
+                return Err(BusError::Unavailable {
+                    message: "unsupported namespace pattern".to_owned(),
+                    source: None,
+                });
+            }
+        };
+        let topic = index.topics.entry(anchor.clone()).or_default();
+        if within {
+            topic.within.push(Arc::clone(slot));
+        } else {
+            topic.exact.push(Arc::clone(slot));
+        }
+        Ok(())
+    }
+
+    /// Removes `slot` from the index and closes it.
+    pub(crate) fn remove(&self, slot: &Arc<Slot>) {
+        slot.close();
+        let mut guard = write(&self.index);
+        let index = Arc::make_mut(&mut guard);
+        let anchor = slot.filter.namespaces.root();
+        if let Entry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
+            let topic = e.get_mut();
+            topic.exact.retain(|s| s.id != slot.id);
+            topic.within.retain(|s| s.id != slot.id);
+            if topic.is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Closes the hub: every subscription ends after its queued events, and
+    /// later publishes and subscribes fail with [`BusError::Closed`].
+    pub(crate) fn close(&self) {
+        let old = {
+            let mut guard = write(&self.index);
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *guard)
+        };
+        for topic in old.topics.values() {
+            for slot in topic.exact.iter().chain(&topic.within) {
+                slot.close();
+            }
+        }
+    }
+
+    /// Counts one publish in `namespace` and delivers `event` to every local
+    /// subscriber whose filter passes it. Returns the number of subscribers
+    /// that received it.
+    pub(crate) fn publish_local(&self, namespace: &Namespace, event: &Arc<Event>) -> usize {
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let metrics = self.metrics.get(namespace);
+        metrics.published.increment(1);
+
+        let index = Arc::clone(&read(&self.index));
+        if index.topics.is_empty() {
+            return 0;
+        }
+        let mut tally = Tally::default();
+        let name = namespace.as_str();
+        if let Some(topic) = index.topics.get(name) {
+            for slot in topic.exact.iter().chain(&topic.within) {
+                tally.add(slot.offer(namespace, event, true));
+            }
+        }
+        for (at, _) in name.match_indices('.') {
+            if let Some(topic) = index.topics.get(&name[..at]) {
+                for slot in &topic.within {
+                    tally.add(slot.offer(namespace, event, true));
+                }
+            }
+        }
+        drop(index);
+        self.account(namespace, &metrics, tally)
+    }
+
+    /// Delivers `event` to those of `slots` whose filter passes it (remote
+    /// deliveries, which go to one group of subscribers; the filter is
+    /// checked in full, namespace pattern included).
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "used by the NATS bus")
+    )]
+    pub(crate) fn deliver_to(
+        &self,
+        slots: &[Arc<Slot>],
+        namespace: &Namespace,
+        event: &Arc<Event>,
+    ) -> usize {
+        let mut tally = Tally::default();
+        for slot in slots {
+            tally.add(slot.offer(namespace, event, false));
+        }
+        if tally.delivered == 0 {
+            return 0;
+        }
+        self.account(namespace, &self.metrics.get(namespace), tally)
+    }
+
+    fn account(&self, namespace: &Namespace, metrics: &NsMetrics, tally: Tally) -> usize {
+        if tally.delivered == 0 {
+            return 0;
+        }
+        self.stats
+            .delivered
+            .fetch_add(tally.delivered as u64, Ordering::Relaxed);
+        metrics.delivered.increment(tally.delivered as u64);
+        if !tally.dropped.is_empty() {
+            self.stats
+                .dropped
+                .fetch_add(tally.dropped.len() as u64, Ordering::Relaxed);
+            for ns in &tally.dropped {
+                if ns == namespace {
+                    metrics.dropped.increment(1);
+                } else {
+                    self.metrics.get(ns).dropped.increment(1);
+                }
+            }
+        }
+        tally.delivered
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    dropped: Vec<Namespace>,
+}
+
+impl Tally {
+    fn add(&mut self, offer: Offer) {
+        match offer {
+            Offer::Filtered => {}
+            Offer::Delivered => self.delivered += 1,
+            Offer::DeliveredDropping(ns) => {
+                self.delivered += 1;
+                self.dropped.push(ns);
+            }
+        }
+    }
+}
+
+/// What a bus does when a [`Subscription`] is dropped.
+pub(crate) trait Detach: Send + Sync {
+    fn detach(&self, slot: &Arc<Slot>);
+}
+
+/// A live subscription: a [`Stream`] of the events that pass its filter, from
+/// the moment [`subscribe`](aether_core::EventBus::subscribe) returned.
+///
+/// * Items are `Ok(BusEvent)` in the order the bus delivered them (per
+///   publisher, the publish order), or `Err(BusError::Lagged { missed })` when
+///   the subscriber's queue overflowed and its `missed` oldest events were
+///   dropped; the stream goes on after it.
+/// * The stream ends (`None`) after the queued events once the bus is closed
+///   or every handle to it is dropped.
+/// * Dropping the subscription unsubscribes (for the NATS bus, the last local
+///   subscriber of a pattern also removes the NATS subscription).
+#[must_use = "a subscription receives nothing unless polled, and unsubscribes when dropped"]
+pub struct Subscription {
+    slot: Arc<Slot>,
+    owner: Weak<dyn Detach>,
+}
+
+impl Subscription {
+    pub(crate) fn new(slot: Arc<Slot>, owner: Weak<dyn Detach>) -> Self {
+        Subscription { slot, owner }
+    }
+
+    /// The filter this subscription was created with.
+    pub fn filter(&self) -> &EventFilter {
+        &self.slot.filter
+    }
+
+    /// The most events this subscription queues before dropping the oldest.
+    pub fn capacity(&self) -> usize {
+        self.slot.capacity
+    }
+
+    /// Waits for the next item: the same as `StreamExt::next`, without
+    /// importing a stream extension trait. `None` once the bus is closed and
+    /// the queue is empty.
+    pub async fn recv(&mut self) -> Option<Result<BusEvent, BusError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Takes the next item without waiting: `None` when nothing is queued
+    /// (or the stream has ended), otherwise what [`Stream::poll_next`] would
+    /// yield.
+    pub fn try_next(&mut self) -> Option<Result<BusEvent, BusError>> {
+        let mut st = lock(&self.slot.state);
+        if st.missed > 0 {
+            let missed = std::mem::take(&mut st.missed);
+            return Some(Err(BusError::Lagged { missed }));
+        }
+        st.queue.pop_front().map(Ok)
+    }
+
+    /// Events queued and not yet taken.
+    pub fn len(&self) -> usize {
+        lock(&self.slot.state).queue.len()
+    }
+
+    /// Whether no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("filter", &self.slot.filter)
+            .field("capacity", &self.slot.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<BusEvent, BusError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut st = lock(&self.slot.state);
+        if st.missed > 0 {
+            let missed = std::mem::take(&mut st.missed);
+            return Poll::Ready(Some(Err(BusError::Lagged { missed })));
+        }
+        if let Some(event) = st.queue.pop_front() {
+            return Poll::Ready(Some(Ok(event)));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        match &mut st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.len(), None)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.upgrade() {
+            owner.detach(&self.slot);
+        } else {
+            self.slot.close();
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! [`NatsEventBus`]: the event bus over core NATS.
+//!
+//! # Subjects
+//!
+//! An event of type `T` published in namespace `s1.s2.….sn` goes to
+//!
+//! ```text
+//! <prefix>._bus.<enc(s1)>.<enc(s2)>.….<enc(sn)>.<enc(T)>
+//! ```
+//!
+//! where `enc` is [`aether_core::name::encode_token`] (letters, digits and `-`
+//! kept; every other byte, `_` included, written `_XX`). Each namespace segment
+//! is its own subject token, so a pattern subscribes with one NATS
+//! subscription:
+//!
+//! * `Exact(acme.orders)` → `<prefix>._bus.acme.orders.*`
+//! * `Within(acme)` → `<prefix>._bus.acme.>`
+//!
+//! **Why a pattern cannot leak.** NATS compares whole tokens. Encoded segments
+//! never contain `.`, and `encode_token` is injective, so the subject's token
+//! `k` after `_bus` equals the pattern's token `k` exactly when segment `k` of
+//! the namespace equals segment `k` of the pattern: `acme` is never equal to
+//! `acme-corp` or `acme_5Fx` (`acme_x`). Every subject has exactly one token
+//! after the namespace (the event type), so `*` after `n` segments matches only
+//! namespaces of exactly those `n` segments, and `>` only namespaces that start
+//! with all of them. On receipt the namespace in the envelope must match the
+//! subject and the subscriber's filter is checked again, so a forged message
+//! cannot cross namespaces either.
+//!
+//! **Why `_bus` comes before the namespace** (and not `<prefix>.<ns>.bus` as a
+//! single encoded token): per-segment tokens are what make `Within` a single
+//! wildcard subscription, and the second token `_bus` is something
+//! `encode_token` never produces (`_` is always followed by two upper-case hex
+//! digits). JetStream streams of the store use `<prefix>.<encoded
+//! namespace>.…`, so with a shared prefix no store stream can ever capture
+//! bus traffic, whatever the namespaces are called.
+//!
+//! Event types are carried in the last token for tools (`nats sub
+//! 'aether._bus.acme.>'`); an empty type, or one whose encoding exceeds 128
+//! bytes, is written `_` (which no encoding produces). Receivers take the type
+//! from the envelope.
+//!
+//! # Wire format
+//!
+//! ```text
+//! "AEB1" (4 bytes) | origin node id (16 bytes, UUID) | MessagePack map { namespace, event }
+//! ```
+//!
+//! The MessagePack part is `rmp_serde::to_vec_named` of the namespace and the
+//! [`Event`] envelope (named fields, readable from other languages). No NATS
+//! headers: the origin is read from a fixed offset, so a node recognises and
+//! drops its own echo without decoding anything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use aether_core::name::encode_token;
+use aether_core::{
+    BusError, CodecError, Event, EventBus, EventFilter, Namespace, NamespacePattern,
+};
+use futures::StreamExt;
+use metrics::Counter;
+use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
+
+use crate::hub::{BusStats, DEFAULT_CAPACITY, Detach, Hub, Slot, Subscription, lock, read, write};
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "aether";
+
+/// The token between the prefix and the namespace segments.
+const BUS_TOKEN: &str = "_bus";
+/// Written in place of an event type that is empty or too long.
+const NO_TYPE_TOKEN: &str = "_";
+/// Longest encoded event type carried in a subject.
+const MAX_TYPE_TOKEN: usize = 128;
+/// Longest accepted prefix.
+const MAX_PREFIX: usize = 64;
+
+const MAGIC: &[u8; 4] = b"AEB1";
+const HEADER_LEN: usize = MAGIC.len() + 16;
+
+/// A subject prefix that NATS subjects cannot carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid bus subject prefix {prefix:?}: {reason}")]
+pub struct InvalidPrefix {
+    /// The prefix given.
+    pub prefix: String,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), InvalidPrefix> {
+    let fail = |reason| {
+        Err(InvalidPrefix {
+            prefix: prefix.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if prefix.is_empty() {
+        return fail("must not be empty");
+    }
+    if prefix.len() > MAX_PREFIX {
+        return fail("is longer than 64 bytes");
+    }
+    for token in prefix.split('.') {
+        if token.is_empty() {
+            return fail("has an empty `.`-separated token");
+        }
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return fail("tokens may only hold A-Z a-z 0-9 - _");
+        }
+    }
+    Ok(())
+}
+
+/// Configures a [`NatsEventBus`].
+#[derive(Debug, Clone)]
+pub struct NatsEventBusBuilder {
+    client: async_nats::Client,
+    prefix: String,
+    capacity: usize,
+    subscribe_timeout: Duration,
+}
+
+impl NatsEventBusBuilder {
+    /// The first subject tokens (default `aether`): `A-Z a-z 0-9 - _` in one
+    /// or more `.`-separated tokens, at most 64 bytes. Buses only see each
+    /// other when they use the same prefix.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The queue capacity of each local subscriber, in events (at least 1;
+    /// default 1024); see [`crate::LocalEventBus`] for the overflow policy.
+    #[must_use]
+    pub fn capacity(mut self, events: usize) -> Self {
+        self.capacity = events.max(1);
+        self
+    }
+
+    /// How long [`subscribe`](EventBus::subscribe) waits for the server to
+    /// confirm a new NATS subscription (default 5 s). While disconnected it
+    /// returns after this time anyway: the subscription is registered and
+    /// becomes active when the client reconnects.
+    #[must_use]
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.subscribe_timeout = timeout;
+        self
+    }
+
+    /// Builds the bus. Nothing is sent until the first publish or subscribe.
+    ///
+    /// # Errors
+    /// [`InvalidPrefix`] if the prefix cannot be a subject prefix.
+    pub fn build(self) -> Result<NatsEventBus, InvalidPrefix> {
+        validate_prefix(&self.prefix)?;
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> NatsEventBus {
+        NatsEventBus {
+            inner: Arc::new(NatsInner {
+                core: Arc::new(Core {
+                    hub: Hub::new(self.capacity),
+                    node_id: uuid::Uuid::new_v4(),
+                    subject_root: format!("{}.{BUS_TOKEN}", self.prefix),
+                    prefix: self.prefix,
+                    decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
+                }),
+                client: self.client,
+                groups: Mutex::new(HashMap::new()),
+                create: tokio::sync::Mutex::new(()),
+                subscribe_timeout: self.subscribe_timeout,
+            }),
+        }
+    }
+}
+
+/// An [`EventBus`] that broadcasts events between processes over core NATS
+/// (feature `nats`).
+///
+/// Every instance is a *node* with its own random id. Local subscribers get
+/// the node's own publishes directly (as with [`crate::LocalEventBus`]) and
+/// every other node's publishes through NATS; the node drops the echo of its
+/// own publishes, so **each subscriber sees each publish exactly once** while
+/// the connection is up. Delivery is at most once: events published while a
+/// node is disconnected may be lost for it (the client buffers its own
+/// publishes while reconnecting).
+///
+/// * **Subscriptions.** Local subscribers with the same namespace pattern share
+///   one NATS subscription, created by the first and removed when the last is
+///   dropped. [`subscribe`](EventBus::subscribe) returns once the server
+///   confirmed it, so remote events published after it returns are received
+///   (while disconnected it returns after the subscribe timeout, 5 s by
+///   default, and the subscription becomes active on reconnect).
+/// * **Reconnects** are the client's business: async-nats reconnects and
+///   resubscribes, and subscription streams simply continue.
+/// * **Overflow** is per subscriber, exactly as in [`crate::LocalEventBus`].
+/// * **Bad messages.** Anything on a bus subject that is not a valid envelope,
+///   or whose namespace disagrees with its subject, is dropped with a
+///   `tracing::warn!` and counted (`aether_bus_decode_errors_total`,
+///   [`BusStats::decode_errors`]); it never reaches a subscriber.
+/// * **Size.** An event whose encoding exceeds the server's `max_payload` is
+///   refused with [`BusError::TooLarge`] before anything is sent.
+///
+/// Dropping the last clone of the bus (or [`close`](Self::close)) ends the
+/// subscriptions and removes the NATS subscriptions; the client stays usable.
+/// A client connected with `no_echo` must not be shared by two buses that
+/// should see each other.
+///
+/// ```no_run
+/// use aether_bus::NatsEventBus;
+/// use aether_core::{ActorId, Event, EventBus, EventFilter, Namespace, Version};
+/// use futures::StreamExt;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let node_a = NatsEventBus::new(async_nats::connect("nats://127.0.0.1:4222").await?);
+/// let node_b = NatsEventBus::new(async_nats::connect("nats://127.0.0.1:4222").await?);
+///
+/// let mut on_b = node_b.subscribe(EventFilter::within(Namespace::new("acme")?)).await?;
+/// let event = Event::new(ActorId::new("order-1")?, Version::FIRST, "OrderPlaced", &42u32)?;
+/// node_a.publish(&Namespace::new("acme.orders")?, event).await?;
+///
+/// let got = on_b.next().await.expect("open")?;
+/// assert_eq!(got.namespace.as_str(), "acme.orders");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NatsEventBus {
+    inner: Arc<NatsInner>,
+}
+
+struct NatsInner {
+    core: Arc<Core>,
+    client: async_nats::Client,
+    groups: Mutex<HashMap<NamespacePattern, Group>>,
+    /// Serialises the creation of NATS subscriptions.
+    create: tokio::sync::Mutex<()>,
+    subscribe_timeout: Duration,
+}
+
+/// What the receiving tasks share with the bus (no handle back to the bus,
+/// so dropping the bus stops them).
+struct Core {
+    hub: Hub,
+    node_id: uuid::Uuid,
+    prefix: String,
+    /// `<prefix>._bus`
+    subject_root: String,
+    decode_errors: Counter,
+}
+
+type Slots = Arc<RwLock<Arc<Vec<Arc<Slot>>>>>;
+
+/// The local subscribers of one namespace pattern and the task that feeds
+/// them from their NATS subscription.
+struct Group {
+    slots: Slots,
+    task: AbortHandle,
+}
+
+impl std::fmt::Debug for NatsEventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEventBus")
+            .field("node_id", &self.inner.core.node_id)
+            .field("prefix", &self.inner.core.prefix)
+            .field("capacity", &self.inner.core.hub.capacity())
+            .field("closed", &self.inner.core.hub.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsEventBus {
+    /// A bus on `client` with the default prefix `aether` and capacity 1024.
+    pub fn new(client: async_nats::Client) -> Self {
+        // The default prefix is valid, so no validation is needed.
+        Self::builder(client).assemble()
+    }
+
+    /// Connects to the NATS server(s) at `url` (comma-separated for several)
+    /// with async-nats' default options (reconnecting forever) and makes a
+    /// bus with the default settings on that connection.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] if no server can be reached.
+    pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable {
+                message: format!("cannot connect to NATS at {url}"),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(Self::new(client))
+    }
+
+    /// A builder for the prefix, capacity and subscribe timeout.
+    pub fn builder(client: async_nats::Client) -> NatsEventBusBuilder {
+        NatsEventBusBuilder {
+            client,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            capacity: DEFAULT_CAPACITY,
+            subscribe_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// This node's id, carried in every message it publishes.
+    pub fn node_id(&self) -> uuid::Uuid {
+        self.inner.core.node_id
+    }
+
+    /// The subject prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.core.prefix
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// The subject an event of type `event_type` in `namespace` is published on.
+    pub fn subject_for(&self, namespace: &Namespace, event_type: &str) -> String {
+        self.inner.core.event_subject(namespace, event_type)
+    }
+
+    /// The NATS subject a subscription with `pattern` listens on.
+    pub fn subject_pattern(&self, pattern: &NamespacePattern) -> Option<String> {
+        self.inner.core.pattern_subject(pattern)
+    }
+
+    /// Counters of this node since it was created.
+    pub fn stats(&self) -> BusStats {
+        self.inner.core.hub.stats()
+    }
+
+    /// Like [`EventBus::subscribe`], with a queue capacity for this
+    /// subscription only (at least 1).
+    ///
+    /// # Errors
+    /// As [`EventBus::subscribe`].
+    pub async fn subscribe_with_capacity(
+        &self,
+        filter: EventFilter,
+        capacity: usize,
+    ) -> Result<Subscription, BusError> {
+        self.subscribe_inner(filter, Some(capacity)).await
+    }
+
+    /// Closes this node for every clone: subscriptions end after their
+    /// queued events, NATS subscriptions are removed, later publishes and
+    /// subscribes return [`BusError::Closed`]. The client is not closed.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.core.hub.is_closed()
+    }
+
+    async fn subscribe_inner(
+        &self,
+        filter: EventFilter,
+        capacity: Option<usize>,
+    ) -> Result<Subscription, BusError> {
+        let inner = &self.inner;
+        let hub = &inner.core.hub;
+        if hub.is_closed() {
+            return Err(BusError::Closed);
+        }
+        // The receiving task needs a tokio runtime; refuse politely instead
+        // of panicking when polled by another executor.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(BusError::Unavailable {
+                message: "NatsEventBus::subscribe must run inside a tokio runtime".to_owned(),
+                source: None,
+            });
+        };
+        let pattern = filter.namespaces.clone();
+        let Some(subject) = inner.core.pattern_subject(&pattern) else {
+            return Err(BusError::Unavailable {
+                message: "unsupported namespace pattern".to_owned(),
+                source: None,
+            });
+        };
+        let slot = hub.new_slot(filter, capacity);
+        let owner = Arc::downgrade(&self.inner) as Weak<dyn Detach>;
+
+        // A group in the map is live: it is inserted only once its NATS
+        // subscription was confirmed.
+        if inner.join_group(&pattern, &slot)? {
+            return Ok(Subscription::new(slot, owner));
+        }
+        let _creating = inner.create.lock().await;
+        if inner.join_group(&pattern, &slot)? {
+            return Ok(Subscription::new(slot, owner));
+        }
+        let subscriber =
+            inner
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| BusError::Unavailable {
+                    message: format!("cannot subscribe to {subject}"),
+                    source: Some(Box::new(e)),
+                })?;
+        match tokio::time::timeout(inner.subscribe_timeout, confirm(&inner.client)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%subject, %error, "could not confirm the bus subscription; it becomes active when the client reconnects");
+            }
+            Err(_) => {
+                tracing::warn!(%subject, "the server did not confirm the bus subscription in time; it becomes active when the client reconnects");
+            }
+        }
+        let slots: Slots = Arc::new(RwLock::new(Arc::new(vec![Arc::clone(&slot)])));
+        let task = runtime.spawn(receive(
+            Arc::clone(&inner.core),
+            Arc::clone(&slots),
+            subscriber,
+            subject,
+        ));
+        {
+            let mut groups = lock(&inner.groups);
+            if let Err(error) = hub.insert(&slot) {
+                task.abort();
+                return Err(error);
+            }
+            groups.insert(
+                pattern,
+                Group {
+                    slots,
+                    task: task.abort_handle(),
+                },
+            );
+        }
+        Ok(Subscription::new(slot, owner))
+    }
+}
+
+impl NatsInner {
+    /// Adds `slot` to the live group of `pattern`, if there is one.
+    fn join_group(&self, pattern: &NamespacePattern, slot: &Arc<Slot>) -> Result<bool, BusError> {
+        let mut groups = lock(&self.groups);
+        let Some(group) = groups.get(pattern) else {
+            return Ok(false);
+        };
+        if group.task.is_finished() {
+            // Its NATS subscription ended (the client was closed): start over.
+            groups.remove(pattern);
+            return Ok(false);
+        }
+        self.core.hub.insert(slot)?;
+        let mut slots = write(&group.slots);
+        Arc::make_mut(&mut slots).push(Arc::clone(slot));
+        Ok(true)
+    }
+
+    fn close(&self) {
+        self.core.hub.close();
+        let groups = std::mem::take(&mut *lock(&self.groups));
+        for group in groups.into_values() {
+            group.task.abort();
+            for slot in read(&group.slots).iter() {
+                slot.close();
+            }
+        }
+    }
+}
+
+impl Detach for NatsInner {
+    fn detach(&self, slot: &Arc<Slot>) {
+        self.core.hub.remove(slot);
+        let mut groups = lock(&self.groups);
+        let pattern = &slot.filter().namespaces;
+        let empty = match groups.get(pattern) {
+            Some(group) => {
+                let mut slots = write(&group.slots);
+                Arc::make_mut(&mut slots).retain(|s| !Arc::ptr_eq(s, slot));
+                slots.is_empty()
+            }
+            None => false,
+        };
+        if empty && let Some(group) = groups.remove(pattern) {
+            // Dropping the task drops its NATS subscriber, which unsubscribes.
+            group.task.abort();
+        }
+    }
+}
+
+impl Drop for NatsInner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Core {
+    fn push_namespace(&self, out: &mut String, namespace: &Namespace) {
+        for segment in namespace.segments() {
+            out.push('.');
+            out.push_str(&encode_token(segment));
+        }
+    }
+
+    fn event_subject(&self, namespace: &Namespace, event_type: &str) -> String {
+        let mut subject = String::with_capacity(
+            self.subject_root.len() + namespace.as_str().len() + event_type.len() + 8,
+        );
+        subject.push_str(&self.subject_root);
+        self.push_namespace(&mut subject, namespace);
+        subject.push('.');
+        let token = encode_token(event_type);
+        if token.is_empty() || token.len() > MAX_TYPE_TOKEN {
+            subject.push_str(NO_TYPE_TOKEN);
+        } else {
+            subject.push_str(&token);
+        }
+        subject
+    }
+
+    fn pattern_subject(&self, pattern: &NamespacePattern) -> Option<String> {
+        let (namespace, tail) = match pattern {
+            NamespacePattern::Exact(ns) => (ns, ".*"),
+            NamespacePattern::Within(ns) => (ns, ".>"),
+            _ => return None,
+        };
+        let mut subject = self.subject_root.clone();
+        self.push_namespace(&mut subject, namespace);
+        subject.push_str(tail);
+        Some(subject)
+    }
+
+    /// The encoded namespace part of a bus subject, if it is one.
+    fn namespace_part<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        let rest = subject
+            .strip_prefix(self.subject_root.as_str())?
+            .strip_prefix('.')?;
+        rest.rsplit_once('.').map(|(ns, _type)| ns)
+    }
+
+    fn encode(&self, namespace: &Namespace, event: &Event) -> Result<Vec<u8>, CodecError> {
+        let mut buf = Vec::with_capacity(HEADER_LEN + 64 + event.approx_size());
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(self.node_id.as_bytes());
+        rmp_serde::encode::write_named(&mut buf, &WireRef { namespace, event }).map_err(
+            |source| CodecError::Encode {
+                what: format!("bus envelope of {} event {}", event.event_type, event.id),
+                source,
+            },
+        )?;
+        Ok(buf)
+    }
+
+    fn handle(&self, slots: &Slots, message: async_nats::Message) {
+        let payload = &message.payload;
+        let decoded = match payload.get(..HEADER_LEN) {
+            Some(header) if header.starts_with(MAGIC) => {
+                if header[MAGIC.len()..] == *self.node_id.as_bytes() {
+                    self.hub
+                        .stats
+                        .echoes_suppressed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                rmp_serde::from_slice::<Wire>(&payload[HEADER_LEN..])
+                    .map_err(|e| format!("bad envelope: {e}"))
+            }
+            _ => Err("not a bus envelope (bad magic or too short)".to_owned()),
+        };
+        let wire = decoded.and_then(|wire| {
+            let mut expected = String::new();
+            self.push_namespace(&mut expected, &wire.namespace);
+            match self.namespace_part(&message.subject) {
+                Some(part) if expected.strip_prefix('.') == Some(part) => Ok(wire),
+                _ => Err(format!(
+                    "envelope namespace {:?} does not match the subject",
+                    wire.namespace.as_str()
+                )),
+            }
+        });
+        match wire {
+            Ok(Wire { namespace, event }) => {
+                let slots = Arc::clone(&read(slots));
+                self.hub.deliver_to(&slots, &namespace, &Arc::new(event));
+            }
+            Err(reason) => {
+                self.hub
+                    .stats
+                    .decode_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.decode_errors.increment(1);
+                tracing::warn!(
+                    subject = %message.subject,
+                    bytes = payload.len(),
+                    %reason,
+                    "dropped a message on a bus subject that is not a valid bus event"
+                );
+            }
+        }
+    }
+}
+
+/// Returns once the server has processed every operation this client sent
+/// before (in particular a new subscription): the server handles one
+/// connection's operations in order, so when a message published to a fresh
+/// inbox comes back, the subscriptions sent before it are in place.
+/// (`Client::flush` only empties the socket buffer.)
+async fn confirm(client: &async_nats::Client) -> Result<(), async_nats::Error> {
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Default::default()).await?;
+    match probe.next().await {
+        Some(_) => Ok(()),
+        None => Err("the client closed".into()),
+    }
+}
+
+async fn receive(
+    core: Arc<Core>,
+    slots: Slots,
+    mut subscriber: async_nats::Subscriber,
+    subject: String,
+) {
+    while let Some(message) = subscriber.next().await {
+        core.handle(&slots, message);
+    }
+    tracing::debug!(%subject, "bus subscription ended (client closed)");
+}
+
+#[derive(Serialize)]
+struct WireRef<'a> {
+    namespace: &'a Namespace,
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    namespace: Namespace,
+    event: Event,
+}
+
+fn map_publish_error(error: async_nats::PublishError, size: usize, max: usize) -> BusError {
+    match error.kind() {
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            BusError::TooLarge { size, max }
+        }
+        _ => BusError::Unavailable {
+            message: "cannot publish to NATS".to_owned(),
+            source: Some(Box::new(error)),
+        },
+    }
+}
+
+impl EventBus for NatsEventBus {
+    type Subscription = Subscription;
+
+    /// Sends `event` to the other nodes, then delivers it to this node's
+    /// subscribers. Returns once the client accepted the message (not when
+    /// other nodes received it). Nothing is delivered anywhere when an error
+    /// is returned.
+    async fn publish(&self, namespace: &Namespace, event: Event) -> Result<(), BusError> {
+        let core = &self.inner.core;
+        if core.hub.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let payload = core.encode(namespace, &event)?;
+        let max = self.inner.client.max_payload();
+        if max > 0 && payload.len() > max {
+            return Err(BusError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let size = payload.len();
+        let subject = core.event_subject(namespace, &event.event_type);
+        self.inner
+            .client
+            .publish(subject, payload.into())
+            .await
+            .map_err(|e| map_publish_error(e, size, max))?;
+        core.hub.publish_local(namespace, &Arc::new(event));
+        Ok(())
+    }
+
+    async fn subscribe(&self, filter: EventFilter) -> Result<Subscription, BusError> {
+        self.subscribe_inner(filter, None).await
+    }
+}
