@@ -1,10 +1,11 @@
 //! In-memory store benchmarks, each beside a same-run baseline: a plain
-//! `Vec<Event>` behind the same kind of lock (`RwLock`), doing the same
+//! `HashMap<ActorId, Vec<Event>>` behind one `RwLock`, doing the same
 //! version check, copy or fold by hand. The ratio store/baseline is the cost
 //! of the store's contract (validation, idempotency index, namespaces, metrics).
 //!
 //! `cargo bench -p aether-benches --bench memory_store`
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::RwLock;
 
@@ -17,13 +18,20 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use futures::executor::block_on;
 use serde::{Deserialize, Serialize};
 
-/// The baseline: one actor's events in a `Vec` under a `RwLock`.
+/// The baseline: what one writes by hand, every actor's events in a `Vec`
+/// inside a `HashMap` behind one `RwLock`, with the same version check.
 #[derive(Default)]
-struct VecLog(RwLock<Vec<Event>>);
+struct VecLog(RwLock<HashMap<ActorId, Vec<Event>>>);
 
 impl VecLog {
-    fn append(&self, expected: Version, events: Vec<Event>) -> Result<Version, Version> {
-        let mut log = self.0.write().expect("lock");
+    fn append(
+        &self,
+        actor: &ActorId,
+        expected: Version,
+        events: Vec<Event>,
+    ) -> Result<Version, Version> {
+        let mut map = self.0.write().expect("lock");
+        let log = map.entry(actor.clone()).or_default();
         let latest = Version::new(log.len() as u64);
         if latest != expected {
             return Err(latest);
@@ -32,10 +40,25 @@ impl VecLog {
         Ok(Version::new(log.len() as u64))
     }
 
-    fn read(&self, from: Version) -> Vec<Event> {
-        let log = self.0.read().expect("lock");
-        log[from.get().saturating_sub(1) as usize..].to_vec()
+    fn read(&self, actor: &ActorId, from: Version) -> Vec<Event> {
+        let map = self.0.read().expect("lock");
+        map.get(actor)
+            .map(|log| log[from.get().saturating_sub(1) as usize..].to_vec())
+            .unwrap_or_default()
     }
+}
+
+/// Writers move to a fresh actor every this many events, so neither side
+/// measures the reallocation of one ever-growing history.
+const EVENTS_PER_ACTOR: u64 = 10_000;
+
+/// The actor, expected version and events of the `n`-th write of `len` events.
+fn next_write(n: u64, len: u64) -> (ActorId, Version, Vec<Event>) {
+    let per_actor = EVENTS_PER_ACTOR / len;
+    let actor = ActorId::new(format!("bench-{}", n / per_actor)).expect("id");
+    let after = (n % per_actor) * len;
+    let batch = events(&actor, after, len);
+    (actor, Version::new(after), batch)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -82,73 +105,52 @@ fn events(actor: &ActorId, after: u64, n: u64) -> Vec<Event> {
         .collect()
 }
 
-fn save_event(c: &mut Criterion) {
-    let mut g = c.benchmark_group("memory/save_event");
-    g.throughput(Throughput::Elements(1));
-    let actor = ActorId::new("bench").expect("id");
+fn writes(c: &mut Criterion, name: &str, len: u64) {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(len));
 
     let store = InMemoryEventStore::new();
-    let mut next = 0u64;
+    let mut n = 0u64;
     g.bench_function("aether", |b| {
         b.iter_batched(
             || {
-                next += 1;
-                events(&actor, next - 1, 1).remove(0)
+                n += 1;
+                next_write(n - 1, len)
             },
-            |e| block_on(store.save_event(e)).expect("save"),
+            |(actor, expected, batch)| {
+                if len == 1 {
+                    block_on(store.save_event(batch.into_iter().next().expect("one")))
+                        .expect("save")
+                } else {
+                    block_on(store.append(&actor, expected, batch)).expect("append")
+                }
+            },
             BatchSize::SmallInput,
         )
     });
+    drop(store);
 
     let log = VecLog::default();
-    let mut next = 0u64;
-    g.bench_function("baseline_vec_rwlock", |b| {
+    let mut n = 0u64;
+    g.bench_function("baseline_hashmap_vec_rwlock", |b| {
         b.iter_batched(
             || {
-                next += 1;
-                events(&actor, next - 1, 1)
+                n += 1;
+                next_write(n - 1, len)
             },
-            |e| {
-                log.append(Version::new(e[0].version.get() - 1), e)
-                    .expect("append")
-            },
+            |(actor, expected, batch)| log.append(&actor, expected, batch).expect("append"),
             BatchSize::SmallInput,
         )
     });
     g.finish();
 }
 
+fn save_event(c: &mut Criterion) {
+    writes(c, "memory/save_event", 1);
+}
+
 fn append_10(c: &mut Criterion) {
-    let mut g = c.benchmark_group("memory/append_10");
-    g.throughput(Throughput::Elements(10));
-    let actor = ActorId::new("bench").expect("id");
-
-    let store = InMemoryEventStore::new();
-    let mut next = 0u64;
-    g.bench_function("aether", |b| {
-        b.iter_batched(
-            || {
-                next += 10;
-                (Version::new(next - 10), events(&actor, next - 10, 10))
-            },
-            |(expected, batch)| block_on(store.append(&actor, expected, batch)).expect("append"),
-            BatchSize::SmallInput,
-        )
-    });
-
-    let log = VecLog::default();
-    let mut next = 0u64;
-    g.bench_function("baseline_vec_rwlock", |b| {
-        b.iter_batched(
-            || {
-                next += 10;
-                (Version::new(next - 10), events(&actor, next - 10, 10))
-            },
-            |(expected, batch)| log.append(expected, batch).expect("append"),
-            BatchSize::SmallInput,
-        )
-    });
-    g.finish();
+    writes(c, "memory/append_10", 10);
 }
 
 fn get_events(c: &mut Criterion) {
@@ -165,15 +167,17 @@ fn get_events(c: &mut Criterion) {
             let batch = events(&actor, chunk * 1000, 1000);
             block_on(store.append(&actor, Version::new(chunk * 1000), batch.clone()))
                 .expect("append");
-            log.append(Version::new(chunk * 1000), batch)
+            log.append(&actor, Version::new(chunk * 1000), batch)
                 .expect("append");
         }
         g.bench_with_input(BenchmarkId::new("aether", n), &n, |b, _| {
             b.iter(|| black_box(block_on(store.get_events(&actor, Version::ZERO)).expect("read")))
         });
-        g.bench_with_input(BenchmarkId::new("baseline_vec_rwlock", n), &n, |b, _| {
-            b.iter(|| black_box(log.read(Version::ZERO)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("baseline_hashmap_vec_rwlock", n),
+            &n,
+            |b, _| b.iter(|| black_box(log.read(&actor, Version::ZERO))),
+        );
     }
     g.finish();
 }
@@ -209,11 +213,11 @@ fn rehydration(c: &mut Criterion) {
     });
     // Baseline: the same decode-and-fold written by hand over a Vec.
     let log = VecLog::default();
-    log.append(Version::ZERO, all).expect("append");
+    log.append(&actor, Version::ZERO, all).expect("append");
     g.bench_function("baseline_vec_decode_fold", |b| {
         b.iter(|| {
             let mut state = Counter::default();
-            for e in log.read(Version::ZERO) {
+            for e in log.read(&actor, Version::ZERO) {
                 state.apply(&rmp_serde::from_slice::<Added>(&e.data).expect("decode"));
             }
             black_box(state)
