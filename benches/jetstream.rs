@@ -1,0 +1,550 @@
+//! JetStream store benchmarks against a real `nats-server` started by the
+//! test harness, each beside a raw async-nats baseline doing the same work on
+//! the same server in the same run. The ratio aether/raw is the cost of the
+//! store's contract (envelope headers, validation, version cache, idempotent
+//! retries, metrics).
+//!
+//! `cargo bench -p aether-benches --bench jetstream` (about two minutes).
+//!
+//! | group | aether | raw baseline |
+//! |---|---|---|
+//! | `save_event_sync` | `save_event` on one actor, one at a time | `send_publish` with `Nats-Msg-Id` + expected last subject sequence, awaited |
+//! | `pipelined_1000_actors` | 1000 concurrent `append`s of one event, one per actor | 1000 publishes with expected sequence, acks awaited together |
+//! | `append_batch/{10,100}` | `append` of an atomic batch | the same batch headers sent by hand, commit awaited |
+//! | `rehydrate_10k` | `get_events` of a 10 000-event actor | an ordered consumer on the actor's subject |
+//! | `load_modify_save_100` | `Repository::execute` (snapshot + events, append, snapshot every 10) on 100 actors at once; and appends from cached state | direct get of the last event + publish with expected sequence |
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aether_core::{
+    ActorId, Aggregate, DomainEvent, Event, EventStore, EventStoreExt, Namespace, Repository,
+    Version,
+};
+use aether_store_jetstream::JetStreamEventStore;
+use aether_testkit_nats::{NatsServer, connect};
+use async_nats::HeaderMap;
+use async_nats::header::{
+    NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt;
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    total: u64,
+    count: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Added {
+    amount: u64,
+}
+
+impl DomainEvent for Added {
+    fn event_type(&self) -> &'static str {
+        "Added"
+    }
+}
+
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Counter {
+    type Command = u64;
+    type Event = Added;
+    type Error = Never;
+    const KIND: &'static str = "counter";
+    fn handle(&self, amount: u64) -> Result<Vec<Added>, Never> {
+        Ok(vec![Added { amount }])
+    }
+    fn apply(&mut self, e: &Added) {
+        self.total += e.amount;
+        self.count += 1;
+    }
+}
+
+fn event(actor: &ActorId, version: u64) -> Event {
+    Event::from_domain(
+        actor.clone(),
+        Version::new(version),
+        &Added { amount: version },
+    )
+    .expect("encode")
+}
+
+/// One server, one client, a raw stream and a store namespace per group.
+struct Env {
+    rt: Runtime,
+    _server: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Env {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (server, client, js) = rt.block_on(async {
+            let server = NatsServer::start().await;
+            let client = connect(&server.url()).await;
+            // The context spawns its acknowledgement task: inside the runtime.
+            let js = jetstream::new(client.clone());
+            (server, client, js)
+        });
+        Env {
+            rt,
+            _server: server,
+            client,
+            js,
+        }
+    }
+
+    fn store(&self, ns: &str) -> JetStreamEventStore {
+        self.rt.block_on(async {
+            JetStreamEventStore::builder(self.client.clone())
+                .namespace(Namespace::new(ns).expect("ns"))
+                .open()
+                .await
+                .expect("open store")
+        })
+    }
+
+    /// A raw stream laid out like the store's (subject per actor, atomic
+    /// publish, direct get), for the baselines.
+    fn raw_stream(&self, name: &str) -> stream::Stream {
+        self.rt.block_on(async {
+            self.js
+                .create_stream(stream::Config {
+                    name: name.to_owned(),
+                    subjects: vec![format!("{name}.*")],
+                    allow_direct: true,
+                    allow_atomic_publish: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("raw stream")
+        })
+    }
+}
+
+/// The same MessagePack payload the store sends.
+fn payload(v: u64) -> Bytes {
+    event(&ActorId::new("x").expect("id"), v).data
+}
+
+async fn raw_sync_publish(js: &jetstream::Context, subject: String, id: String, seq: u64) -> u64 {
+    js.send_publish(
+        subject,
+        Publish::build()
+            .payload(payload(seq))
+            .message_id(id)
+            .expected_last_subject_sequence(seq),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack")
+    .sequence
+}
+
+/// Paired measurement: `rounds` times one call of `aether` then one of
+/// `raw`, each timed, so both see the same server and machine load (this
+/// box is shared; sequential criterion groups drift). Each call handles
+/// `elems` elements. Prints and returns the aether/raw throughput ratio.
+fn paired<A, FA, B, FB>(env: &Env, name: &str, rounds: u32, elems: u64, aether: A, raw: B) -> f64
+where
+    A: Fn() -> FA,
+    FA: Future<Output = ()>,
+    B: Fn() -> FB,
+    FB: Future<Output = ()>,
+{
+    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    env.rt.block_on(async {
+        for _ in 0..rounds {
+            let t = Instant::now();
+            aether().await;
+            ta += t.elapsed();
+            let t = Instant::now();
+            raw().await;
+            tb += t.elapsed();
+        }
+    });
+    let n = f64::from(rounds) * elems as f64;
+    let ratio = tb.as_secs_f64() / ta.as_secs_f64();
+    eprintln!(
+        "paired {name}: aether {:.0}/s, raw {:.0}/s, ratio {ratio:.2}",
+        n / ta.as_secs_f64(),
+        n / tb.as_secs_f64()
+    );
+    ratio
+}
+
+fn save_event_sync(c: &mut Criterion, env: &Env) -> f64 {
+    const CHUNK: u64 = 20;
+    let mut g = c.benchmark_group("jetstream/save_event_sync");
+    g.throughput(Throughput::Elements(1));
+    let store = env.store("bench-sync");
+    let actor = ActorId::new("sync").expect("id");
+    let next = AtomicU64::new(0);
+    let aether = || {
+        let v = next.fetch_add(1, Ordering::Relaxed) + 1;
+        let store = &store;
+        let e = event(&actor, v);
+        async move {
+            store.save_event(e).await.expect("save");
+        }
+    };
+    env.raw_stream("RAWSYNC");
+    let seq = AtomicU64::new(0);
+    let raw = || {
+        let last = seq.load(Ordering::Relaxed);
+        let (js, seq) = (&env.js, &seq);
+        async move {
+            let s = raw_sync_publish(js, "RAWSYNC.a".into(), format!("id-{last}"), last).await;
+            seq.store(s, Ordering::Relaxed);
+        }
+    };
+    g.bench_function("aether", |b| b.to_async(&env.rt).iter(&aether));
+    g.bench_function("raw_publish_expected_seq", |b| {
+        b.to_async(&env.rt).iter(&raw)
+    });
+    g.finish();
+    paired(
+        env,
+        "save_event_sync",
+        60,
+        CHUNK,
+        || async {
+            for _ in 0..CHUNK {
+                aether().await;
+            }
+        },
+        || async {
+            for _ in 0..CHUNK {
+                raw().await;
+            }
+        },
+    )
+}
+
+fn pipelined(c: &mut Criterion, env: &Env) -> f64 {
+    const ACTORS: usize = 1000;
+    let mut g = c.benchmark_group("jetstream/pipelined_1000_actors");
+    g.throughput(Throughput::Elements(ACTORS as u64));
+    let store = env.store("bench-pipe");
+    let actors: Vec<ActorId> = (0..ACTORS)
+        .map(|i| ActorId::new(format!("actor-{i}")).expect("id"))
+        .collect();
+    let round = AtomicU64::new(0);
+    let aether = || {
+        let v = round.fetch_add(1, Ordering::Relaxed) + 1;
+        let (store, actors) = (&store, &actors);
+        async move {
+            let appends = actors
+                .iter()
+                .map(|a| store.append(a, Version::new(v - 1), vec![event(a, v)]));
+            for r in join_all(appends).await {
+                r.expect("append");
+            }
+        }
+    };
+    env.raw_stream("RAWPIPE");
+    let seqs: Vec<AtomicU64> = (0..ACTORS).map(|_| AtomicU64::new(0)).collect();
+    let raw_round = AtomicU64::new(0);
+    let raw = || {
+        let r = raw_round.fetch_add(1, Ordering::Relaxed);
+        let (js, seqs) = (&env.js, &seqs);
+        async move {
+            // 1000 acks in flight: below async-nats' max_ack_inflight (5000).
+            let mut acks = Vec::with_capacity(ACTORS);
+            for (i, s) in seqs.iter().enumerate() {
+                let last = s.load(Ordering::Relaxed);
+                let ack = js
+                    .send_publish(
+                        format!("RAWPIPE.a{i}"),
+                        Publish::build()
+                            .payload(payload(r))
+                            .message_id(format!("{i}-{r}"))
+                            .expected_last_subject_sequence(last),
+                    )
+                    .await
+                    .expect("publish");
+                acks.push(ack.into_future());
+            }
+            for (ack, s) in join_all(acks).await.into_iter().zip(seqs) {
+                s.store(ack.expect("ack").sequence, Ordering::Relaxed);
+            }
+        }
+    };
+    g.bench_function("aether", |b| b.to_async(&env.rt).iter(&aether));
+    g.bench_function("raw_publish_expected_seq", |b| {
+        b.to_async(&env.rt).iter(&raw)
+    });
+    g.finish();
+    paired(env, "pipelined_1000_actors", 20, ACTORS as u64, aether, raw)
+}
+
+/// A batch sent by hand: every message but the last without a reply, the
+/// commit awaited through the JetStream context.
+async fn raw_batch(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    subject: &str,
+    n: u64,
+    last: u64,
+    batch: u64,
+) -> u64 {
+    let id = format!("raw-{batch}");
+    for i in 1..=n {
+        let mut h = HeaderMap::new();
+        h.insert(NATS_BATCH_ID, id.as_str());
+        h.insert(NATS_BATCH_SEQUENCE, i.to_string());
+        if i == 1 {
+            h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, last.to_string());
+        }
+        if i == n {
+            h.insert(NATS_BATCH_COMMIT, "1");
+            return js
+                .send_publish(
+                    subject.to_owned(),
+                    Publish::build().payload(payload(i)).headers(h),
+                )
+                .await
+                .expect("commit")
+                .await
+                .expect("batch ack")
+                .sequence;
+        }
+        client
+            .publish_with_headers(subject.to_owned(), h, payload(i))
+            .await
+            .expect("publish");
+    }
+    unreachable!()
+}
+
+fn append_batch(c: &mut Criterion, env: &Env) -> Vec<f64> {
+    let mut ratios = Vec::new();
+    for n in [10u64, 100] {
+        let mut g = c.benchmark_group(format!("jetstream/append_batch/{n}"));
+        g.throughput(Throughput::Elements(n));
+        let store = env.store(&format!("bench-batch{n}"));
+        let actor = ActorId::new("batch").expect("id");
+        let next = AtomicU64::new(0);
+        let aether = || {
+            let v = next.fetch_add(n, Ordering::Relaxed);
+            let events: Vec<Event> = (1..=n).map(|i| event(&actor, v + i)).collect();
+            let (store, actor) = (&store, &actor);
+            async move {
+                store
+                    .append(actor, Version::new(v), events)
+                    .await
+                    .expect("append");
+            }
+        };
+        let name = format!("RAWBATCH{n}");
+        env.raw_stream(&name);
+        let seq = AtomicU64::new(0);
+        let batches = AtomicU64::new(0);
+        let subject = format!("{name}.a");
+        let raw = || {
+            let last = seq.load(Ordering::Relaxed);
+            let batch = batches.fetch_add(1, Ordering::Relaxed);
+            let (js, client, subject, seq) = (&env.js, &env.client, &subject, &seq);
+            async move {
+                let s = raw_batch(js, client, subject, n, last, batch).await;
+                seq.store(s, Ordering::Relaxed);
+            }
+        };
+        g.bench_function("aether", |b| b.to_async(&env.rt).iter(&aether));
+        g.bench_function("raw_batch_publish", |b| b.to_async(&env.rt).iter(&raw));
+        g.finish();
+        ratios.push(paired(
+            env,
+            &format!("append_batch/{n}"),
+            60,
+            n,
+            aether,
+            raw,
+        ));
+    }
+    ratios
+}
+
+fn rehydrate(c: &mut Criterion, env: &Env) -> f64 {
+    const LEN: u64 = 10_000;
+    let mut g = c.benchmark_group("jetstream/rehydrate_10k");
+    g.throughput(Throughput::Elements(LEN));
+    let store = env.store("bench-read");
+    let actor = ActorId::new("long").expect("id");
+    env.rt.block_on(async {
+        for start in (0..LEN).step_by(1000) {
+            let events = (1..=1000).map(|i| event(&actor, start + i)).collect();
+            store
+                .append(&actor, Version::new(start), events)
+                .await
+                .expect("fill");
+        }
+    });
+    let aether = || async {
+        let events = store.get_events(&actor, Version::ZERO).await.expect("read");
+        assert_eq!(events.len() as u64, LEN);
+    };
+    let raw_stream = env
+        .rt
+        .block_on(env.js.get_stream(store.events_stream_name()))
+        .expect("stream");
+    let subject = store.event_subject(&actor);
+    let raw = || async {
+        let consumer = raw_stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subject.clone(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut n = 0;
+        while n < LEN {
+            messages.next().await.expect("message").expect("ok");
+            n += 1;
+        }
+    };
+    g.bench_function("aether_get_events", |b| b.to_async(&env.rt).iter(&aether));
+    g.bench_function("aether_stream_events", |b| {
+        b.to_async(&env.rt).iter(|| async {
+            let n = store
+                .stream_events(&actor, Version::ZERO)
+                .fold(0u64, |n, e| async move {
+                    e.expect("event");
+                    n + 1
+                })
+                .await;
+            assert_eq!(n, LEN);
+        })
+    });
+    g.bench_function("raw_ordered_consumer", |b| b.to_async(&env.rt).iter(&raw));
+    g.finish();
+    paired(env, "rehydrate_10k", 15, LEN, aether, raw)
+}
+
+fn load_modify_save(c: &mut Criterion, env: &Env) {
+    const ACTORS: usize = 100;
+    let mut g = c.benchmark_group("jetstream/load_modify_save_100");
+    g.throughput(Throughput::Elements(ACTORS as u64));
+    let store = env.store("bench-lms");
+    let repo = Repository::new(store.clone()).snapshot_every(10);
+    let actors: Vec<ActorId> = (0..ACTORS)
+        .map(|i| ActorId::new(format!("lms-{i}")).expect("id"))
+        .collect();
+    let aether = || async {
+        let ops = actors.iter().map(|a| repo.execute::<Counter>(a, 1));
+        for r in join_all(ops).await {
+            r.expect("execute");
+        }
+    };
+    // The state stays in memory (as in an actor host): only the append, with
+    // the version cache supplying the expected sequence.
+    let cached_store = env.store("bench-lms-cached");
+    let versions: Vec<AtomicU64> = (0..ACTORS).map(|_| AtomicU64::new(0)).collect();
+    let cached = || async {
+        let ops = actors.iter().zip(&versions).map(|(a, v)| {
+            let store = &cached_store;
+            async move {
+                let cur = v.load(Ordering::Relaxed);
+                let new = store
+                    .append(a, Version::new(cur), vec![event(a, cur + 1)])
+                    .await
+                    .expect("append");
+                v.store(new.get(), Ordering::Relaxed);
+            }
+        });
+        join_all(ops).await;
+    };
+    let raw_stream = Arc::new(env.raw_stream("RAWLMS"));
+    let raw = || async {
+        let ops = (0..ACTORS).map(|i| {
+            let (raw, js) = (raw_stream.clone(), &env.js);
+            async move {
+                let subject = format!("RAWLMS.a{i}");
+                let last = match raw.direct_get_last_for_subject(subject.clone()).await {
+                    Ok(m) => m.sequence,
+                    Err(_) => 0,
+                };
+                raw_sync_publish(js, subject, format!("{i}-{last}"), last).await;
+            }
+        });
+        join_all(ops).await;
+    };
+    g.bench_function("aether_repository_snapshots", |b| {
+        b.to_async(&env.rt).iter(&aether)
+    });
+    g.bench_function("aether_cached_state", |b| b.to_async(&env.rt).iter(&cached));
+    g.bench_function("raw_get_last_then_publish", |b| {
+        b.to_async(&env.rt).iter(&raw)
+    });
+    g.finish();
+    paired(
+        env,
+        "load_modify_save_100 (repository vs raw get+publish)",
+        10,
+        ACTORS as u64,
+        aether,
+        raw,
+    );
+    paired(
+        env,
+        "load_modify_save_100 (cached state vs raw get+publish)",
+        10,
+        ACTORS as u64,
+        cached,
+        raw,
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let env = Env::new();
+    let started = Instant::now();
+    let sync = save_event_sync(c, &env);
+    let pipe = pipelined(c, &env);
+    let batch = append_batch(c, &env);
+    let read = rehydrate(c, &env);
+    load_modify_save(c, &env);
+    eprintln!(
+        "paired ratios aether/raw: sync {sync:.2} (goal 0.9), pipelined {pipe:.2} (goal 0.8), \
+         batch10 {:.2}, batch100 {:.2}, rehydrate {read:.2} (goal 0.8); took {:?}",
+        batch[0],
+        batch[1],
+        started.elapsed()
+    );
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = jetstream_benches;
+    config = config();
+    targets = benches
+}
+criterion_main!(jetstream_benches);

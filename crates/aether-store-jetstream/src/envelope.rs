@@ -1,0 +1,423 @@
+//! The stored form of events and snapshots.
+//!
+//! The message body is a small MessagePack map (the envelope) whose `data`
+//! field holds the event's payload as an opaque `bin`, untouched. Tools in any
+//! language read the envelope's fields by decoding the outer map without
+//! decoding the payload. The event id travels in the `Nats-Msg-Id` header (the
+//! server's duplicate detection uses it).
+//!
+//! The envelope lives in the body rather than in headers because JetStream
+//! scans a message's headers for its own `Nats-*` keys on every publish:
+//! measured on loopback with 1000 appends in flight, six `Aether-*` headers
+//! cost 25% of the raw publish throughput, the same fields in the body 15%.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aether_core::{ActorId, ActorSnapshot, CodecError, Event, EventId, Metadata, Version};
+use async_nats::HeaderMap;
+use async_nats::header::NATS_MESSAGE_ID;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, Serializer};
+use time::OffsetDateTime;
+use time::UtcOffset;
+use time::format_description::well_known::Rfc3339;
+
+/// Header names the store reads.
+pub(crate) mod names {
+    /// The stream sequence of a message, added by the server to direct-get replies.
+    pub(crate) const NATS_SEQUENCE: &str = "Nats-Sequence";
+}
+
+/// The value of the envelope's `aether` field this version writes.
+pub(crate) const ENVELOPE_VERSION: u8 = 1;
+
+/// Serializes borrowed bytes as MessagePack `bin` (serde's default for a
+/// slice is an array of integers).
+struct Bin<'a>(&'a [u8]);
+
+impl Serialize for Bin<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    aether: u8,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    actor: &'a str,
+    version: u64,
+    ts: String,
+    #[serde(skip_serializing_if = "is_one")]
+    schema: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    meta: &'a BTreeMap<String, String>,
+    data: Bin<'a>,
+}
+
+#[derive(Deserialize)]
+struct EventIn<'a> {
+    aether: u8,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    actor: &'a str,
+    version: u64,
+    ts: &'a str,
+    #[serde(default = "one")]
+    schema: u32,
+    #[serde(default)]
+    corr: Option<String>,
+    #[serde(default)]
+    cause: Option<String>,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+struct VersionIn {
+    aether: u8,
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    aether: u8,
+    version: u64,
+    /// The stream sequence of the event at `version`, when the writer knew it:
+    /// a hint that lets a later read of the events after the snapshot start
+    /// right there instead of searching (the reader verifies it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    ts: String,
+    schema: u32,
+    state: Bin<'a>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn<'a> {
+    aether: u8,
+    version: u64,
+    #[serde(default)]
+    seq: Option<u64>,
+    ts: &'a str,
+    schema: u32,
+    #[serde(borrow)]
+    state: &'a [u8],
+}
+
+fn format_timestamp(ts: OffsetDateTime) -> Result<String, CodecError> {
+    ts.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| CodecError::Malformed(format!("timestamp {ts} cannot be stored: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<Bytes, CodecError> {
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(|source| CodecError::Encode {
+            what: what.to_owned(),
+            source,
+        })
+}
+
+/// One event as stored: its id (the `Nats-Msg-Id` header) and its body.
+pub(crate) struct Encoded {
+    pub(crate) id: String,
+    pub(crate) body: Bytes,
+}
+
+impl Encoded {
+    /// The bytes the message takes against `max_payload`: the body and a
+    /// header block with the id and `control` bytes of further headers.
+    pub(crate) fn wire_len(&self, control: usize) -> usize {
+        b"NATS/1.0\r\n\r\n".len()
+            + "Nats-Msg-Id: \r\n".len()
+            + self.id.len()
+            + control
+            + self.body.len()
+    }
+
+    /// The headers to publish it with: the id, plus whatever the caller adds.
+    pub(crate) fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(NATS_MESSAGE_ID, self.id.as_str());
+        h
+    }
+}
+
+/// Encodes one event.
+pub(crate) fn encode_event(event: &Event) -> Result<Encoded, CodecError> {
+    let body = encode(
+        &EventOut {
+            aether: ENVELOPE_VERSION,
+            event_type: &event.event_type,
+            actor: event.actor_id.as_str(),
+            version: event.version.get(),
+            ts: format_timestamp(event.timestamp)?,
+            schema: event.schema_version,
+            corr: event.metadata.correlation_id.as_deref(),
+            cause: event.metadata.causation_id.as_deref(),
+            meta: &event.metadata.custom,
+            data: Bin(&event.data),
+        },
+        "event envelope",
+    )?;
+    Ok(Encoded {
+        id: event.id.to_string(),
+        body,
+    })
+}
+
+/// The body of one snapshot; `seq` is the stream sequence of the event at
+/// its version, when known.
+pub(crate) fn encode_snapshot(
+    snapshot: &ActorSnapshot,
+    seq: Option<u64>,
+) -> Result<Bytes, CodecError> {
+    encode(
+        &SnapshotOut {
+            aether: ENVELOPE_VERSION,
+            version: snapshot.version.get(),
+            seq,
+            ts: format_timestamp(snapshot.timestamp)?,
+            schema: snapshot.schema_version,
+            state: Bin(&snapshot.state),
+        },
+        "snapshot envelope",
+    )
+}
+
+/// Where a stored message came from, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub(crate) stream: &'a str,
+    pub(crate) sequence: u64,
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message {} of stream {}", self.sequence, self.stream)
+    }
+}
+
+fn malformed(origin: Origin<'_>, what: impl std::fmt::Display) -> CodecError {
+    CodecError::Malformed(format!("{origin}: {what}"))
+}
+
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8], origin: Origin<'_>) -> Result<T, CodecError> {
+    rmp_serde::from_slice(body).map_err(|source| CodecError::Decode {
+        what: format!("the Aether envelope of {origin} (not written by Aether?)"),
+        source,
+    })
+}
+
+fn check_version(v: u8, origin: Origin<'_>) -> Result<(), CodecError> {
+    if v == ENVELOPE_VERSION {
+        Ok(())
+    } else {
+        Err(malformed(origin, format!("unknown envelope version {v}")))
+    }
+}
+
+fn parse_timestamp(raw: &str, origin: Origin<'_>) -> Result<OffsetDateTime, CodecError> {
+    OffsetDateTime::parse(raw, &Rfc3339)
+        .map_err(|e| malformed(origin, format!("timestamp {raw:?}: {e}")))
+}
+
+/// Reads only the version of a stored event or snapshot (the payload is skipped).
+pub(crate) fn read_version(body: &[u8], origin: Origin<'_>) -> Result<Version, CodecError> {
+    let v: VersionIn = decode(body, origin)?;
+    check_version(v.aether, origin)?;
+    Ok(Version::new(v.version))
+}
+
+/// Reads the event id of a stored event from its `Nats-Msg-Id` header.
+pub(crate) fn read_event_id(
+    h: Option<&HeaderMap>,
+    origin: Origin<'_>,
+) -> Result<EventId, CodecError> {
+    let raw = h
+        .and_then(|h| h.get(NATS_MESSAGE_ID))
+        .ok_or_else(|| malformed(origin, "no Nats-Msg-Id header (not written by Aether)"))?
+        .as_str();
+    raw.parse()
+        .map_err(|_| malformed(origin, format!("Nats-Msg-Id {raw:?} is not a UUID")))
+}
+
+/// Decodes a stored event of `actor` (the actor its subject names).
+pub(crate) fn decode_event(
+    h: Option<&HeaderMap>,
+    body: &Bytes,
+    actor: &ActorId,
+    origin: Origin<'_>,
+) -> Result<Event, CodecError> {
+    let id = read_event_id(h, origin)?;
+    let e: EventIn<'_> = decode(body, origin)?;
+    check_version(e.aether, origin)?;
+    if e.actor != actor.as_str() {
+        return Err(malformed(
+            origin,
+            format!(
+                "names actor {:?} on the subject of {:?}",
+                e.actor,
+                actor.as_str()
+            ),
+        ));
+    }
+    Ok(Event {
+        id,
+        event_type: Arc::from(e.event_type),
+        actor_id: actor.clone(),
+        version: Version::new(e.version),
+        schema_version: e.schema,
+        timestamp: parse_timestamp(e.ts, origin)?,
+        metadata: Metadata {
+            correlation_id: e.corr,
+            causation_id: e.cause,
+            custom: e.meta,
+        },
+        data: body.slice_ref(e.data),
+    })
+}
+
+/// Decodes a stored snapshot of `actor`, with the sequence hint of its event.
+pub(crate) fn decode_snapshot(
+    body: &Bytes,
+    actor: &ActorId,
+    origin: Origin<'_>,
+) -> Result<(ActorSnapshot, Option<u64>), CodecError> {
+    let s: SnapshotIn<'_> = decode(body, origin)?;
+    check_version(s.aether, origin)?;
+    let snapshot = ActorSnapshot {
+        actor_id: actor.clone(),
+        version: Version::new(s.version),
+        state: body.slice_ref(s.state),
+        timestamp: parse_timestamp(s.ts, origin)?,
+        schema_version: s.schema,
+    };
+    Ok((snapshot, s.seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: Origin<'static> = Origin {
+        stream: "S",
+        sequence: 1,
+    };
+
+    #[test]
+    fn event_round_trips() {
+        let actor = ActorId::new("a.b ü").unwrap();
+        let mut e = Event::new(actor.clone(), Version::new(7), "Typ ü", &"payload").unwrap();
+        e.metadata.correlation_id = Some("c ✓".into());
+        e.metadata.causation_id = Some(String::new());
+        e.metadata.custom.insert("k=1 ü".into(), "v%2\n".into());
+        e.metadata.custom.insert(String::new(), String::new());
+        e.schema_version = 3;
+        // A non-UTC offset is stored as the same instant in UTC, which compares equal.
+        e.timestamp = e.timestamp.to_offset(UtcOffset::from_hms(2, 0, 0).unwrap());
+        let enc = encode_event(&e).unwrap();
+        let (h, body) = (enc.headers(), enc.body.clone());
+        assert_eq!(enc.wire_len(0), {
+            // What async-nats puts on the wire for these headers and body.
+            let mut block = String::from("NATS/1.0\r\n");
+            for (k, vs) in h.iter() {
+                for v in vs {
+                    block.push_str(&format!("{}: {}\r\n", AsRef::<str>::as_ref(k), v.as_str()));
+                }
+            }
+            block.push_str("\r\n");
+            block.len() + body.len()
+        });
+        let back = decode_event(Some(&h), &body, &actor, ORIGIN).unwrap();
+        assert_eq!(back, e);
+        let other = ActorId::new("other").unwrap();
+        assert!(matches!(
+            decode_event(Some(&h), &body, &other, ORIGIN),
+            Err(CodecError::Malformed(_))
+        ));
+        assert_eq!(read_version(&body, ORIGIN).unwrap(), Version::new(7));
+        assert_eq!(read_event_id(Some(&h), ORIGIN).unwrap(), e.id);
+        // The payload is a zero-copy slice of the body.
+        assert!(body.as_ptr_range().contains(&back.data.as_ptr()) || back.data.is_empty());
+    }
+
+    #[test]
+    fn envelope_is_readable_as_plain_messagepack() {
+        let actor = ActorId::new("a").unwrap();
+        let e = Event::new(actor, Version::new(2), "Opened", &"x").unwrap();
+        let body = encode_event(&e).unwrap().body;
+        #[derive(Deserialize)]
+        struct Tool {
+            #[serde(rename = "type")]
+            event_type: String,
+            version: u64,
+        }
+        let t: Tool = rmp_serde::from_slice(&body).unwrap();
+        assert_eq!((t.event_type.as_str(), t.version), ("Opened", 2));
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let s =
+            ActorSnapshot::new(ActorId::new("s").unwrap(), Version::new(4), &vec![1u8, 2]).unwrap();
+        let body = encode_snapshot(&s, Some(9)).unwrap();
+        assert_eq!(
+            decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
+            (s.clone(), Some(9))
+        );
+        let body = encode_snapshot(&s, None).unwrap();
+        assert_eq!(
+            decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
+            (s, None)
+        );
+        assert_eq!(read_version(&body, ORIGIN).unwrap(), Version::new(4));
+    }
+
+    #[test]
+    fn foreign_messages_are_codec_errors() {
+        let a = ActorId::new("a").unwrap();
+        let garbage = Bytes::from_static(b"\xc1garbage");
+        assert!(decode_event(None, &garbage, &a, ORIGIN).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(NATS_MESSAGE_ID, "0195f0a0-0000-7000-8000-000000000000");
+        assert!(matches!(
+            decode_event(Some(&h), &garbage, &a, ORIGIN),
+            Err(CodecError::Decode { .. })
+        ));
+        assert!(read_version(&garbage, ORIGIN).is_err());
+        assert!(read_version(b"", ORIGIN).is_err());
+        let other = rmp_serde::to_vec_named(&VersionOut {
+            aether: 9,
+            version: 1,
+        })
+        .unwrap();
+        assert!(matches!(
+            read_version(&other, ORIGIN),
+            Err(CodecError::Malformed(_))
+        ));
+        #[derive(Serialize)]
+        struct VersionOut {
+            aether: u8,
+            version: u64,
+        }
+    }
+}

@@ -1,0 +1,1341 @@
+//! [`JetStreamEventStore`]: appends, reads and snapshots.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_core::store::{BoxStream, validate_batch};
+use aether_core::{
+    ActorId, ActorSnapshot, Event, EventStore, InvalidInput, Namespace, SnapshotStore, StoreError,
+    Version,
+};
+use async_nats::header::{
+    NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+};
+use async_nats::jetstream::stream::Stream as NatsStream;
+use async_nats::{Client, HeaderMap, Request, StatusCode, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+use metrics::{Counter, Histogram};
+use serde::Deserialize;
+
+use crate::cache::{Tip, VersionCache};
+use crate::config::JetStreamStoreBuilder;
+use crate::envelope::{
+    Encoded, Origin, decode_event, decode_snapshot, encode_event, encode_snapshot, names,
+    read_event_id, read_version,
+};
+use crate::error::{
+    ApiError, Refusal, api_error, direct_get_error, publish_error, raw_get_error, request_error,
+    subscribe_error,
+};
+
+/// Most events one [`EventStore::append`] may carry: the server's atomic
+/// batch limit.
+pub const MAX_BATCH: usize = 1000;
+
+/// Attempts of one append when the server refuses transiently.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Worst-case bytes the store adds to an event's headers for concurrency
+/// control and batching (expected sequence, batch id, batch sequence, commit).
+const CONTROL_HEADERS: usize = "Nats-Expected-Last-Subject-Sequence: 18446744073709551615\r\n"
+    .len()
+    + "Nats-Batch-Id: 0123456789abcdef0123456789abcdef\r\n".len()
+    + "Nats-Batch-Sequence: 1000\r\n".len()
+    + "Nats-Batch-Commit: 1\r\n".len();
+
+/// An [`EventStore`] and [`SnapshotStore`] on NATS JetStream for one namespace.
+///
+/// See the [crate docs](crate) for the layout, the envelope and the
+/// guarantees. Cloning is cheap; clones share the connection and the
+/// version cache.
+#[derive(Clone)]
+pub struct JetStreamEventStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JetStreamEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamEventStore")
+            .field("namespace", &self.inner.namespace)
+            .field("events_stream", &self.inner.events.name)
+            .field("snapshots_stream", &self.inner.snapshots.name)
+            .field("replicas", &self.inner.events.replicas)
+            .field("cached_actors", &self.inner.cache.len())
+            .finish()
+    }
+}
+
+pub(crate) struct StreamHandle {
+    pub(crate) name: String,
+    /// `<prefix>.<ns>.events` (or `.snapshots`); an actor's subject appends
+    /// `.<encoded actor id>`.
+    subject_base: String,
+    stream: NatsStream,
+    replicas: usize,
+}
+
+impl StreamHandle {
+    pub(crate) fn new(stream: NatsStream, subject_base: String) -> Self {
+        let info = stream.cached_info();
+        StreamHandle {
+            name: info.config.name.clone(),
+            replicas: info.config.num_replicas,
+            subject_base,
+            stream,
+        }
+    }
+
+    fn subject(&self, actor: &ActorId) -> String {
+        let enc = actor.encoded();
+        let mut s = String::with_capacity(self.subject_base.len() + 1 + enc.len());
+        s.push_str(&self.subject_base);
+        s.push('.');
+        s.push_str(&enc);
+        s
+    }
+
+    /// Whether a direct get (answered by any replica) sees every
+    /// acknowledged write: only with one replica. With more, reads that must
+    /// see the latest write go to the stream leader.
+    fn direct_is_coherent(&self) -> bool {
+        self.replicas <= 1
+    }
+}
+
+pub(crate) struct Metrics {
+    append_seconds: Histogram,
+    appends: Counter,
+    events_appended: Counter,
+    conflicts: Counter,
+    append_errors: Counter,
+    retries: Counter,
+    events_read: Counter,
+    snapshots_saved: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new(ns: &Namespace) -> Self {
+        let ns = ns.as_str().to_owned();
+        macro_rules! c {
+            ($name:literal) => {
+                metrics::counter!($name, "namespace" => ns.clone(), "backend" => "jetstream")
+            };
+        }
+        Metrics {
+            append_seconds: metrics::histogram!("aether_append_duration_seconds", "namespace" => ns.clone(), "backend" => "jetstream"),
+            appends: c!("aether_appends_total"),
+            events_appended: c!("aether_events_appended_total"),
+            conflicts: c!("aether_append_conflicts_total"),
+            append_errors: c!("aether_append_errors_total"),
+            retries: c!("aether_append_retries_total"),
+            events_read: c!("aether_events_read_total"),
+            snapshots_saved: c!("aether_snapshots_saved_total"),
+            cache_hits: c!("aether_version_cache_hits_total"),
+            cache_misses: c!("aether_version_cache_misses_total"),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) namespace: Namespace,
+    pub(crate) client: Client,
+    pub(crate) events: StreamHandle,
+    pub(crate) snapshots: StreamHandle,
+    pub(crate) api_prefix: String,
+    pub(crate) max_payload: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) read_batch: usize,
+    pub(crate) cache: VersionCache,
+    /// Where the event of each actor's latest snapshot is (from the snapshot
+    /// envelope): the start of a read after the snapshot, verified by the read.
+    pub(crate) hints: VersionCache,
+    pub(crate) metrics: Metrics,
+}
+
+/// One stored message as read back.
+struct RawMsg {
+    seq: u64,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
+}
+
+impl From<async_nats::jetstream::message::StreamMessage> for RawMsg {
+    fn from(m: async_nats::jetstream::message::StreamMessage) -> Self {
+        RawMsg {
+            seq: m.sequence,
+            headers: Some(m.headers),
+            payload: m.payload,
+        }
+    }
+}
+
+/// A publish acknowledgement (or error answer) as JSON.
+#[derive(Debug, Deserialize)]
+struct AckResponse {
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+#[derive(Debug)]
+struct Ack {
+    seq: u64,
+    duplicate: bool,
+}
+
+/// What a read-back says about an append that could not simply be published.
+enum Resolution {
+    /// The batch is already stored (a retry): report success.
+    Stored(Version),
+    /// Another write got there first.
+    Conflict(Version),
+    /// The actor is still at the expected version, with this tip.
+    Unchanged(Tip),
+}
+
+impl JetStreamEventStore {
+    /// A builder with every setting at its default; see [`JetStreamStoreBuilder`].
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use aether_core::Namespace;
+    /// use aether_store_jetstream::{JetStreamEventStore, Storage};
+    ///
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let store = JetStreamEventStore::builder(client)
+    ///     .namespace(Namespace::new("orders")?)
+    ///     .replicas(3)
+    ///     .storage(Storage::File)
+    ///     .open()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(client: Client) -> JetStreamStoreBuilder {
+        JetStreamStoreBuilder::new(client)
+    }
+
+    /// Opens the store of the `default` namespace with its events in the
+    /// stream `stream_name` (and snapshots in `<stream_name>_SNAPSHOTS`),
+    /// creating them if needed.
+    ///
+    /// # Errors
+    /// See [`JetStreamStoreBuilder::open`].
+    pub async fn new(client: Client, stream_name: impl Into<String>) -> Result<Self, StoreError> {
+        Self::builder(client)
+            .events_stream(stream_name)
+            .open()
+            .await
+    }
+
+    /// Opens the store of `namespace` with its events in `stream_name`.
+    ///
+    /// # Errors
+    /// See [`JetStreamStoreBuilder::open`].
+    pub async fn with_namespace(
+        client: Client,
+        stream_name: impl Into<String>,
+        namespace: Namespace,
+    ) -> Result<Self, StoreError> {
+        Self::builder(client)
+            .events_stream(stream_name)
+            .namespace(namespace)
+            .open()
+            .await
+    }
+
+    /// The events stream's name.
+    pub fn events_stream_name(&self) -> &str {
+        &self.inner.events.name
+    }
+
+    /// The snapshots stream's name.
+    pub fn snapshots_stream_name(&self) -> &str {
+        &self.inner.snapshots.name
+    }
+
+    /// The subject an actor's events are stored on.
+    pub fn event_subject(&self, actor: &ActorId) -> String {
+        self.inner.events.subject(actor)
+    }
+
+    /// The subject an actor's snapshot is stored on.
+    pub fn snapshot_subject(&self, actor: &ActorId) -> String {
+        self.inner.snapshots.subject(actor)
+    }
+
+    /// The server's `max_payload` seen at open: the limit for one event or
+    /// snapshot *including* its envelope and headers (about 130 bytes plus
+    /// the type, actor id and metadata; the check also reserves about 160
+    /// bytes for the concurrency and batch headers).
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
+    /// The replicas of the events stream.
+    pub fn replicas(&self) -> usize {
+        self.inner.events.replicas
+    }
+
+    /// The NATS client the store uses.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Forgets every cached actor version and read hint (the next append of
+    /// each actor reads its tip from the server first). Never needed for
+    /// correctness.
+    pub fn clear_cache(&self) {
+        self.inner.cache.clear();
+        self.inner.hints.clear();
+    }
+}
+
+impl Inner {
+    fn conflict(&self, actor: &ActorId, expected: Version, actual: Version) -> StoreError {
+        self.metrics.conflicts.increment(1);
+        tracing::debug!(namespace = %self.namespace, %actor, %expected, %actual, "append conflict");
+        StoreError::VersionConflict {
+            actor: actor.clone(),
+            expected,
+            actual,
+        }
+    }
+
+    /// The last message of `subject`, read so that it reflects every
+    /// acknowledged write (leader read with more than one replica).
+    async fn last_msg(
+        &self,
+        h: &StreamHandle,
+        subject: &str,
+    ) -> Result<Option<RawMsg>, StoreError> {
+        if h.direct_is_coherent() {
+            match h.stream.direct_get_last_for_subject(subject).await {
+                Ok(m) => Ok(Some(m.into())),
+                Err(e) => match direct_get_error(
+                    &format!("reading the last message of {subject}"),
+                    self.timeout,
+                    e,
+                ) {
+                    None => Ok(None),
+                    Some(e) => Err(e),
+                },
+            }
+        } else {
+            match h.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some(m.into())),
+                Err(e) => match raw_get_error(
+                    &format!("reading the last message of {subject}"),
+                    self.timeout,
+                    e,
+                ) {
+                    None => Ok(None),
+                    Some(e) => Err(e),
+                },
+            }
+        }
+    }
+
+    /// The first message of `subject` at or after stream sequence `seq`.
+    async fn next_msg(
+        &self,
+        h: &StreamHandle,
+        subject: &str,
+        seq: u64,
+    ) -> Result<Option<RawMsg>, StoreError> {
+        let what = || format!("reading {subject} from sequence {seq}");
+        if h.direct_is_coherent() {
+            match h
+                .stream
+                .direct_get_next_for_subject(subject, Some(seq))
+                .await
+            {
+                Ok(m) => Ok(Some(m.into())),
+                Err(e) => match direct_get_error(&what(), self.timeout, e) {
+                    None => Ok(None),
+                    Some(e) => Err(e),
+                },
+            }
+        } else {
+            match h
+                .stream
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(subject)
+                .send()
+                .await
+            {
+                Ok(m) => Ok(Some(m.into())),
+                Err(e) => match raw_get_error(&what(), self.timeout, e) {
+                    None => Ok(None),
+                    Some(e) => Err(e),
+                },
+            }
+        }
+    }
+
+    /// The actor's latest event (version and sequence) from the server;
+    /// refreshes the cache.
+    async fn tip(
+        &self,
+        actor: &ActorId,
+        subject: &str,
+    ) -> Result<Option<(Tip, RawMsg)>, StoreError> {
+        let Some(m) = self.last_msg(&self.events, subject).await? else {
+            return Ok(None);
+        };
+        let origin = Origin {
+            stream: &self.events.name,
+            sequence: m.seq,
+        };
+        let version = read_version(&m.payload, origin)?;
+        let tip = Tip {
+            version: version.get(),
+            seq: m.seq,
+        };
+        self.cache.observe(actor, tip);
+        Ok(Some((tip, m)))
+    }
+
+    /// A stream sequence at or before the one of version `from` of the actor
+    /// (exactly it when the history is intact), given its tip.
+    async fn seek(&self, subject: &str, from: u64, tip: Tip) -> Result<u64, StoreError> {
+        if from >= tip.version {
+            return Ok(tip.seq);
+        }
+        // Version `from` lies at least `tip.version - from` messages before the tip.
+        let guess = tip.seq.saturating_sub(tip.version - from).max(1);
+        let version_at = |m: &RawMsg| {
+            read_version(
+                &m.payload,
+                Origin {
+                    stream: &self.events.name,
+                    sequence: m.seq,
+                },
+            )
+            .ok()
+            .map(Version::get)
+        };
+        let Some(m) = self.next_msg(&self.events, subject, guess).await? else {
+            return Ok(1);
+        };
+        let Some(v) = version_at(&m) else {
+            return Ok(1);
+        };
+        if v <= from {
+            return Ok(if v == from { m.seq } else { guess });
+        }
+        // Binary search over [lo, hi] for the message with version `from`;
+        // `lo` only passes messages older than `from`, so it stays a safe start.
+        let (mut lo, mut hi) = (1u64, m.seq.saturating_sub(1));
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(m) = self.next_msg(&self.events, subject, mid).await? else {
+                break;
+            };
+            let Some(v) = version_at(&m) else { break };
+            if v == from {
+                return Ok(m.seq);
+            }
+            if v < from {
+                lo = m.seq + 1;
+            } else if mid == 0 {
+                break;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Decides what a refused or pre-empted append means, from the actor's
+    /// tip on the server.
+    async fn resolve(
+        &self,
+        actor: &ActorId,
+        subject: &str,
+        expected: Version,
+        events: &[Event],
+    ) -> Result<Resolution, StoreError> {
+        let tip = self.tip(actor, subject).await?;
+        let latest = tip.as_ref().map_or(0, |(t, _)| t.version);
+        if let (Some(last), Some((t, m))) = (events.last(), &tip) {
+            let want = last.version.get();
+            if latest >= want {
+                let origin = |seq| Origin {
+                    stream: &self.events.name,
+                    sequence: seq,
+                };
+                let stored_id = if latest == want {
+                    Some(read_event_id(m.headers.as_ref(), origin(m.seq))?)
+                } else {
+                    let seq = self.seek(subject, want, *t).await?;
+                    match self.next_msg(&self.events, subject, seq).await? {
+                        Some(m) if read_version(&m.payload, origin(m.seq))?.get() == want => {
+                            Some(read_event_id(m.headers.as_ref(), origin(m.seq))?)
+                        }
+                        _ => None,
+                    }
+                };
+                if stored_id == Some(last.id) {
+                    tracing::debug!(namespace = %self.namespace, %actor, version = want, "append was already stored (retry)");
+                    return Ok(Resolution::Stored(last.version));
+                }
+            }
+        }
+        if latest == expected.get() {
+            return Ok(Resolution::Unchanged(
+                tip.map_or(Tip { version: 0, seq: 0 }, |(t, _)| t),
+            ));
+        }
+        Ok(Resolution::Conflict(Version::new(latest)))
+    }
+
+    /// Sends a request whose answer is a publish acknowledgement.
+    async fn request_ack(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+        what: impl Fn() -> String,
+    ) -> Result<Result<Ack, Refusal>, StoreError> {
+        let request = Request::new()
+            .headers(headers)
+            .payload(payload)
+            .timeout(Some(self.timeout));
+        let reply = self
+            .client
+            .send_request(subject.to_owned(), request)
+            .await
+            .map_err(|e| request_error(&what(), self.timeout, e))?;
+        if reply.status == Some(StatusCode::NO_RESPONDERS) {
+            return Err(StoreError::Unavailable {
+                message: format!("{}: no responders", what()),
+                source: None,
+            });
+        }
+        let ack: AckResponse = serde_json::from_slice(&reply.payload).map_err(|e| {
+            crate::error::backend(format!("{}: unreadable acknowledgement", what()), e)
+        })?;
+        if let Some(e) = ack.error {
+            return Ok(Err(Refusal::classify(e, &what())));
+        }
+        if ack.seq == 0 {
+            return Err(StoreError::Backend {
+                message: format!("{}: acknowledgement without a sequence", what()),
+                source: None,
+            });
+        }
+        Ok(Ok(Ack {
+            seq: ack.seq,
+            duplicate: ack.duplicate,
+        }))
+    }
+
+    /// Publishes one event or an atomic batch with the expected last
+    /// sequence of the actor's subject.
+    async fn publish(
+        &self,
+        subject: &str,
+        msgs: &[Encoded],
+        expected_seq: u64,
+    ) -> Result<Result<Ack, Refusal>, StoreError> {
+        let expected = expected_seq.to_string();
+        if let [one] = msgs {
+            let mut h = one.headers();
+            h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.as_str());
+            return self
+                .request_ack(subject, h, one.body.clone(), || {
+                    format!("appending to {subject}")
+                })
+                .await;
+        }
+        let Some((last, rest)) = msgs.split_last() else {
+            return Err(StoreError::Backend {
+                message: format!("appending to {subject}: empty batch"),
+                source: None,
+            });
+        };
+        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let what = || format!("appending a batch of {} to {subject}", msgs.len());
+        let batch_headers = |msg: &Encoded, i: usize| {
+            let mut h = msg.headers();
+            h.insert(NATS_BATCH_ID, batch_id.as_str());
+            h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string());
+            if i == 0 {
+                h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.as_str());
+            }
+            h
+        };
+        // Every message but the last without a reply (the server stages
+        // them); the commit's reply is the batch's acknowledgement.
+        for (i, msg) in rest.iter().enumerate() {
+            self.client
+                .publish_with_headers(subject.to_owned(), batch_headers(msg, i), msg.body.clone())
+                .await
+                .map_err(|e| publish_error(&what(), e))?;
+        }
+        let mut h = batch_headers(last, rest.len());
+        h.insert(NATS_BATCH_COMMIT, "1");
+        self.request_ack(subject, h, last.body.clone(), what).await
+    }
+
+    async fn append_checked(
+        &self,
+        actor: &ActorId,
+        expected: Version,
+        events: &[Event],
+        msgs: &[Encoded],
+    ) -> Result<Version, StoreError> {
+        let subject = self.events.subject(actor);
+        let last_version = expected.add(events.len() as u64);
+        let mut known = match self.cache.get(actor) {
+            Some(t) => {
+                self.metrics.cache_hits.increment(1);
+                Some(t)
+            }
+            None if expected.is_zero() => Some(Tip { version: 0, seq: 0 }),
+            None => {
+                self.metrics.cache_misses.increment(1);
+                None
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tip = match known {
+                Some(t) if t.version == expected.get() => t,
+                _ => match self.resolve(actor, &subject, expected, events).await? {
+                    Resolution::Stored(v) => return Ok(v),
+                    Resolution::Conflict(actual) => {
+                        return Err(self.conflict(actor, expected, actual));
+                    }
+                    Resolution::Unchanged(t) => t,
+                },
+            };
+            match self.publish(&subject, msgs, tip.seq).await {
+                Ok(Ok(ack)) if !ack.duplicate => {
+                    self.cache.observe(
+                        actor,
+                        Tip {
+                            version: last_version.get(),
+                            seq: ack.seq,
+                        },
+                    );
+                    return Ok(last_version);
+                }
+                Ok(Ok(_duplicate)) => {
+                    self.cache.invalidate(actor);
+                    known = None;
+                }
+                Ok(Err(Refusal::Conflict(e))) => {
+                    tracing::trace!(%actor, error = %e, "append refused; reading back");
+                    self.cache.invalidate(actor);
+                    known = None;
+                }
+                Ok(Err(Refusal::Retry(e))) => {
+                    self.cache.invalidate(actor);
+                    known = None;
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(api_error(&format!("appending to {subject}"), e));
+                    }
+                    self.metrics.retries.increment(1);
+                    tracing::debug!(%actor, error = %e, attempt, "transient refusal; retrying");
+                    tokio::time::sleep(Duration::from_millis(2u64 << attempt.min(6))).await;
+                }
+                Ok(Err(Refusal::Fatal(e))) => return Err(e),
+                Err(e) => {
+                    self.cache.invalidate(actor);
+                    return Err(e);
+                }
+            }
+            if attempt >= MAX_ATTEMPTS {
+                return Err(StoreError::Unavailable {
+                    message: format!(
+                        "appending to {subject}: still refused after {MAX_ATTEMPTS} attempts while the actor stayed at version {expected}"
+                    ),
+                    source: None,
+                });
+            }
+        }
+    }
+
+    fn encode_batch(&self, actor: &ActorId, events: &[Event]) -> Result<Vec<Encoded>, StoreError> {
+        events
+            .iter()
+            .map(|e| {
+                let enc = encode_event(e)?;
+                let size = enc.wire_len(CONTROL_HEADERS);
+                if size > self.max_payload {
+                    return Err(StoreError::TooLarge {
+                        what: format!("event {} (version {}) of {actor}", e.id, e.version),
+                        size,
+                        max: self.max_payload,
+                    });
+                }
+                Ok(enc)
+            })
+            .collect()
+    }
+}
+
+impl EventStore for JetStreamEventStore {
+    fn namespace(&self) -> &Namespace {
+        &self.inner.namespace
+    }
+
+    async fn append(
+        &self,
+        actor: &ActorId,
+        expected: Version,
+        events: Vec<Event>,
+    ) -> Result<Version, StoreError> {
+        let inner = &*self.inner;
+        validate_batch(actor, expected, &events)?;
+        if events.is_empty() {
+            return Ok(expected);
+        }
+        if events.len() > MAX_BATCH {
+            return Err(InvalidInput::BatchTooLarge {
+                len: events.len(),
+                max: MAX_BATCH,
+            }
+            .into());
+        }
+        let msgs = inner.encode_batch(actor, &events)?;
+        let started = Instant::now();
+        let result = inner.append_checked(actor, expected, &events, &msgs).await;
+        inner
+            .metrics
+            .append_seconds
+            .record(started.elapsed().as_secs_f64());
+        inner.metrics.appends.increment(1);
+        match &result {
+            Ok(_) => inner.metrics.events_appended.increment(events.len() as u64),
+            Err(StoreError::VersionConflict { .. }) => {}
+            Err(e) => {
+                inner.metrics.append_errors.increment(1);
+                tracing::debug!(namespace = %inner.namespace, %actor, error = %e, "append failed");
+            }
+        }
+        result
+    }
+
+    async fn get_events(&self, actor: &ActorId, from: Version) -> Result<Vec<Event>, StoreError> {
+        let mut reader = Reader::new(self.inner.clone(), actor.clone(), from);
+        let mut out = Vec::new();
+        while let Some(item) = reader.next().await {
+            out.push(item?);
+        }
+        Ok(out)
+    }
+
+    fn stream_events(
+        &self,
+        actor: &ActorId,
+        from: Version,
+    ) -> BoxStream<'static, Result<Event, StoreError>> {
+        let reader = Reader::new(self.inner.clone(), actor.clone(), from);
+        Box::pin(futures::stream::unfold(reader, |mut r| async move {
+            r.next().await.map(|item| (item, r))
+        }))
+    }
+
+    async fn get_latest_version(&self, actor: &ActorId) -> Result<Version, StoreError> {
+        let subject = self.inner.events.subject(actor);
+        Ok(self
+            .inner
+            .tip(actor, &subject)
+            .await?
+            .map_or(Version::ZERO, |(t, _)| Version::new(t.version)))
+    }
+}
+
+impl SnapshotStore for JetStreamEventStore {
+    async fn save_snapshot(&self, snapshot: ActorSnapshot) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let actor = snapshot.actor_id.clone();
+        // Checked before any round trip with the largest possible envelope.
+        let size = b"NATS/1.0\r\n\r\n".len()
+            + CONTROL_HEADERS
+            + encode_snapshot(&snapshot, Some(u64::MAX))?.len();
+        if size > inner.max_payload {
+            return Err(StoreError::TooLarge {
+                what: format!("snapshot of {actor} at version {}", snapshot.version),
+                size,
+                max: inner.max_payload,
+            });
+        }
+        // A snapshot never claims a version that was not stored. The cache
+        // never runs ahead of the server, so a cached version is proof enough.
+        let mut tip = inner.cache.get(&actor);
+        if snapshot.version.get() > tip.map_or(0, |t| t.version) {
+            let subject = inner.events.subject(&actor);
+            tip = inner.tip(&actor, &subject).await?.map(|(t, _)| t);
+            let latest = Version::new(tip.map_or(0, |t| t.version));
+            if snapshot.version > latest {
+                return Err(StoreError::SnapshotAhead {
+                    actor,
+                    snapshot: snapshot.version,
+                    latest,
+                });
+            }
+        }
+        // Where the snapshot's event is, when that is the tip we know.
+        let seq = tip
+            .filter(|t| t.version == snapshot.version.get())
+            .map(|t| t.seq);
+        let body = encode_snapshot(&snapshot, seq)?;
+        let subject = inner.snapshots.subject(&actor);
+        let what = format!("saving the snapshot of {actor}");
+        for attempt in 1..=MAX_ATTEMPTS {
+            let current = inner.last_msg(&inner.snapshots, &subject).await?;
+            let expected_seq = match &current {
+                None => 0,
+                Some(m) => {
+                    let origin = Origin {
+                        stream: &inner.snapshots.name,
+                        sequence: m.seq,
+                    };
+                    // An undecodable stored snapshot is replaced.
+                    if let Ok(v) = read_version(&m.payload, origin)
+                        && v > snapshot.version
+                    {
+                        tracing::debug!(%actor, stored = %v, offered = %snapshot.version, "older snapshot ignored");
+                        return Ok(());
+                    }
+                    m.seq
+                }
+            };
+            let mut h = HeaderMap::new();
+            h.insert(
+                NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expected_seq.to_string(),
+            );
+            match inner
+                .request_ack(&subject, h, body.clone(), || what.clone())
+                .await?
+            {
+                Ok(_) => {
+                    inner.metrics.snapshots_saved.increment(1);
+                    return Ok(());
+                }
+                Err(Refusal::Conflict(_)) | Err(Refusal::Retry(_)) if attempt < MAX_ATTEMPTS => {
+                    tracing::trace!(%actor, attempt, "snapshot write raced; retrying");
+                }
+                Err(Refusal::Conflict(e)) | Err(Refusal::Retry(e)) => {
+                    return Err(api_error(&what, e));
+                }
+                Err(Refusal::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("{what}: still racing after {MAX_ATTEMPTS} attempts"),
+            source: None,
+        })
+    }
+
+    async fn get_latest_snapshot(
+        &self,
+        actor: &ActorId,
+    ) -> Result<Option<ActorSnapshot>, StoreError> {
+        let inner = &*self.inner;
+        let subject = inner.snapshots.subject(actor);
+        let Some(m) = inner.last_msg(&inner.snapshots, &subject).await? else {
+            return Ok(None);
+        };
+        let origin = Origin {
+            stream: &inner.snapshots.name,
+            sequence: m.seq,
+        };
+        let (snapshot, seq) = decode_snapshot(&m.payload, actor, origin)?;
+        if let Some(seq) = seq {
+            inner.hints.observe(
+                actor,
+                Tip {
+                    version: snapshot.version.get(),
+                    seq,
+                },
+            );
+        }
+        Ok(Some(snapshot))
+    }
+}
+
+/// Reads an actor's events up to its tip when the read began: short reads
+/// with batched direct gets (`{"seq", "batch", "next_by_subj"}`, server
+/// 2.11+), long ones through an ordered consumer, decoding each message as it
+/// arrives.
+struct Reader {
+    inner: Arc<Inner>,
+    actor: ActorId,
+    subject: String,
+    from: Version,
+    phase: Phase,
+    last: Option<Tip>,
+    read: u64,
+    /// Set after a wrong start hint: search instead.
+    no_hint: bool,
+}
+
+impl Drop for Reader {
+    /// A stream dropped before its end still counts what it read and feeds
+    /// the cache with the newest version it saw.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+enum Started {
+    Empty,
+    Direct(Open),
+    Consumer { start: u64, target: u64 },
+}
+
+enum Phase {
+    Start,
+    Open(Open),
+    Tail(Box<Tail>),
+    Done,
+}
+
+/// The rest of a long history, through an ordered consumer.
+struct Tail {
+    /// In a mutex only to make the reader `Sync` (the consumer's stream is
+    /// not); it is reached through `get_mut`, never locked.
+    messages: std::sync::Mutex<async_nats::jetstream::consumer::pull::Ordered>,
+    /// The sequence the read ends at (the actor's tip when it began or switched).
+    target: u64,
+    finished: bool,
+}
+
+struct Open {
+    sub: Subscriber,
+    inbox: String,
+    next_seq: u64,
+    /// The sequence the read must reach (the actor's tip when the read
+    /// began), so that a replica behind the leader is waited for and a read of
+    /// an actor that keeps being written ends.
+    target: u64,
+    in_batch: usize,
+    /// Since when a replica has answered short of `target`.
+    stale_since: Option<Instant>,
+    /// The message the read must start with when it starts at a hint.
+    verify: Option<Tip>,
+}
+
+enum Step {
+    Item(Result<Event, StoreError>),
+    Continue,
+    /// Many events remain: read them through an ordered consumer.
+    SwitchToConsumer,
+    /// The start hint was wrong: start again with a search.
+    Reseek,
+    Finished,
+}
+
+/// Past how many events (in read batches) a read uses an ordered consumer
+/// instead of batched direct gets: the consumer streams with flow control
+/// (measured here 2-3x the per-message rate of direct gets) but costs a
+/// consumer on the server, so short reads (after a snapshot) stay direct.
+const CONSUMER_AFTER_BATCHES: u64 = 1;
+
+impl Reader {
+    fn new(inner: Arc<Inner>, actor: ActorId, from: Version) -> Self {
+        let subject = inner.events.subject(&actor);
+        Reader {
+            inner,
+            actor,
+            subject,
+            from,
+            phase: Phase::Start,
+            last: None,
+            read: 0,
+            no_hint: false,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => {
+                    self.finish();
+                    return None;
+                }
+                Phase::Start => match self.start().await {
+                    Ok(Started::Direct(open)) => self.phase = Phase::Open(open),
+                    Ok(Started::Consumer { start, target }) => {
+                        match Self::tail(self.inner.clone(), self.subject.clone(), start, target)
+                            .await
+                        {
+                            Ok(tail) => self.phase = Phase::Tail(Box::new(tail)),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    Ok(Started::Empty) => return None,
+                    Err(e) => return Some(Err(e)),
+                },
+                Phase::Open(mut open) => match self.step(&mut open).await {
+                    Ok(Step::Item(item)) => {
+                        self.phase = Phase::Open(open);
+                        return Some(item);
+                    }
+                    Ok(Step::Continue) => self.phase = Phase::Open(open),
+                    Ok(Step::Reseek) => {
+                        self.inner.hints.invalidate(&self.actor);
+                        self.no_hint = true;
+                        self.phase = Phase::Start;
+                    }
+                    Ok(Step::SwitchToConsumer) => match Self::tail(
+                        self.inner.clone(),
+                        self.subject.clone(),
+                        open.next_seq,
+                        open.target,
+                    )
+                    .await
+                    {
+                        Ok(tail) => self.phase = Phase::Tail(Box::new(tail)),
+                        Err(e) => return Some(Err(e)),
+                    },
+                    Ok(Step::Finished) => {
+                        self.finish();
+                        return None;
+                    }
+                    Err(e) => return Some(Err(e)),
+                },
+                Phase::Tail(mut tail) => match self.tail_step(&mut tail).await {
+                    Ok(Step::Item(item)) => {
+                        self.phase = Phase::Tail(tail);
+                        return Some(item);
+                    }
+                    Ok(Step::Continue | Step::SwitchToConsumer | Step::Reseek) => {
+                        self.phase = Phase::Tail(tail);
+                    }
+                    Ok(Step::Finished) => {
+                        self.finish();
+                        return None;
+                    }
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(t) = self.last.take() {
+            self.inner.cache.observe(&self.actor, t);
+        }
+        if self.read > 0 {
+            self.inner.metrics.events_read.increment(self.read);
+            self.read = 0;
+        }
+    }
+
+    /// Reads the actor's tip and decides where and how the read starts.
+    async fn start(&mut self) -> Result<Started, StoreError> {
+        let inner = &*self.inner;
+        let from = self.from.get().max(1);
+        let Some(last) = inner.last_msg(&inner.events, &self.subject).await? else {
+            return Ok(Started::Empty);
+        };
+        let origin = Origin {
+            stream: &inner.events.name,
+            sequence: last.seq,
+        };
+        let threshold = CONSUMER_AFTER_BATCHES * inner.read_batch as u64;
+        let (start, remaining, verify) = match read_version(&last.payload, origin) {
+            Ok(v) => {
+                let tip = Tip {
+                    version: v.get(),
+                    seq: last.seq,
+                };
+                inner.cache.observe(&self.actor, tip);
+                if from > tip.version {
+                    return Ok(Started::Empty);
+                }
+                let remaining = tip.version - from + 1;
+                // A short read right after a snapshot that recorded where its
+                // event is: start there, and check that the first message is
+                // that event (else search after all).
+                let hint = inner
+                    .hints
+                    .get(&self.actor)
+                    .filter(|h| !self.no_hint && h.version + 1 == from && h.seq < tip.seq);
+                match hint {
+                    _ if from == 1 => (1, remaining, None),
+                    Some(h) if remaining <= threshold => (h.seq, remaining, Some(h)),
+                    _ => (inner.seek(&self.subject, from, tip).await?, remaining, None),
+                }
+            }
+            // A foreign last message: read everything up to it (skipping
+            // versions before `from`); it becomes a Codec item at the end.
+            Err(_) => (1, 0, None),
+        };
+        if remaining > threshold {
+            return Ok(Started::Consumer {
+                start,
+                target: last.seq,
+            });
+        }
+        let inbox = inner.client.new_inbox();
+        let sub = inner
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| subscribe_error("reading events", e))?;
+        let mut open = Open {
+            sub,
+            inbox,
+            next_seq: start,
+            target: last.seq,
+            in_batch: 0,
+            stale_since: None,
+            verify,
+        };
+        self.request(&mut open).await?;
+        Ok(Started::Direct(open))
+    }
+
+    async fn request(&self, open: &mut Open) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let body = serde_json::json!({
+            "seq": open.next_seq,
+            "batch": inner.read_batch,
+            "next_by_subj": self.subject,
+        });
+        let payload = Bytes::from(
+            serde_json::to_vec(&body)
+                .map_err(|e| crate::error::backend("encoding a read request", e))?,
+        );
+        open.in_batch = 0;
+        inner
+            .client
+            .publish_with_reply(
+                format!("{}.DIRECT.GET.{}", inner.api_prefix, inner.events.name),
+                open.inbox.clone(),
+                payload,
+            )
+            .await
+            .map_err(|e| publish_error(&format!("reading {}", self.subject), e))
+    }
+
+    /// Opens an ordered consumer on the actor's subject from `start` (a free
+    /// function of the inner store, so the reader need not be `Sync`).
+    async fn tail(
+        inner: Arc<Inner>,
+        subject: String,
+        start: u64,
+        target: u64,
+    ) -> Result<Tail, StoreError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let what = format!("reading {subject} through an ordered consumer");
+        let consumer = inner
+            .events
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subject,
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StoreError::unavailable(what.clone(), e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::unavailable(what, e))?;
+        Ok(Tail {
+            messages: std::sync::Mutex::new(messages),
+            target,
+            finished: false,
+        })
+    }
+
+    async fn tail_step(&mut self, tail: &mut Tail) -> Result<Step, StoreError> {
+        if tail.finished {
+            return Ok(Step::Finished);
+        }
+        let timeout = self.inner.timeout;
+        let msg = match tokio::time::timeout(
+            timeout,
+            tail.messages
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .next(),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(StoreError::Timeout(format!(
+                    "reading {}: no message within {timeout:?}",
+                    self.subject
+                )));
+            }
+            Ok(None) => {
+                return Err(StoreError::Unavailable {
+                    message: format!("reading {}: the consumer ended", self.subject),
+                    source: None,
+                });
+            }
+            Ok(Some(Err(e))) => {
+                return Err(StoreError::unavailable(
+                    format!("reading {} through an ordered consumer", self.subject),
+                    e,
+                ));
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let seq = match msg.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => {
+                return Err(StoreError::Backend {
+                    message: format!(
+                        "reading {}: a consumer message without metadata: {e}",
+                        self.subject
+                    ),
+                    source: None,
+                });
+            }
+        };
+        tail.finished = seq >= tail.target;
+        let origin = Origin {
+            stream: &self.inner.events.name,
+            sequence: seq,
+        };
+        let msg = msg.message;
+        Ok(self.decoded(
+            decode_event(msg.headers.as_ref(), &msg.payload, &self.actor, origin),
+            seq,
+            tail.finished,
+        ))
+    }
+
+    /// Turns a decoded message into a step, skipping versions before `from`.
+    fn decoded(
+        &mut self,
+        event: Result<Event, aether_core::CodecError>,
+        seq: u64,
+        last: bool,
+    ) -> Step {
+        match event {
+            Ok(e) if e.version < self.from => {
+                if last {
+                    Step::Finished
+                } else {
+                    Step::Continue
+                }
+            }
+            Ok(e) => {
+                self.last = Some(Tip {
+                    version: e.version.get(),
+                    seq,
+                });
+                self.read += 1;
+                Step::Item(Ok(e))
+            }
+            Err(e) => Step::Item(Err(e.into())),
+        }
+    }
+
+    async fn step(&mut self, open: &mut Open) -> Result<Step, StoreError> {
+        let timeout = self.inner.timeout;
+        let msg = match tokio::time::timeout(timeout, open.sub.next()).await {
+            Err(_) => {
+                return Err(StoreError::Timeout(format!(
+                    "reading {}: no reply within {timeout:?}",
+                    self.subject
+                )));
+            }
+            Ok(None) => {
+                return Err(StoreError::Unavailable {
+                    message: format!(
+                        "reading {}: the connection closed the reply subscription",
+                        self.subject
+                    ),
+                    source: None,
+                });
+            }
+            Ok(Some(m)) => m,
+        };
+        match msg.status {
+            None => {
+                let headers = msg.headers.as_ref();
+                let seq = headers
+                    .and_then(|h| h.get(names::NATS_SEQUENCE))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                let Some(seq) = seq else {
+                    return Err(StoreError::Backend {
+                        message: format!(
+                            "reading {}: a direct-get reply without Nats-Sequence",
+                            self.subject
+                        ),
+                        source: None,
+                    });
+                };
+                open.next_seq = seq + 1;
+                open.in_batch += 1;
+                let origin = Origin {
+                    stream: &self.inner.events.name,
+                    sequence: seq,
+                };
+                if let Some(hint) = open.verify.take() {
+                    let found = read_version(&msg.payload, origin).ok().map(Version::get);
+                    return Ok(if seq == hint.seq && found == Some(hint.version) {
+                        Step::Continue
+                    } else {
+                        tracing::debug!(actor = %self.actor, ?hint, seq, ?found, "stale read hint");
+                        Step::Reseek
+                    });
+                }
+                let event = decode_event(msg.headers.as_ref(), &msg.payload, &self.actor, origin);
+                Ok(self.decoded(event, seq, false))
+            }
+            Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => {
+                let pending = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Num-Pending"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                if open.next_seq > open.target {
+                    return Ok(Step::Finished);
+                }
+                // More than the estimate remains (the history has holes the
+                // estimate did not see): stream the rest.
+                let remaining =
+                    pending.unwrap_or_else(|| open.target.saturating_sub(open.next_seq) + 1);
+                if remaining > CONSUMER_AFTER_BATCHES * self.inner.read_batch as u64 {
+                    return Ok(Step::SwitchToConsumer);
+                }
+                if pending.unwrap_or(0) == 0 && open.in_batch == 0 {
+                    // A replica that has not applied the latest writes yet.
+                    let since = *open.stale_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > timeout {
+                        return Err(StoreError::Timeout(format!(
+                            "reading {}: replicas did not reach sequence {} within {timeout:?}",
+                            self.subject, open.target
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else {
+                    open.stale_since = None;
+                }
+                self.request(open).await?;
+                Ok(Step::Continue)
+            }
+            Some(status) => Err(StoreError::Backend {
+                message: format!(
+                    "reading {}: the server answered {status} {}",
+                    self.subject,
+                    msg.description.as_deref().unwrap_or("")
+                ),
+                source: None,
+            }),
+        }
+    }
+}
