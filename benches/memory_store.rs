@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use aether_core::{
     ActorId, ActorSnapshot, Aggregate, DomainEvent, Event, EventStore, EventStoreExt,
     SnapshotStore, Version, rehydrate,
 };
 use aether_store_memory::InMemoryEventStore;
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
 use serde::{Deserialize, Serialize};
 
@@ -48,18 +49,8 @@ impl VecLog {
     }
 }
 
-/// Writers move to a fresh actor every this many events, so neither side
-/// measures the reallocation of one ever-growing history.
-const EVENTS_PER_ACTOR: u64 = 10_000;
-
-/// The actor, expected version and events of the `n`-th write of `len` events.
-fn next_write(n: u64, len: u64) -> (ActorId, Version, Vec<Event>) {
-    let per_actor = EVENTS_PER_ACTOR / len;
-    let actor = ActorId::new(format!("bench-{}", n / per_actor)).expect("id");
-    let after = (n % per_actor) * len;
-    let batch = events(&actor, after, len);
-    (actor, Version::new(after), batch)
-}
+/// Events written into a fresh store per measured round.
+const EVENTS_PER_ROUND: u64 = 10_000;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Counter {
@@ -105,42 +96,60 @@ fn events(actor: &ActorId, after: u64, n: u64) -> Vec<Event> {
         .collect()
 }
 
+/// Each round writes `EVENTS_PER_ROUND` events (in batches of `len`) to 10
+/// actors of a fresh store; only the writes are timed, so both sides pay
+/// the same allocations and neither measures an ever-growing history.
 fn writes(c: &mut Criterion, name: &str, len: u64) {
     let mut g = c.benchmark_group(name);
-    g.throughput(Throughput::Elements(len));
+    g.throughput(Throughput::Elements(EVENTS_PER_ROUND));
+    let actors: Vec<ActorId> = (0..10)
+        .map(|i| ActorId::new(format!("bench-{i}")).expect("id"))
+        .collect();
+    let per_actor = EVENTS_PER_ROUND / 10;
+    // (actor, expected version, batch), interleaved across actors.
+    let round: Vec<(ActorId, Version, Vec<Event>)> = (0..per_actor / len)
+        .flat_map(|b| {
+            actors
+                .iter()
+                .map(move |a| (a.clone(), Version::new(b * len), events(a, b * len, len)))
+        })
+        .collect();
 
-    let store = InMemoryEventStore::new();
-    let mut n = 0u64;
     g.bench_function("aether", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                next_write(n - 1, len)
-            },
-            |(actor, expected, batch)| {
-                if len == 1 {
-                    block_on(store.save_event(batch.into_iter().next().expect("one")))
-                        .expect("save")
-                } else {
-                    block_on(store.append(&actor, expected, batch)).expect("append")
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let store = InMemoryEventStore::new();
+                let input = round.clone();
+                let start = Instant::now();
+                for (actor, expected, batch) in input {
+                    if len == 1 {
+                        let e = batch.into_iter().next().expect("one event");
+                        block_on(store.save_event(e)).expect("save");
+                    } else {
+                        block_on(store.append(&actor, expected, batch)).expect("append");
+                    }
                 }
-            },
-            BatchSize::SmallInput,
-        )
+                total += start.elapsed();
+            }
+            total
+        })
     });
-    drop(store);
 
-    let log = VecLog::default();
-    let mut n = 0u64;
     g.bench_function("baseline_hashmap_vec_rwlock", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                next_write(n - 1, len)
-            },
-            |(actor, expected, batch)| log.append(&actor, expected, batch).expect("append"),
-            BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let log = VecLog::default();
+                let input = round.clone();
+                let start = Instant::now();
+                for (actor, expected, batch) in input {
+                    log.append(&actor, expected, batch).expect("append");
+                }
+                total += start.elapsed();
+            }
+            total
+        })
     });
     g.finish();
 }
@@ -151,6 +160,70 @@ fn save_event(c: &mut Criterion) {
 
 fn append_10(c: &mut Criterion) {
     writes(c, "memory/append_10", 10);
+}
+
+/// Four threads write to their own actors at once: the store's per-actor
+/// locks against the baseline's one lock for every actor.
+fn parallel_writers(c: &mut Criterion) {
+    const THREADS: u64 = 4;
+    let mut g = c.benchmark_group("memory/parallel_writers_4");
+    g.throughput(Throughput::Elements(EVENTS_PER_ROUND));
+    let per_thread = EVENTS_PER_ROUND / THREADS;
+    let inputs: Vec<Vec<Event>> = (0..THREADS)
+        .map(|t| {
+            let actor = ActorId::new(format!("writer-{t}")).expect("id");
+            events(&actor, 0, per_thread)
+        })
+        .collect();
+
+    fn timed_round<W: Fn(Event) + Sync>(inputs: &[Vec<Event>], write: W) -> Duration {
+        let input: Vec<Vec<Event>> = inputs.to_vec();
+        let barrier = std::sync::Barrier::new(input.len() + 1);
+        std::thread::scope(|s| {
+            for events in input {
+                let (barrier, write) = (&barrier, &write);
+                s.spawn(move || {
+                    barrier.wait();
+                    for e in events {
+                        write(e);
+                    }
+                    barrier.wait();
+                });
+            }
+            barrier.wait();
+            let start = Instant::now();
+            barrier.wait();
+            start.elapsed()
+        })
+    }
+
+    g.bench_function("aether", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let store = InMemoryEventStore::new();
+                    timed_round(&inputs, |e| {
+                        block_on(store.save_event(e)).expect("save");
+                    })
+                })
+                .sum()
+        })
+    });
+    g.bench_function("baseline_hashmap_vec_rwlock", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let log = VecLog::default();
+                    timed_round(&inputs, |e| {
+                        let actor = e.actor_id.clone();
+                        let expected = Version::new(e.version.get() - 1);
+                        log.append(&actor, expected, vec![e]).expect("append");
+                    })
+                })
+                .sum()
+        })
+    });
+    g.finish();
 }
 
 fn get_events(c: &mut Criterion) {
@@ -231,6 +304,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = save_event, append_10, get_events, rehydration
+    targets = save_event, append_10, parallel_writers, get_events, rehydration
 }
 criterion_main!(benches);

@@ -46,8 +46,6 @@ use dashmap::DashMap;
 use futures::stream;
 use metrics::Counter;
 
-type Key = (Namespace, ActorId);
-
 #[derive(Default)]
 struct ActorLog {
     /// Event of version `v` at index `v - 1`.
@@ -78,10 +76,17 @@ impl ActorLog {
     }
 }
 
+/// Every namespace's data; views share it.
 #[derive(Default)]
 struct Backend {
-    logs: DashMap<Key, Arc<RwLock<ActorLog>>>,
-    snapshots: DashMap<Key, ActorSnapshot>,
+    namespaces: DashMap<Namespace, Arc<NamespaceData>>,
+}
+
+/// One namespace: the actors' logs and latest snapshots.
+#[derive(Default)]
+struct NamespaceData {
+    logs: DashMap<ActorId, Arc<RwLock<ActorLog>>>,
+    snapshots: DashMap<ActorId, ActorSnapshot>,
 }
 
 #[derive(Clone)]
@@ -111,6 +116,8 @@ impl Metrics {
 #[derive(Clone)]
 pub struct InMemoryEventStore {
     backend: Arc<Backend>,
+    /// This view's namespace data, looked up once when the view is made.
+    data: Arc<NamespaceData>,
     namespace: Namespace,
     max_event_size: usize,
     metrics: Metrics,
@@ -120,7 +127,7 @@ impl std::fmt::Debug for InMemoryEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InMemoryEventStore")
             .field("namespace", &self.namespace)
-            .field("actors", &self.backend.logs.len())
+            .field("actors", &self.data.logs.len())
             .field("max_event_size", &self.max_event_size)
             .finish()
     }
@@ -156,8 +163,14 @@ impl InMemoryEventStore {
 
     fn with_backend(backend: Arc<Backend>, namespace: Namespace, max_event_size: usize) -> Self {
         let metrics = Metrics::new(&namespace);
+        let data = backend
+            .namespaces
+            .entry(namespace.clone())
+            .or_default()
+            .clone();
         InMemoryEventStore {
             backend,
+            data,
             namespace,
             max_event_size,
             metrics,
@@ -184,30 +197,18 @@ impl InMemoryEventStore {
 
     /// How many actors of this namespace have events.
     pub fn actor_count(&self) -> usize {
-        self.backend
-            .logs
-            .iter()
-            .filter(|e| e.key().0 == self.namespace)
-            .count()
-    }
-
-    fn key(&self, actor: &ActorId) -> Key {
-        (self.namespace.clone(), actor.clone())
+        self.data.logs.len()
     }
 
     fn log(&self, actor: &ActorId) -> Option<Arc<RwLock<ActorLog>>> {
-        self.backend.logs.get(&self.key(actor)).map(|l| l.clone())
+        self.data.logs.get(actor.as_str()).map(|l| l.clone())
     }
 
     fn log_or_create(&self, actor: &ActorId) -> Arc<RwLock<ActorLog>> {
         if let Some(log) = self.log(actor) {
             return log;
         }
-        self.backend
-            .logs
-            .entry(self.key(actor))
-            .or_default()
-            .clone()
+        self.data.logs.entry(actor.clone()).or_default().clone()
     }
 
     fn append_now(
@@ -333,10 +334,9 @@ impl SnapshotStore for InMemoryEventStore {
                 max: self.max_event_size,
             });
         }
-        let key = self.key(&snapshot.actor_id);
-        self.backend
+        self.data
             .snapshots
-            .entry(key)
+            .entry(snapshot.actor_id.clone())
             .and_modify(|s| {
                 if snapshot.version > s.version {
                     *s = snapshot.clone();
@@ -352,9 +352,9 @@ impl SnapshotStore for InMemoryEventStore {
         actor: &ActorId,
     ) -> Result<Option<ActorSnapshot>, StoreError> {
         Ok(self
-            .backend
+            .data
             .snapshots
-            .get(&self.key(actor))
+            .get(actor.as_str())
             .map(|s| s.value().clone()))
     }
 }
