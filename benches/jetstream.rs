@@ -19,10 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aether_core::{
-    ActorId, Aggregate, DomainEvent, Event, EventStore, EventStoreExt, Namespace, Repository,
-    Version,
-};
+use aether_benches::{Added, Counter};
+use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, Repository, Version};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsServer, connect};
 use async_nats::HeaderMap;
@@ -37,43 +35,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use futures::future::join_all;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Counter {
-    total: u64,
-    count: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Added {
-    amount: u64,
-}
-
-impl DomainEvent for Added {
-    fn event_type(&self) -> &'static str {
-        "Added"
-    }
-}
-
-#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
-#[error("never")]
-struct Never;
-
-impl Aggregate for Counter {
-    type Command = u64;
-    type Event = Added;
-    type Error = Never;
-    const KIND: &'static str = "counter";
-    fn handle(&self, amount: u64) -> Result<Vec<Added>, Never> {
-        Ok(vec![Added { amount }])
-    }
-    fn apply(&mut self, e: &Added) {
-        self.total += e.amount;
-        self.count += 1;
-    }
-}
 
 fn event(actor: &ActorId, version: u64) -> Event {
     Event::from_domain(

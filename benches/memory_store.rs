@@ -10,14 +10,14 @@ use std::hint::black_box;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use aether_benches::{Added, Counter, added_events};
 use aether_core::{
-    ActorId, ActorSnapshot, Aggregate, DomainEvent, Event, EventStore, EventStoreExt,
-    SnapshotStore, Version, rehydrate,
+    ActorId, ActorSnapshot, Aggregate, Event, EventStore, EventStoreExt, SnapshotStore, Version,
+    rehydrate,
 };
 use aether_store_memory::InMemoryEventStore;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
-use serde::{Deserialize, Serialize};
 
 /// The baseline: what one writes by hand, every actor's events in a `Vec`
 /// inside a `HashMap` behind one `RwLock`, with the same version check.
@@ -52,48 +52,8 @@ impl VecLog {
 /// Events written into a fresh store per measured round.
 const EVENTS_PER_ROUND: u64 = 10_000;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Counter {
-    total: u64,
-    count: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Added {
-    amount: u64,
-}
-
-impl DomainEvent for Added {
-    fn event_type(&self) -> &'static str {
-        "Added"
-    }
-}
-
-#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
-#[error("never")]
-struct Never;
-
-impl Aggregate for Counter {
-    type Command = u64;
-    type Event = Added;
-    type Error = Never;
-    const KIND: &'static str = "counter";
-    fn handle(&self, amount: u64) -> Result<Vec<Added>, Never> {
-        Ok(vec![Added { amount }])
-    }
-    fn apply(&mut self, e: &Added) {
-        self.total += e.amount;
-        self.count += 1;
-    }
-}
-
 fn events(actor: &ActorId, after: u64, n: u64) -> Vec<Event> {
-    (1..=n)
-        .map(|i| {
-            Event::from_domain(actor.clone(), Version::new(after + i), &Added { amount: i })
-                .expect("encode")
-        })
-        .collect()
+    added_events(actor, after, n)
 }
 
 /// Each round writes `EVENTS_PER_ROUND` events (in batches of `len`) to 10
