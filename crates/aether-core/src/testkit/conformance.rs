@@ -568,19 +568,37 @@ pub async fn idempotent_retry<F: StoreFactory>(f: &F) {
 }
 
 /// `get_events` and `stream_events` return exactly the versions `>= from`,
-/// ascending, for every `from` (0 means all; past the end means none).
+/// ascending, for every `from` (0 means all; past the end means none), also
+/// when the actor's writes are interleaved with another actor's.
 pub async fn reads_from_any_version<F: StoreFactory>(f: &F) {
     let store = f.open(fresh_namespace("conf-reads")).await;
     let a = actor("r");
     let other = actor("r2");
-    store
-        .append(&a, Version::ZERO, batch(&a, 0, 20, "r"))
+    // Interleave the two actors' writes (2 events of `a`, then 1 of `other`,
+    // ten times), so a backend that locates versions by position in a shared
+    // log is exercised, not just one contiguous run.
+    for round in 0..10u64 {
+        store
+            .append(&a, Version::new(round * 2), batch(&a, round * 2, 2, "r"))
+            .await
+            .expect("reads_from_any_version: append");
+        store
+            .append(&other, Version::new(round), batch(&other, round, 1, "o"))
+            .await
+            .expect("reads_from_any_version: append");
+    }
+    let other_tail: Vec<u64> = store
+        .get_events(&other, Version::new(7))
         .await
-        .expect("reads_from_any_version: append");
-    store
-        .append(&other, Version::ZERO, batch(&other, 0, 5, "o"))
-        .await
-        .expect("reads_from_any_version: append");
+        .expect("reads_from_any_version: get_events")
+        .iter()
+        .map(|e| e.version.get())
+        .collect();
+    assert_eq!(
+        other_tail,
+        vec![7, 8, 9, 10],
+        "reads_from_any_version: the interleaved actor"
+    );
     for from in 0..=22u64 {
         let want: Vec<u64> = (from.max(1)..=20).collect();
         let got: Vec<u64> = store
