@@ -90,6 +90,11 @@ pub use aether_model as model;
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod metrics_prometheus;
 
+// The README's code blocks are compiled (and the quick start run) as doc tests.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 /// Everything an application usually imports: `use aether::prelude::*;`.
 pub mod prelude {
     pub use aether_core::prelude::*;
