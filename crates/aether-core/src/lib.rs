@@ -32,6 +32,7 @@
 //! assert_eq!(event.decode::<u64>()?, 100);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;

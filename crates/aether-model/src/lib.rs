@@ -73,6 +73,7 @@
 //!
 //! - `toml` (off by default): load and save models as TOML, which allows
 //!   comments in hand-written boards. Adds the `toml` crate.
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![warn(missing_docs, unreachable_pub)]
 
 mod codegen;

@@ -195,6 +195,7 @@
 //! [`StoreError::Timeout`]: aether_core::StoreError::Timeout
 //! [`StoreError::Unavailable`]: aether_core::StoreError::Unavailable
 //! [`Namespace::encoded`]: aether_core::Namespace::encoded
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;

@@ -36,6 +36,7 @@
 //! `namespace` and `backend="memory"`. Handles are taken when a store view is
 //! created, so install a recorder before creating stores.
 
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 use std::sync::{Arc, PoisonError, RwLock};
 
 use aether_core::store::{BoxStream, validate_batch};

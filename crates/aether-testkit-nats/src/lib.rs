@@ -85,7 +85,7 @@
 //! log, store). Servers are killed when their handle is dropped; a test process
 //! killed with SIGKILL (e.g. by a test-runner timeout) leaves its servers running.
 
-#![doc(test(attr(deny(warnings))))]
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 mod binary;
 mod cluster;

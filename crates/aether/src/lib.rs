@@ -46,6 +46,7 @@
 //! `aether-store-jetstream`, `aether-bus`, `aether-model`. Depend on those
 //! directly to keep a dependency tree minimal, or on this facade for one
 //! version to manage.
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store};
