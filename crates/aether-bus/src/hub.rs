@@ -173,7 +173,16 @@ impl Slot {
     /// Queues `event` if the filter passes it. `pattern_checked` says the
     /// caller already knows the namespace pattern covers `namespace` (the
     /// index lookup did that), so only types and actor prefix are checked.
-    fn offer(&self, namespace: &Namespace, event: &Arc<Event>, pattern_checked: bool) -> Offer {
+    ///
+    /// The subscriber's task is woken at once, or, with `defer`, its waker is
+    /// pushed there for the caller to wake after a batch of offers.
+    fn offer(
+        &self,
+        namespace: &Namespace,
+        event: &Arc<Event>,
+        pattern_checked: bool,
+        defer: Option<&mut Vec<Waker>>,
+    ) -> Offer {
         let f = &self.filter;
         let passes = if pattern_checked {
             f.event_types
@@ -205,7 +214,10 @@ impl Slot {
         let waker = st.waker.take();
         drop(st);
         if let Some(w) = waker {
-            w.wake();
+            match defer {
+                Some(wakers) => wakers.push(w),
+                None => w.wake(),
+            }
         }
         match dropped {
             Some(ns) => Offer::DeliveredDropping(ns),
@@ -371,13 +383,13 @@ impl Hub {
         let name = namespace.as_str();
         if let Some(topic) = index.topics.get(name) {
             for slot in topic.exact.iter().chain(&topic.within) {
-                tally.add(slot.offer(namespace, event, true));
+                tally.add(slot.offer(namespace, event, true, None));
             }
         }
         for (at, _) in name.match_indices('.') {
             if let Some(topic) = index.topics.get(&name[..at]) {
                 for slot in &topic.within {
-                    tally.add(slot.offer(namespace, event, true));
+                    tally.add(slot.offer(namespace, event, true, None));
                 }
             }
         }
@@ -388,6 +400,10 @@ impl Hub {
     /// Delivers `event` to those of `slots` whose filter passes it (remote
     /// deliveries, which go to one group of subscribers; the filter is
     /// checked in full, namespace pattern included).
+    ///
+    /// Subscribers are not woken here: the wakers of those that were waiting
+    /// are pushed to `wakers`, so that a caller delivering a batch of events
+    /// wakes each subscriber once per batch rather than once per event.
     #[cfg_attr(
         not(feature = "nats"),
         expect(dead_code, reason = "used by the NATS bus")
@@ -397,10 +413,11 @@ impl Hub {
         slots: &[Arc<Slot>],
         namespace: &Namespace,
         event: &Arc<Event>,
+        wakers: &mut Vec<Waker>,
     ) -> usize {
         let mut tally = Tally::default();
         for slot in slots {
-            tally.add(slot.offer(namespace, event, false));
+            tally.add(slot.offer(namespace, event, false, Some(&mut *wakers)));
         }
         if tally.delivered == 0 {
             return 0;

@@ -99,6 +99,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(feature = "nats", doc = "\n[`NatsEventBus`]: crate::NatsEventBus")]
 #![cfg_attr(not(feature = "nats"), doc = "\n[`NatsEventBus`]: #feature-flags")]
 #![cfg_attr(docsrs, feature(doc_cfg))]

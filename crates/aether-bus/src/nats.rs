@@ -40,6 +40,17 @@
 //! bytes, is written `_` (which no encoding produces). Receivers take the type
 //! from the envelope.
 //!
+//! # Receiving
+//!
+//! Each NATS subscription (one per namespace pattern in use) is read by one
+//! task, which decodes messages and queues them for the pattern's local
+//! subscribers. After a message arrives it also takes every message already
+//! waiting (up to 256) before waking anyone, so a burst wakes each subscriber
+//! once rather than once per message. Decoding allocates no subject strings:
+//! the subject's namespace tokens are compared with the envelope's namespace
+//! byte by byte, and while messages keep carrying the same namespace the
+//! validated [`Namespace`] of the previous one is reused.
+//!
 //! # Wire format
 //!
 //! ```text
@@ -51,15 +62,16 @@
 //! headers: the origin is read from a fixed offset, so a node recognises and
 //! drops its own echo without decoding anything.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
-use aether_core::name::encode_token;
 use aether_core::{
     BusError, CodecError, Event, EventBus, EventFilter, Namespace, NamespacePattern,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
@@ -77,6 +89,9 @@ const NO_TYPE_TOKEN: &str = "_";
 const MAX_TYPE_TOKEN: usize = 128;
 /// Longest accepted prefix.
 const MAX_PREFIX: usize = 64;
+
+/// Most messages the receiving task queues before waking subscribers.
+const MAX_BATCH: usize = 256;
 
 const MAGIC: &[u8; 4] = b"AEB1";
 const HEADER_LEN: usize = MAGIC.len() + 16;
@@ -506,7 +521,7 @@ impl Core {
     fn push_namespace(&self, out: &mut String, namespace: &Namespace) {
         for segment in namespace.segments() {
             out.push('.');
-            out.push_str(&encode_token(segment));
+            push_token(out, segment);
         }
     }
 
@@ -517,11 +532,11 @@ impl Core {
         subject.push_str(&self.subject_root);
         self.push_namespace(&mut subject, namespace);
         subject.push('.');
-        let token = encode_token(event_type);
-        if token.is_empty() || token.len() > MAX_TYPE_TOKEN {
+        let start = subject.len();
+        push_token(&mut subject, event_type);
+        if subject.len() == start || subject.len() - start > MAX_TYPE_TOKEN {
+            subject.truncate(start);
             subject.push_str(NO_TYPE_TOKEN);
-        } else {
-            subject.push_str(&token);
         }
         subject
     }
@@ -559,38 +574,15 @@ impl Core {
         Ok(buf)
     }
 
-    fn handle(&self, slots: &Slots, message: async_nats::Message) {
-        let payload = &message.payload;
-        let decoded = match payload.get(..HEADER_LEN) {
-            Some(header) if header.starts_with(MAGIC) => {
-                if header[MAGIC.len()..] == *self.node_id.as_bytes() {
-                    self.hub
-                        .stats
-                        .echoes_suppressed
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-                rmp_serde::from_slice::<Wire>(&payload[HEADER_LEN..])
-                    .map_err(|e| format!("bad envelope: {e}"))
+    /// Decodes `message` and queues it for the subscribers in `slots`; the
+    /// wakers of subscribers to wake are pushed to `batch.wakers`.
+    fn handle(&self, slots: &[Arc<Slot>], message: &async_nats::Message, batch: &mut Batch) {
+        match self.decode(message, &mut batch.last) {
+            Ok(Some((namespace, event))) => {
+                self.hub
+                    .deliver_to(slots, &namespace, &Arc::new(event), &mut batch.wakers);
             }
-            _ => Err("not a bus envelope (bad magic or too short)".to_owned()),
-        };
-        let wire = decoded.and_then(|wire| {
-            let mut expected = String::new();
-            self.push_namespace(&mut expected, &wire.namespace);
-            match self.namespace_part(&message.subject) {
-                Some(part) if expected.strip_prefix('.') == Some(part) => Ok(wire),
-                _ => Err(format!(
-                    "envelope namespace {:?} does not match the subject",
-                    wire.namespace.as_str()
-                )),
-            }
-        });
-        match wire {
-            Ok(Wire { namespace, event }) => {
-                let slots = Arc::clone(&read(slots));
-                self.hub.deliver_to(&slots, &namespace, &Arc::new(event));
-            }
+            Ok(None) => {}
             Err(reason) => {
                 self.hub
                     .stats
@@ -599,11 +591,110 @@ impl Core {
                 self.decode_errors.increment(1);
                 tracing::warn!(
                     subject = %message.subject,
-                    bytes = payload.len(),
+                    bytes = message.payload.len(),
                     %reason,
                     "dropped a message on a bus subject that is not a valid bus event"
                 );
             }
+        }
+    }
+
+    /// The namespace and event of a bus message; `None` for this node's own
+    /// echo. `last` is the namespace of the previous valid message, reused
+    /// (without validating or allocating again) while messages carry the same
+    /// namespace on the same subject namespace part.
+    fn decode(
+        &self,
+        message: &async_nats::Message,
+        last: &mut Option<Namespace>,
+    ) -> Result<Option<(Namespace, Event)>, String> {
+        let payload = &message.payload;
+        let Some(header) = payload.get(..HEADER_LEN).filter(|h| h.starts_with(MAGIC)) else {
+            return Err("not a bus envelope (bad magic or too short)".to_owned());
+        };
+        if header[MAGIC.len()..] == *self.node_id.as_bytes() {
+            self.hub
+                .stats
+                .echoes_suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(None);
+        }
+        let wire = rmp_serde::from_slice::<Wire<'_>>(&payload[HEADER_LEN..])
+            .map_err(|e| format!("bad envelope: {e}"))?;
+        let mismatch = || {
+            format!(
+                "envelope namespace {:?} does not match the subject",
+                wire.namespace
+            )
+        };
+        let part = self.namespace_part(&message.subject).ok_or_else(mismatch)?;
+        // The subject part is compared on every message: a cached namespace
+        // only saves its validation and allocation.
+        if let Some(ns) = last.as_ref().filter(|ns| ns.as_str() == wire.namespace)
+            && subject_part_matches(ns.as_str(), part)
+        {
+            return Ok(Some((ns.clone(), wire.event)));
+        }
+        let namespace =
+            Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
+        if !subject_part_matches(namespace.as_str(), part) {
+            return Err(mismatch());
+        }
+        *last = Some(namespace.clone());
+        Ok(Some((namespace, wire.event)))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends [`encode_token`](aether_core::name::encode_token)`(text)` to `out`
+/// without allocating.
+fn push_token(out: &mut String, text: &str) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push('_');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
+/// Whether `part` is the subject form of `namespace`: its `.`-separated
+/// segments, each through [`encode_token`](aether_core::name::encode_token),
+/// joined with `.` — compared byte by byte, without building that string. (`encode_token` never produces `.`, so
+/// the dots of the namespace are the dots of its subject form.)
+fn subject_part_matches(namespace: &str, part: &str) -> bool {
+    let mut out = part.bytes();
+    for b in namespace.bytes() {
+        if b == b'.' || b.is_ascii_alphanumeric() || b == b'-' {
+            if out.next() != Some(b) {
+                return false;
+            }
+        } else if out.next() != Some(b'_')
+            || out.next() != Some(HEX[usize::from(b >> 4)])
+            || out.next() != Some(HEX[usize::from(b & 0x0f)])
+        {
+            return false;
+        }
+    }
+    out.next().is_none()
+}
+
+/// State of the receiving task across one batch of messages.
+#[derive(Default)]
+struct Batch {
+    /// The namespace of the last valid message (see [`Core::decode`]).
+    last: Option<Namespace>,
+    /// Subscribers to wake once the batch is queued.
+    wakers: Vec<Waker>,
+}
+
+impl Batch {
+    fn wake(&mut self) {
+        for waker in self.wakers.drain(..) {
+            waker.wake();
         }
     }
 }
@@ -629,8 +720,26 @@ async fn receive(
     mut subscriber: async_nats::Subscriber,
     subject: String,
 ) {
-    while let Some(message) = subscriber.next().await {
-        core.handle(&slots, message);
+    let mut batch = Batch::default();
+    let mut open = true;
+    while open && let Some(message) = subscriber.next().await {
+        // Queue what else has already arrived before waking anyone: the
+        // subscribers (on other threads) then wake once per batch, not once
+        // per message.
+        let group = Arc::clone(&read(&slots));
+        core.handle(&group, &message, &mut batch);
+        for _ in 1..MAX_BATCH {
+            match subscriber.next().now_or_never() {
+                Some(Some(message)) => core.handle(&group, &message, &mut batch),
+                Some(None) => {
+                    open = false;
+                    break;
+                }
+                None => break,
+            }
+        }
+        drop(group);
+        batch.wake();
     }
     tracing::debug!(%subject, "bus subscription ended (client closed)");
 }
@@ -642,8 +751,10 @@ struct WireRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct Wire {
-    namespace: Namespace,
+struct Wire<'a> {
+    /// Validated only when it differs from the previous message's.
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
     event: Event,
 }
 
@@ -692,5 +803,52 @@ impl EventBus for NatsEventBus {
 
     async fn subscribe(&self, filter: EventFilter) -> Result<Subscription, BusError> {
         self.subscribe_inner(filter, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aether_core::name::encode_token;
+
+    use super::*;
+
+    fn subject_form(namespace: &str) -> String {
+        namespace
+            .split('.')
+            .map(encode_token)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    #[test]
+    fn subject_part_matches_agrees_with_encode_token() {
+        let names = [
+            "acme",
+            "acme.orders",
+            "acme-corp",
+            "acme_x",
+            "a.b",
+            "a_b",
+            "a-b",
+            "ümlaut.ß",
+            "x y.z*>",
+            "A1.b2.C3",
+        ];
+        for ns in names {
+            for other in names {
+                assert_eq!(
+                    subject_part_matches(ns, &subject_form(other)),
+                    ns == other,
+                    "{ns:?} vs {other:?}"
+                );
+            }
+            let mut pushed = String::from("x");
+            push_token(&mut pushed, ns);
+            assert_eq!(pushed, format!("x{}", encode_token(ns)));
+            let form = subject_form(ns);
+            assert!(!subject_part_matches(ns, &form[..form.len() - 1]));
+            assert!(!subject_part_matches(ns, &format!("{form}.x")));
+            assert!(!subject_part_matches(ns, &form.to_lowercase()) || form == form.to_lowercase());
+        }
     }
 }
