@@ -52,10 +52,6 @@ impl VecLog {
 /// Events written into a fresh store per measured round.
 const EVENTS_PER_ROUND: u64 = 10_000;
 
-fn events(actor: &ActorId, after: u64, n: u64) -> Vec<Event> {
-    added_events(actor, after, n)
-}
-
 /// Each round writes `EVENTS_PER_ROUND` events (in batches of `len`) to 10
 /// actors of a fresh store; only the writes are timed, so both sides pay
 /// the same allocations and neither measures an ever-growing history.
@@ -69,9 +65,13 @@ fn writes(c: &mut Criterion, name: &str, len: u64) {
     // (actor, expected version, batch), interleaved across actors.
     let round: Vec<(ActorId, Version, Vec<Event>)> = (0..per_actor / len)
         .flat_map(|b| {
-            actors
-                .iter()
-                .map(move |a| (a.clone(), Version::new(b * len), events(a, b * len, len)))
+            actors.iter().map(move |a| {
+                (
+                    a.clone(),
+                    Version::new(b * len),
+                    added_events(a, b * len, len),
+                )
+            })
         })
         .collect();
 
@@ -132,7 +132,7 @@ fn parallel_writers(c: &mut Criterion) {
     let inputs: Vec<Vec<Event>> = (0..THREADS)
         .map(|t| {
             let actor = ActorId::new(format!("writer-{t}")).expect("id");
-            events(&actor, 0, per_thread)
+            added_events(&actor, 0, per_thread)
         })
         .collect();
 
@@ -197,7 +197,7 @@ fn get_events(c: &mut Criterion) {
         let store = InMemoryEventStore::new();
         let log = VecLog::default();
         for chunk in 0..n / 1000 {
-            let batch = events(&actor, chunk * 1000, 1000);
+            let batch = added_events(&actor, chunk * 1000, 1000);
             block_on(store.append(&actor, Version::new(chunk * 1000), batch.clone()))
                 .expect("append");
             log.append(&actor, Version::new(chunk * 1000), batch)
@@ -220,7 +220,7 @@ fn rehydration(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     let actor = ActorId::new("bench").expect("id");
     let store = InMemoryEventStore::new();
-    block_on(store.append(&actor, Version::ZERO, events(&actor, 0, 1000))).expect("append");
+    block_on(store.append(&actor, Version::ZERO, added_events(&actor, 0, 1000))).expect("append");
     let all = block_on(store.get_events(&actor, Version::ZERO)).expect("read");
     let state = rehydrate::<Counter>(&actor, None, &all[..990])
         .expect("fold")

@@ -2,8 +2,6 @@
 //! [`rehydrate`], and the [`Repository`] that loads an aggregate from a store,
 //! runs a command and appends its events with optimistic concurrency.
 
-use std::fmt;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -84,7 +82,7 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
 }
 
 /// An aggregate rebuilt from its history.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rehydrated<A> {
     /// The folded state.
     pub state: A,
@@ -94,17 +92,6 @@ pub struct Rehydrated<A> {
     pub snapshot_version: Option<Version>,
     /// How many events were applied on top of the snapshot.
     pub events_applied: usize,
-}
-
-impl<A: fmt::Debug> fmt::Debug for Rehydrated<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rehydrated")
-            .field("state", &self.state)
-            .field("version", &self.version)
-            .field("snapshot_version", &self.snapshot_version)
-            .field("events_applied", &self.events_applied)
-            .finish()
-    }
 }
 
 /// Rebuilds an aggregate from an optional snapshot and the events after it.
