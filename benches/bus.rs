@@ -165,6 +165,28 @@ async fn round_trip(client: &async_nats::Client) {
     probe.next().await.expect("probe");
 }
 
+/// Times `iters` rounds of `NATS_BATCH` calls of `publish` followed by
+/// `NATS_BATCH` calls of `receive`.
+fn time_batches(
+    rt: &Runtime,
+    iters: u64,
+    mut publish: impl AsyncFnMut(),
+    mut receive: impl AsyncFnMut(),
+) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            for _ in 0..NATS_BATCH {
+                publish().await;
+            }
+            for _ in 0..NATS_BATCH {
+                receive().await;
+            }
+        }
+        start.elapsed()
+    })
+}
+
 fn nats_benches(c: &mut Criterion, rt: &Runtime, setup: &mut NatsSetup) {
     let event = sample_event();
     let mut group = c.benchmark_group("bus_nats_throughput");
@@ -175,42 +197,38 @@ fn nats_benches(c: &mut Criterion, rt: &Runtime, setup: &mut NatsSetup) {
         .throughput(Throughput::Elements(NATS_BATCH as u64));
     group.bench_function("aether", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    for _ in 0..NATS_BATCH {
-                        setup
-                            .node_a
-                            .publish(&setup.ns, event.clone())
-                            .await
-                            .expect("publish");
-                    }
-                    for _ in 0..NATS_BATCH {
-                        black_box(setup.sub_b.next().await.expect("open").expect("no lag"));
-                    }
-                }
-                start.elapsed()
-            })
+            time_batches(
+                rt,
+                iters,
+                async || {
+                    setup
+                        .node_a
+                        .publish(&setup.ns, event.clone())
+                        .await
+                        .expect("publish");
+                },
+                async || {
+                    black_box(setup.sub_b.next().await.expect("open").expect("no lag"));
+                },
+            )
         });
     });
     group.bench_function("raw", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    for _ in 0..NATS_BATCH {
-                        setup
-                            .raw_a
-                            .publish(setup.raw_subject.clone(), setup.wire_payload.clone())
-                            .await
-                            .expect("publish");
-                    }
-                    for _ in 0..NATS_BATCH {
-                        black_box(setup.raw_sub_b.next().await.expect("open"));
-                    }
-                }
-                start.elapsed()
-            })
+            time_batches(
+                rt,
+                iters,
+                async || {
+                    setup
+                        .raw_a
+                        .publish(setup.raw_subject.clone(), setup.wire_payload.clone())
+                        .await
+                        .expect("publish");
+                },
+                async || {
+                    black_box(setup.raw_sub_b.next().await.expect("open"));
+                },
+            )
         });
     });
     group.finish();

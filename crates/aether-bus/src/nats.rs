@@ -480,13 +480,12 @@ impl NatsInner {
     }
 
     fn close(&self) {
+        // Closing the hub closes every group's slots: each was inserted in the
+        // hub (under the `groups` lock) before it joined its group.
         self.core.hub.close();
         let groups = std::mem::take(&mut *lock(&self.groups));
         for group in groups.into_values() {
             group.task.abort();
-            for slot in read(&group.slots).iter() {
-                slot.close();
-            }
         }
     }
 }

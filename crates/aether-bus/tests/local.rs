@@ -6,24 +6,14 @@ use std::time::Duration;
 
 use aether_bus::{LocalEventBus, PublishingStore};
 use aether_core::{
-    ActorId, BusError, BusEvent, DynEventBus, Event, EventBus, EventFilter, EventStore, Namespace,
-    NamespacePattern, StoreError, Version,
+    ActorId, BusError, BusEvent, DynEventBus, EventBus, EventFilter, EventStore, NamespacePattern,
+    StoreError, Version,
 };
 use aether_store_memory::InMemoryEventStore;
 use futures::{FutureExt, Stream, StreamExt};
 
-fn ns(s: &str) -> Namespace {
-    Namespace::new(s).unwrap()
-}
-
-fn event(actor: &str, version: u64, ty: &str) -> Event {
-    Event::from_raw(
-        ActorId::new(actor).unwrap(),
-        Version::new(version),
-        ty,
-        vec![0x90],
-    )
-}
+mod common;
+use common::{event, ns};
 
 /// Everything queued right now, without waiting.
 fn drain<S>(sub: &mut S) -> Vec<Result<BusEvent, BusError>>

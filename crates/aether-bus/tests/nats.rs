@@ -8,26 +8,16 @@ use std::time::{Duration, Instant};
 
 use aether_bus::{NatsEventBus, Subscription};
 use aether_core::{
-    ActorId, BusError, BusEvent, Event, EventBus, EventFilter, Namespace, NamespacePattern, Version,
+    ActorId, BusError, BusEvent, Event, EventBus, EventFilter, NamespacePattern, Version,
 };
 use aether_testkit_nats::{NatsServer, connect, unique_name, wait_until};
 use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+use common::{event, ns};
+
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn ns(s: &str) -> Namespace {
-    Namespace::new(s).unwrap()
-}
-
-fn event(actor: &str, version: u64, ty: &str) -> Event {
-    Event::from_raw(
-        ActorId::new(actor).unwrap(),
-        Version::new(version),
-        ty,
-        vec![0x90],
-    )
-}
 
 /// A bus on its own connection, with a prefix unique to the test.
 async fn node(server: &NatsServer, prefix: &str) -> NatsEventBus {
@@ -42,6 +32,11 @@ async fn node(server: &NatsServer, prefix: &str) -> NatsEventBus {
 struct Collected(Arc<Mutex<Vec<Result<BusEvent, String>>>>);
 
 impl Collected {
+    /// Subscribes `bus` with `filter` and collects the subscription.
+    async fn subscribe(bus: &NatsEventBus, filter: EventFilter) -> Self {
+        Self::spawn(bus.subscribe(filter).await.unwrap())
+    }
+
     fn spawn(mut sub: Subscription) -> Self {
         let out = Collected::default();
         let items = Arc::clone(&out.0);
@@ -260,16 +255,8 @@ async fn each_subscriber_sees_each_event_exactly_once_across_three_nodes() {
     for n in &nodes {
         // Two subscribers per node, with different patterns (two NATS
         // subscriptions on the node), both covering `room`.
-        collected.push(Collected::spawn(
-            n.subscribe(EventFilter::namespace(room.clone()))
-                .await
-                .unwrap(),
-        ));
-        collected.push(Collected::spawn(
-            n.subscribe(EventFilter::within(room.clone()))
-                .await
-                .unwrap(),
-        ));
+        collected.push(Collected::subscribe(n, EventFilter::namespace(room.clone())).await);
+        collected.push(Collected::subscribe(n, EventFilter::within(room.clone())).await);
     }
     // Interleave the publishers.
     for v in 1..=EACH {
@@ -388,12 +375,7 @@ async fn garbage_and_forged_messages_are_counted_and_dropped() {
     let receiver = node(&server, &prefix).await;
     let raw = connect(&server.url()).await;
     let n = ns("inbox");
-    let got = Collected::spawn(
-        receiver
-            .subscribe(EventFilter::within(n.clone()))
-            .await
-            .unwrap(),
-    );
+    let got = Collected::subscribe(&receiver, EventFilter::within(n.clone())).await;
 
     // A genuine envelope published in `other`, captured raw...
     let mut capture = raw
@@ -471,18 +453,8 @@ async fn subscribers_keep_working_across_a_server_restart() {
     let publisher = node(&server, &prefix).await;
     let receiver = node(&server, &prefix).await;
     let n = ns("stream");
-    let got = Collected::spawn(
-        receiver
-            .subscribe(EventFilter::within(n.clone()))
-            .await
-            .unwrap(),
-    );
-    let local = Collected::spawn(
-        publisher
-            .subscribe(EventFilter::namespace(n.clone()))
-            .await
-            .unwrap(),
-    );
+    let got = Collected::subscribe(&receiver, EventFilter::within(n.clone())).await;
+    let local = Collected::subscribe(&publisher, EventFilter::namespace(n.clone())).await;
 
     // A stream of publishes that goes on through the restart.
     let next_version = Arc::new(AtomicU64::new(1));
@@ -552,12 +524,7 @@ async fn subscribers_keep_working_across_a_server_restart() {
         "the client buffers publishes while reconnecting"
     );
     // A subscription made after the restart works too.
-    let late = Collected::spawn(
-        receiver
-            .subscribe(EventFilter::namespace(ns("late")))
-            .await
-            .unwrap(),
-    );
+    let late = Collected::subscribe(&receiver, EventFilter::namespace(ns("late"))).await;
     publisher
         .publish(&ns("late"), event("p", 1, "T"))
         .await
@@ -582,18 +549,8 @@ async fn events_over_max_payload_are_refused_before_sending() {
     let publisher = node(&server, &prefix).await;
     let receiver = node(&server, &prefix).await;
     let n = ns("n");
-    let remote = Collected::spawn(
-        receiver
-            .subscribe(EventFilter::namespace(n.clone()))
-            .await
-            .unwrap(),
-    );
-    let local = Collected::spawn(
-        publisher
-            .subscribe(EventFilter::namespace(n.clone()))
-            .await
-            .unwrap(),
-    );
+    let remote = Collected::subscribe(&receiver, EventFilter::namespace(n.clone())).await;
+    let local = Collected::subscribe(&publisher, EventFilter::namespace(n.clone())).await;
 
     let big = Event::from_raw(
         ActorId::new("a").unwrap(),

@@ -21,8 +21,9 @@ const START_ATTEMPTS: usize = 3;
 pub struct NatsClusterBuilder {
     nodes: usize,
     name: Option<String>,
-    config: String,
-    jetstream_config: String,
+    /// The settings every node shares (configuration texts); name, startup
+    /// timeout and routes are set per node in [`Self::start`].
+    node: NatsServerBuilder,
     timeout: Duration,
 }
 
@@ -31,8 +32,7 @@ impl Default for NatsClusterBuilder {
         Self {
             nodes: 3,
             name: None,
-            config: String::new(),
-            jetstream_config: String::new(),
+            node: NatsServerBuilder::default(),
             timeout: DEFAULT_CLUSTER_TIMEOUT,
         }
     }
@@ -53,15 +53,13 @@ impl NatsClusterBuilder {
 
     /// Raw top-level configuration for every node (see [`NatsServerBuilder::config`]).
     pub fn config(mut self, text: impl AsRef<str>) -> Self {
-        self.config.push_str(text.as_ref());
-        self.config.push('\n');
+        self.node = self.node.config(text);
         self
     }
 
     /// Raw configuration inside every node's `jetstream { .. }` block.
     pub fn jetstream_config(mut self, text: impl AsRef<str>) -> Self {
-        self.jetstream_config.push_str(text.as_ref());
-        self.jetstream_config.push('\n');
+        self.node = self.node.jetstream_config(text);
         self
     }
 
@@ -90,10 +88,10 @@ impl NatsClusterBuilder {
             let mut nodes = Vec::with_capacity(self.nodes);
             let mut retry = None;
             for (i, port) in ports.iter().enumerate() {
-                let mut builder = NatsServerBuilder::default()
+                let mut builder = self
+                    .node
+                    .clone()
                     .name(format!("{name}-n{i}"))
-                    .config(&self.config)
-                    .jetstream_config(&self.jetstream_config)
                     .startup_timeout(self.timeout);
                 builder.cluster = Some(ClusterSpec {
                     name: name.clone(),
