@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aether_benches::{Added, Counter};
+use aether_core::event::encode_payload;
 use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, Repository, Version};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsServer, connect};
@@ -104,9 +105,10 @@ impl Env {
     }
 }
 
-/// The same MessagePack payload the store sends.
+/// The same MessagePack payload the store sends (without building a whole
+/// event per raw message).
 fn payload(v: u64) -> Bytes {
-    event(&ActorId::new("x").expect("id"), v).data
+    encode_payload(&Added { amount: v }, "Added").expect("encode")
 }
 
 async fn raw_sync_publish(js: &jetstream::Context, subject: String, id: String, seq: u64) -> u64 {

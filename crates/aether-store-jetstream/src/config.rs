@@ -237,13 +237,14 @@ impl JetStreamStoreBuilder {
             .ensure_stream(&js, snapshots_cfg, Kind::Snapshots)
             .await?;
 
+        let events = StreamHandle::new(events, events_subject);
         let inner = Inner {
             metrics: Metrics::new(&self.namespace),
             namespace: self.namespace,
             client: self.client,
-            events: StreamHandle::new(events, events_subject),
+            direct_get_subject: format!("{}.DIRECT.GET.{}", self.api_prefix, events.name),
+            events,
             snapshots: StreamHandle::new(snapshots, snapshots_subject),
-            api_prefix: self.api_prefix,
             max_payload: info.max_payload,
             timeout: self.timeout,
             read_batch: self.read_batch,

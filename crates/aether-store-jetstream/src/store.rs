@@ -16,7 +16,7 @@ use async_nats::{Client, HeaderMap, Request, StatusCode, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use metrics::{Counter, Histogram};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{Tip, VersionCache};
 use crate::config::JetStreamStoreBuilder;
@@ -144,7 +144,8 @@ pub(crate) struct Inner {
     pub(crate) client: Client,
     pub(crate) events: StreamHandle,
     pub(crate) snapshots: StreamHandle,
-    pub(crate) api_prefix: String,
+    /// `<api prefix>.DIRECT.GET.<events stream>`: where batched reads go.
+    pub(crate) direct_get_subject: String,
     pub(crate) max_payload: usize,
     pub(crate) timeout: Duration,
     pub(crate) read_batch: usize,
@@ -170,6 +171,27 @@ impl From<async_nats::jetstream::message::StreamMessage> for RawMsg {
             payload: m.payload,
         }
     }
+}
+
+/// A get's answer as an optional message: `map` turns its error into the
+/// store's, or into `None` for "no such message".
+fn found<M: Into<RawMsg>, E>(
+    got: Result<M, E>,
+    map: impl FnOnce(E) -> Option<StoreError>,
+) -> Result<Option<RawMsg>, StoreError> {
+    match got {
+        Ok(m) => Ok(Some(m.into())),
+        Err(e) => map(e).map_or(Ok(None), Err),
+    }
+}
+
+/// A batched direct get (server 2.11+): up to `batch` messages of
+/// `next_by_subj` from stream sequence `seq`.
+#[derive(Serialize)]
+struct DirectBatchRequest<'a> {
+    seq: u64,
+    batch: usize,
+    next_by_subj: &'a str,
 }
 
 /// A publish acknowledgement (or error answer) as JSON.
@@ -314,30 +336,16 @@ impl Inner {
         h: &StreamHandle,
         subject: &str,
     ) -> Result<Option<RawMsg>, StoreError> {
+        let what = || format!("reading the last message of {subject}");
         if h.direct_is_coherent() {
-            match h.stream.direct_get_last_for_subject(subject).await {
-                Ok(m) => Ok(Some(m.into())),
-                Err(e) => match direct_get_error(
-                    &format!("reading the last message of {subject}"),
-                    self.timeout,
-                    e,
-                ) {
-                    None => Ok(None),
-                    Some(e) => Err(e),
-                },
-            }
+            found(h.stream.direct_get_last_for_subject(subject).await, |e| {
+                direct_get_error(&what(), self.timeout, e)
+            })
         } else {
-            match h.stream.get_last_raw_message_by_subject(subject).await {
-                Ok(m) => Ok(Some(m.into())),
-                Err(e) => match raw_get_error(
-                    &format!("reading the last message of {subject}"),
-                    self.timeout,
-                    e,
-                ) {
-                    None => Ok(None),
-                    Some(e) => Err(e),
-                },
-            }
+            found(
+                h.stream.get_last_raw_message_by_subject(subject).await,
+                |e| raw_get_error(&what(), self.timeout, e),
+            )
         }
     }
 
@@ -350,33 +358,34 @@ impl Inner {
     ) -> Result<Option<RawMsg>, StoreError> {
         let what = || format!("reading {subject} from sequence {seq}");
         if h.direct_is_coherent() {
-            match h
-                .stream
-                .direct_get_next_for_subject(subject, Some(seq))
-                .await
-            {
-                Ok(m) => Ok(Some(m.into())),
-                Err(e) => match direct_get_error(&what(), self.timeout, e) {
-                    None => Ok(None),
-                    Some(e) => Err(e),
-                },
-            }
+            found(
+                h.stream
+                    .direct_get_next_for_subject(subject, Some(seq))
+                    .await,
+                |e| direct_get_error(&what(), self.timeout, e),
+            )
         } else {
-            match h
-                .stream
-                .raw_message_builder()
-                .sequence(seq)
-                .next_by_subject(subject)
-                .send()
-                .await
-            {
-                Ok(m) => Ok(Some(m.into())),
-                Err(e) => match raw_get_error(&what(), self.timeout, e) {
-                    None => Ok(None),
-                    Some(e) => Err(e),
-                },
-            }
+            found(
+                h.stream
+                    .raw_message_builder()
+                    .sequence(seq)
+                    .next_by_subject(subject)
+                    .send()
+                    .await,
+                |e| raw_get_error(&what(), self.timeout, e),
+            )
         }
+    }
+
+    /// The version in the envelope of `m`, a message of the events stream.
+    fn event_version(&self, m: &RawMsg) -> Result<Version, aether_core::CodecError> {
+        read_version(
+            &m.payload,
+            Origin {
+                stream: &self.events.name,
+                sequence: m.seq,
+            },
+        )
     }
 
     /// The actor's latest event (version and sequence) from the server;
@@ -389,11 +398,7 @@ impl Inner {
         let Some(m) = self.last_msg(&self.events, subject).await? else {
             return Ok(None);
         };
-        let origin = Origin {
-            stream: &self.events.name,
-            sequence: m.seq,
-        };
-        let version = read_version(&m.payload, origin)?;
+        let version = self.event_version(&m)?;
         let tip = Tip {
             version: version.get(),
             seq: m.seq,
@@ -410,17 +415,7 @@ impl Inner {
         }
         // Version `from` lies at least `tip.version - from` messages before the tip.
         let guess = tip.seq.saturating_sub(tip.version - from).max(1);
-        let version_at = |m: &RawMsg| {
-            read_version(
-                &m.payload,
-                Origin {
-                    stream: &self.events.name,
-                    sequence: m.seq,
-                },
-            )
-            .ok()
-            .map(Version::get)
-        };
+        let version_at = |m: &RawMsg| self.event_version(m).ok().map(Version::get);
         let Some(m) = self.next_msg(&self.events, subject, guess).await? else {
             return Ok(1);
         };
@@ -476,7 +471,7 @@ impl Inner {
                 } else {
                     let seq = self.seek(subject, want, *t).await?;
                     match self.next_msg(&self.events, subject, seq).await? {
-                        Some(m) if read_version(&m.payload, origin(m.seq))?.get() == want => {
+                        Some(m) if self.event_version(&m)?.get() == want => {
                             Some(read_event_id(m.headers.as_ref(), origin(m.seq))?)
                         }
                         _ => None,
@@ -1043,12 +1038,8 @@ impl Reader {
         let Some(last) = inner.last_msg(&inner.events, &self.subject).await? else {
             return Ok(Started::Empty);
         };
-        let origin = Origin {
-            stream: &inner.events.name,
-            sequence: last.seq,
-        };
         let threshold = CONSUMER_AFTER_BATCHES * inner.read_batch as u64;
-        let (start, remaining, verify) = match read_version(&last.payload, origin) {
+        let (start, remaining, verify) = match inner.event_version(&last) {
             Ok(v) => {
                 let tip = Tip {
                     version: v.get(),
@@ -1103,20 +1094,19 @@ impl Reader {
 
     async fn request(&self, open: &mut Open) -> Result<(), StoreError> {
         let inner = &*self.inner;
-        let body = serde_json::json!({
-            "seq": open.next_seq,
-            "batch": inner.read_batch,
-            "next_by_subj": self.subject,
-        });
         let payload = Bytes::from(
-            serde_json::to_vec(&body)
-                .map_err(|e| crate::error::backend("encoding a read request", e))?,
+            serde_json::to_vec(&DirectBatchRequest {
+                seq: open.next_seq,
+                batch: inner.read_batch,
+                next_by_subj: &self.subject,
+            })
+            .map_err(|e| crate::error::backend("encoding a read request", e))?,
         );
         open.in_batch = 0;
         inner
             .client
             .publish_with_reply(
-                format!("{}.DIRECT.GET.{}", inner.api_prefix, inner.events.name),
+                inner.direct_get_subject.clone(),
                 open.inbox.clone(),
                 payload,
             )

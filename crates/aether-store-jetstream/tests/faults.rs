@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,40 +78,71 @@ async fn assert_history(store: &JetStreamEventStore, actor: &ActorId, acked: &[(
     }
 }
 
-/// Spawns a writer that appends batches of 1–3 events to `actor` until
-/// `stop` or `total` versions, retrying transient errors with the same events.
-fn spawn_writer(
-    store: JetStreamEventStore,
+/// A writer task appending to one actor, and what it shares with the test.
+struct Writer {
     actor: ActorId,
-    total: u64,
     acked: Acked,
     errors: Arc<AtomicUsize>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let mut v = 0;
-        let mut round = 0u64;
-        while v < total && !stop.load(Ordering::SeqCst) {
-            round += 1;
-            let events = batch(&actor, v, round % 3 + 1, "w");
-            let new = append_until_ok(
-                &store,
-                &actor,
-                Version::new(v),
-                &events,
-                &errors,
-                Duration::from_secs(60),
-            )
-            .await;
-            assert_eq!(new.get(), v + events.len() as u64);
-            acked
-                .lock()
-                .unwrap()
-                .extend(events.iter().map(|e| (e.version.get(), e.id)));
-            v = new.get();
-        }
-        v
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+/// Spawns a writer that appends batches of 1–3 events to `actor` until
+/// `stop` or `total` versions, retrying transient errors with the same events.
+fn spawn_writer(store: &JetStreamEventStore, actor: &str, total: u64) -> Writer {
+    let actor = ActorId::new(actor).unwrap();
+    let acked: Acked = Arc::default();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (store, actor, acked, errors, stop) = (
+            store.clone(),
+            actor.clone(),
+            acked.clone(),
+            errors.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut v = 0;
+            let mut round = 0u64;
+            while v < total && !stop.load(Ordering::SeqCst) {
+                round += 1;
+                let events = batch(&actor, v, round % 3 + 1, "w");
+                let new = append_until_ok(
+                    &store,
+                    &actor,
+                    Version::new(v),
+                    &events,
+                    &errors,
+                    Duration::from_secs(60),
+                )
+                .await;
+                assert_eq!(new.get(), v + events.len() as u64);
+                acked
+                    .lock()
+                    .unwrap()
+                    .extend(events.iter().map(|e| (e.version.get(), e.id)));
+                v = new.get();
+            }
+            v
+        })
+    };
+    Writer {
+        actor,
+        acked,
+        errors,
+        stop,
+        task,
+    }
+}
+
+/// Waits until at least `n` events are acknowledged.
+async fn wait_acked(acked: &Acked, n: usize, timeout: Duration, what: &str) {
+    wait_until(timeout, what, || {
+        let got = acked.lock().unwrap().len();
+        async move { got >= n }
     })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,23 +155,20 @@ async fn server_killed_mid_appends_and_restarted_loses_nothing_acknowledged() {
         .open()
         .await
         .expect("open");
-    let actor = ActorId::new("survivor").unwrap();
-    let acked: Acked = Arc::default();
-    let errors = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(
-        store.clone(),
-        actor.clone(),
-        300,
-        acked.clone(),
-        errors.clone(),
-        stop.clone(),
-    );
+    let Writer {
+        actor,
+        acked,
+        errors,
+        task: writer,
+        ..
+    } = spawn_writer(&store, "survivor", 300);
 
-    wait_until(Duration::from_secs(20), "50 events acknowledged", || {
-        let n = acked.lock().unwrap().len();
-        async move { n >= 50 }
-    })
+    wait_acked(
+        &acked,
+        50,
+        Duration::from_secs(20),
+        "50 events acknowledged",
+    )
     .await;
     server.kill();
     wait_until(
@@ -266,23 +294,20 @@ async fn r3_cluster_loses_the_stream_leader_and_keeps_every_acknowledged_event()
         .open()
         .await
         .expect("open");
-    let actor = ActorId::new("replicated").unwrap();
-    let acked: Acked = Arc::default();
-    let errors = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(
-        store.clone(),
-        actor.clone(),
-        u64::MAX,
-        acked.clone(),
-        errors.clone(),
-        stop.clone(),
-    );
+    let Writer {
+        actor,
+        acked,
+        errors,
+        stop,
+        task: writer,
+    } = spawn_writer(&store, "replicated", u64::MAX);
 
-    wait_until(Duration::from_secs(30), "40 events acknowledged", || {
-        let n = acked.lock().unwrap().len();
-        async move { n >= 40 }
-    })
+    wait_acked(
+        &acked,
+        40,
+        Duration::from_secs(30),
+        "40 events acknowledged",
+    )
     .await;
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = js
@@ -300,13 +325,11 @@ async fn r3_cluster_loses_the_stream_leader_and_keeps_every_acknowledged_event()
     let index = cluster.node_index(&leader).expect("leader is a node");
     cluster.kill(index);
     let at_kill = acked.lock().unwrap().len();
-    wait_until(
+    wait_acked(
+        &acked,
+        at_kill + 40,
         Duration::from_secs(60),
         "appends continue after the leader is gone",
-        || {
-            let n = acked.lock().unwrap().len();
-            async move { n >= at_kill + 40 }
-        },
     )
     .await;
     stop.store(true, Ordering::SeqCst);
