@@ -15,7 +15,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use aether::model::{Model, Severity};
+use aether::model::Model;
 
 /// The aggregate whose skeleton is printed.
 const AGGREGATE: &str = "Order";
@@ -79,11 +79,7 @@ fn run() -> Result<(), Box<dyn Error>> {
 
     // 3. Bridge to code.
     let validated = model.into_validated().map_err(|report| {
-        let errors = report
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity() == Severity::Error)
-            .count();
+        let errors = report.errors().count();
         format!("the model has {errors} error(s); no code generated")
     })?;
     let skeleton = validated

@@ -240,6 +240,27 @@ fn variant(out: &mut String, ident: &str, description: Option<&str>, fields: &[F
     let _ = writeln!(out, "    }},");
 }
 
+/// A documented enum with one variant per `(ident, description, fields)`.
+fn enum_decl<'a>(
+    out: &mut String,
+    summary: &str,
+    enum_name: &str,
+    variants: impl Iterator<Item = (&'a str, Option<&'a str>, &'a [Field])>,
+) {
+    let _ = writeln!(out, "/// {summary}");
+    out.push_str("#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]\n");
+    let mut variants = variants.peekable();
+    if variants.peek().is_none() {
+        let _ = writeln!(out, "pub enum {enum_name} {{}}\n");
+        return;
+    }
+    let _ = writeln!(out, "pub enum {enum_name} {{");
+    for (ident, description, fields) in variants {
+        variant(out, ident, description, fields);
+    }
+    out.push_str("}\n\n");
+}
+
 fn pattern(enum_name: &str, ident: &str, fields: &[Field]) -> String {
     if fields.is_empty() {
         format!("{enum_name}::{ident}")
@@ -268,8 +289,7 @@ fn skeleton(model: &Model, context: &BoundedContext, aggregate: &Aggregate) -> S
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "//! Aggregate `{}` of context `{}`, generated from the EventStorming model {:?}.",
-        aggregate.name.escape_default(),
+        "//! Aggregate `{name}` of context `{}`, generated from the EventStorming model {:?}.",
         context.name.escape_default(),
         model.domain
     );
@@ -287,29 +307,30 @@ fn skeleton(model: &Model, context: &BoundedContext, aggregate: &Aggregate) -> S
     out.push_str("#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]\n");
     let _ = writeln!(out, "pub struct {state} {{}}\n");
 
-    let _ = writeln!(out, "/// Commands handled by `{name}`.");
-    out.push_str("#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]\n");
-    if commands.is_empty() {
-        let _ = writeln!(out, "pub enum {command_enum} {{}}\n");
-    } else {
-        let _ = writeln!(out, "pub enum {command_enum} {{");
-        for (c, ident) in commands.iter().zip(&command_idents) {
-            variant(&mut out, ident, c.description.as_deref(), &c.fields);
-        }
-        out.push_str("}\n\n");
-    }
-
-    let _ = writeln!(out, "/// Events emitted by `{name}`.");
-    out.push_str("#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]\n");
-    if events.is_empty() {
-        let _ = writeln!(out, "pub enum {event_enum} {{}}\n");
-    } else {
-        let _ = writeln!(out, "pub enum {event_enum} {{");
-        for (e, ident) in events.iter().zip(&event_idents) {
-            variant(&mut out, ident, e.description.as_deref(), &e.fields);
-        }
-        out.push_str("}\n\n");
-    }
+    enum_decl(
+        &mut out,
+        &format!("Commands handled by `{name}`."),
+        &command_enum,
+        commands.iter().zip(&command_idents).map(|(c, ident)| {
+            (
+                ident.as_str(),
+                c.description.as_deref(),
+                c.fields.as_slice(),
+            )
+        }),
+    );
+    enum_decl(
+        &mut out,
+        &format!("Events emitted by `{name}`."),
+        &event_enum,
+        events.iter().zip(&event_idents).map(|(e, ident)| {
+            (
+                ident.as_str(),
+                e.description.as_deref(),
+                e.fields.as_slice(),
+            )
+        }),
+    );
 
     let _ = writeln!(out, "impl {event_enum} {{");
     out.push_str("    /// The event type name, as in the model.\n");

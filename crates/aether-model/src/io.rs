@@ -154,7 +154,7 @@ impl Model {
     /// # Errors
     /// [`LoadError::Parse`] with line and column, see [`Model::from_str_as`].
     pub fn from_json_str(text: &str) -> Result<Model, LoadError> {
-        serde_json::from_str(text).map_err(|e| json_error(&e, None))
+        serde_json::from_str(text).map_err(|e| json_error(&e))
     }
 
     /// Parses a model from TOML text (feature `toml`).
@@ -165,7 +165,7 @@ impl Model {
     pub fn from_toml_str(text: &str) -> Result<Model, LoadError> {
         #[cfg(feature = "toml")]
         {
-            toml::from_str(text).map_err(|e| toml_error(&e, text, None))
+            toml::from_str(text).map_err(|e| toml_error(&e, text))
         }
         #[cfg(not(feature = "toml"))]
         {
@@ -198,21 +198,11 @@ impl Model {
             path: path.to_owned(),
             source,
         })?;
-        Model::from_str_as(&text, format).map_err(|e| match e {
-            LoadError::Parse {
-                format,
-                line,
-                column,
-                message,
-                ..
-            } => LoadError::Parse {
-                format,
-                path: Some(path.to_owned()),
-                line,
-                column,
-                message,
-            },
-            other => other,
+        Model::from_str_as(&text, format).map_err(|mut e| {
+            if let LoadError::Parse { path: at, .. } = &mut e {
+                *at = Some(path.to_owned());
+            }
+            e
         })
     }
 
@@ -288,14 +278,14 @@ impl Model {
     }
 }
 
-fn json_error(e: &serde_json::Error, path: Option<PathBuf>) -> LoadError {
+fn json_error(e: &serde_json::Error) -> LoadError {
     let (line, column) = (e.line(), e.column());
     let full = e.to_string();
     let suffix = format!(" at line {line} column {column}");
     let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
     LoadError::Parse {
         format: Format::Json,
-        path,
+        path: None,
         line: line.max(1),
         column,
         message,
@@ -303,14 +293,14 @@ fn json_error(e: &serde_json::Error, path: Option<PathBuf>) -> LoadError {
 }
 
 #[cfg(feature = "toml")]
-fn toml_error(e: &toml::de::Error, text: &str, path: Option<PathBuf>) -> LoadError {
+fn toml_error(e: &toml::de::Error, text: &str) -> LoadError {
     let (line, column) = match e.span() {
         Some(span) => line_column(text, span.start),
         None => (1, 0),
     };
     LoadError::Parse {
         format: Format::Toml,
-        path,
+        path: None,
         line,
         column,
         message: e.message().trim_end().to_owned(),

@@ -315,6 +315,18 @@ impl ElementKind {
         }
         (None, reference)
     }
+
+    /// The kinds a hotspot reference may name, in lookup order, and the
+    /// name: the prefixed kind alone, else every [`ElementKind::ATTACHABLE`]
+    /// kind.
+    pub(crate) fn reference_targets(reference: &str) -> (Vec<ElementKind>, &str) {
+        let (kind, name) = Self::split_reference(reference);
+        let kinds = match kind {
+            Some(k) => vec![k],
+            None => Self::ATTACHABLE.to_vec(),
+        };
+        (kinds, name)
+    }
 }
 
 impl fmt::Display for ElementKind {

@@ -238,20 +238,15 @@ impl Board {
 
         // Hotspots last: inside the context they are attached to, else free
         // with a dashed line to their element.
-        let mut hotspot_ids = Ids::default();
-        for hotspot in &model.hotspots {
-            let id = hotspot_ids.add(ElementKind::Hotspot, "");
+        for (i, hotspot) in model.hotspots.iter().enumerate() {
+            let id = format!("hot{i}");
             let node = Node {
                 id: id.clone(),
                 label: hotspot.question.clone(),
                 kind: ElementKind::Hotspot,
             };
             let target = hotspot.on.as_deref().and_then(|on| {
-                let (kind, name) = ElementKind::split_reference(on);
-                let kinds = match kind {
-                    Some(k) => vec![k],
-                    None => ElementKind::ATTACHABLE.to_vec(),
-                };
+                let (kinds, name) = ElementKind::reference_targets(on);
                 kinds
                     .into_iter()
                     .find_map(|k| ids.get(k, name).map(|id| (k, id)))

@@ -435,25 +435,23 @@ impl<'a> Index<'a> {
             owner,
             owner_name,
         };
+        // Contexts, aggregates, policies, read models, actors and systems
+        // own nothing and are owned by nobody.
+        let plain =
+            |name: &'a str, path: String, kind| declared(name, path, kind, OwnerKey::None, None);
         for (ci, context) in model.contexts.iter().enumerate() {
             let cpath = format!("contexts[{ci}]");
-            index.contexts.push(declared(
-                &context.name,
-                cpath.clone(),
-                ElementKind::Context,
-                OwnerKey::None,
-                None,
-            ));
+            index
+                .contexts
+                .push(plain(&context.name, cpath.clone(), ElementKind::Context));
             for (ai, aggregate) in context.aggregates.iter().enumerate() {
                 let apath = format!("{cpath}.aggregates[{ai}]");
                 let owner = OwnerKey::Aggregate(ci, ai);
                 let oname = Some(aggregate.name.as_str());
-                index.aggregates.push(declared(
+                index.aggregates.push(plain(
                     &aggregate.name,
                     apath.clone(),
                     ElementKind::Aggregate,
-                    OwnerKey::None,
-                    None,
                 ));
                 for (i, c) in aggregate.commands.iter().enumerate() {
                     let path = format!("{apath}.commands[{i}]");
@@ -479,35 +477,25 @@ impl<'a> Index<'a> {
             }
             for (i, p) in context.policies.iter().enumerate() {
                 let path = format!("{cpath}.policies[{i}]");
-                index.policies.push(declared(
-                    &p.name,
-                    path,
-                    ElementKind::Policy,
-                    OwnerKey::None,
-                    None,
-                ));
+                index
+                    .policies
+                    .push(plain(&p.name, path, ElementKind::Policy));
             }
             for (i, r) in context.read_models.iter().enumerate() {
                 let path = format!("{cpath}.read_models[{i}]");
-                index.read_models.push(declared(
-                    &r.name,
-                    path,
-                    ElementKind::ReadModel,
-                    OwnerKey::None,
-                    None,
-                ));
+                index
+                    .read_models
+                    .push(plain(&r.name, path, ElementKind::ReadModel));
             }
         }
         for (si, system) in model.external_systems.iter().enumerate() {
             let spath = format!("external_systems[{si}]");
             let owner = OwnerKey::External(si);
             let oname = Some(system.name.as_str());
-            index.external_systems.push(declared(
+            index.external_systems.push(plain(
                 &system.name,
                 spath.clone(),
                 ElementKind::ExternalSystem,
-                OwnerKey::None,
-                None,
             ));
             for (i, c) in system.commands.iter().enumerate() {
                 let path = format!("{spath}.commands[{i}]");
@@ -522,30 +510,41 @@ impl<'a> Index<'a> {
         }
         for (i, a) in model.actors.iter().enumerate() {
             let path = format!("actors[{i}]");
-            index.actors.push(declared(
-                &a.name,
-                path,
-                ElementKind::Actor,
-                OwnerKey::None,
-                None,
-            ));
+            index.actors.push(plain(&a.name, path, ElementKind::Actor));
         }
         index
     }
 
-    fn names_of(&self, kind: ElementKind) -> Vec<&'a str> {
-        let plain = |v: &Vec<Declared<'a>>| v.iter().map(|d| d.name).collect();
-        match kind {
-            ElementKind::Context => plain(&self.contexts),
-            ElementKind::Aggregate => plain(&self.aggregates),
-            ElementKind::Command => self.commands.iter().map(|(d, _)| d.name).collect(),
-            ElementKind::Event => self.events.iter().map(|(d, _)| d.name).collect(),
-            ElementKind::Policy => plain(&self.policies),
-            ElementKind::ReadModel => plain(&self.read_models),
-            ElementKind::Actor => plain(&self.actors),
-            ElementKind::ExternalSystem => plain(&self.external_systems),
-            ElementKind::Domain | ElementKind::Hotspot | ElementKind::Field => Vec::new(),
-        }
+    /// The names declared for `kind`, in model order, without allocating.
+    fn names_of(&self, kind: ElementKind) -> impl Iterator<Item = &'a str> + '_ {
+        let plain: &[Declared<'a>] = match kind {
+            ElementKind::Context => &self.contexts,
+            ElementKind::Aggregate => &self.aggregates,
+            ElementKind::Policy => &self.policies,
+            ElementKind::ReadModel => &self.read_models,
+            ElementKind::Actor => &self.actors,
+            ElementKind::ExternalSystem => &self.external_systems,
+            ElementKind::Command
+            | ElementKind::Event
+            | ElementKind::Domain
+            | ElementKind::Hotspot
+            | ElementKind::Field => &[],
+        };
+        let commands: &[(Declared<'a>, &'a Command)] = if kind == ElementKind::Command {
+            &self.commands
+        } else {
+            &[]
+        };
+        let events: &[(Declared<'a>, &'a DomainEvent)] = if kind == ElementKind::Event {
+            &self.events
+        } else {
+            &[]
+        };
+        plain
+            .iter()
+            .chain(commands.iter().map(|(d, _)| d))
+            .chain(events.iter().map(|(d, _)| d))
+            .map(|d| d.name)
     }
 }
 
@@ -576,8 +575,8 @@ impl Model {
         let index = Index::build(self);
         let mut checker = Checker {
             model: self,
-            command_by_name: HashMap::new(),
-            event_by_name: HashMap::new(),
+            command_by_name: first_by_name(index.commands.iter().map(|(d, _)| d.name)),
+            event_by_name: first_by_name(index.events.iter().map(|(d, _)| d.name)),
             index,
             out: Vec::new(),
         };
@@ -598,7 +597,16 @@ impl<'a> Checker<'a> {
         self.out.push(Diagnostic { location, kind });
     }
 
-    /// Empty and duplicate names; fills the by-name maps.
+    /// Pushes findings gathered while `self` was borrowed.
+    fn extend(&mut self, found: Vec<(Location, DiagnosticKind)>) {
+        self.out.extend(
+            found
+                .into_iter()
+                .map(|(location, kind)| Diagnostic { location, kind }),
+        );
+    }
+
+    /// Empty and duplicate names.
     fn names(&mut self) {
         let mut found = Vec::new();
         let mut unique = |decls: &mut dyn Iterator<Item = &Declared<'a>>| {
@@ -631,16 +639,7 @@ impl<'a> Checker<'a> {
         unique(&mut ix.read_models.iter());
         unique(&mut ix.actors.iter());
         unique(&mut ix.external_systems.iter());
-        for (location, kind) in found {
-            self.push(location, kind);
-        }
-
-        for (i, (d, _)) in self.index.commands.iter().enumerate() {
-            self.command_by_name.entry(d.name).or_insert(i);
-        }
-        for (i, (d, _)) in self.index.events.iter().enumerate() {
-            self.event_by_name.entry(d.name).or_insert(i);
-        }
+        self.extend(found);
 
         // Hotspot questions and fields.
         for (i, h) in self.model.hotspots.iter().enumerate() {
@@ -656,23 +655,28 @@ impl<'a> Checker<'a> {
         for (d, e) in &self.index.events {
             check_fields(&d.location, &e.fields, &mut field_findings);
         }
-        for (location, kind) in field_findings {
-            self.push(location, kind);
-        }
+        self.extend(field_findings);
     }
 
     fn unknown(&self, relation: Relation, name: &str) -> DiagnosticKind {
-        let candidates = match relation.expected() {
-            Some(kind) => self.index.names_of(kind),
-            None => ElementKind::ATTACHABLE
-                .iter()
-                .flat_map(|k| self.index.names_of(*k))
-                .collect(),
-        };
+        match relation.expected() {
+            Some(kind) => self.unknown_among(relation, &[kind], name),
+            None => self.unknown_among(relation, &ElementKind::ATTACHABLE, name),
+        }
+    }
+
+    /// An unknown reference, suggesting a close name of one of `kinds`.
+    fn unknown_among(
+        &self,
+        relation: Relation,
+        kinds: &[ElementKind],
+        name: &str,
+    ) -> DiagnosticKind {
+        let candidates = kinds.iter().flat_map(|k| self.index.names_of(*k));
         DiagnosticKind::UnknownReference {
             relation,
             name: name.to_owned(),
-            suggestion: naming::suggest(name, candidates.into_iter()),
+            suggestion: naming::suggest(name, candidates),
         }
     }
 
@@ -689,49 +693,40 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        for (ci, context) in self.model.contexts.iter().enumerate() {
-            for (pi, p) in context.policies.iter().enumerate() {
-                let loc = Location::new(
-                    format!("contexts[{ci}].policies[{pi}]"),
-                    ElementKind::Policy,
-                    Some(&p.name),
-                );
-                if !self.event_by_name.contains_key(p.on.as_str()) {
-                    found.push((loc.field("on"), self.unknown(Relation::ReactsTo, &p.on)));
-                }
-                if p.issues.is_empty() {
-                    found.push((loc.clone(), DiagnosticKind::PolicyIssuesNothing));
-                }
-                for (i, command) in p.issues.iter().enumerate() {
-                    if !self.command_by_name.contains_key(command.as_str()) {
-                        found.push((
-                            loc.field(&format!("issues[{i}]")),
-                            self.unknown(Relation::Issues, command),
-                        ));
-                    }
-                }
+        // The index lists policies, read models and actors in model order.
+        for (d, (_, p)) in self.index.policies.iter().zip(self.model.policies()) {
+            let loc = &d.location;
+            if !self.event_by_name.contains_key(p.on.as_str()) {
+                found.push((loc.field("on"), self.unknown(Relation::ReactsTo, &p.on)));
             }
-            for (ri, r) in context.read_models.iter().enumerate() {
-                let loc = Location::new(
-                    format!("contexts[{ci}].read_models[{ri}]"),
-                    ElementKind::ReadModel,
-                    Some(&r.name),
-                );
-                if r.fed_by.is_empty() {
-                    found.push((loc.clone(), DiagnosticKind::ReadModelNotFed));
-                }
-                for (i, event) in r.fed_by.iter().enumerate() {
-                    if !self.event_by_name.contains_key(event.as_str()) {
-                        found.push((
-                            loc.field(&format!("fed_by[{i}]")),
-                            self.unknown(Relation::FedBy, event),
-                        ));
-                    }
+            if p.issues.is_empty() {
+                found.push((loc.clone(), DiagnosticKind::PolicyIssuesNothing));
+            }
+            for (i, command) in p.issues.iter().enumerate() {
+                if !self.command_by_name.contains_key(command.as_str()) {
+                    found.push((
+                        loc.field(&format!("issues[{i}]")),
+                        self.unknown(Relation::Issues, command),
+                    ));
                 }
             }
         }
-        for (ai, a) in self.model.actors.iter().enumerate() {
-            let loc = Location::new(format!("actors[{ai}]"), ElementKind::Actor, Some(&a.name));
+        for (d, (_, r)) in self.index.read_models.iter().zip(self.model.read_models()) {
+            let loc = &d.location;
+            if r.fed_by.is_empty() {
+                found.push((loc.clone(), DiagnosticKind::ReadModelNotFed));
+            }
+            for (i, event) in r.fed_by.iter().enumerate() {
+                if !self.event_by_name.contains_key(event.as_str()) {
+                    found.push((
+                        loc.field(&format!("fed_by[{i}]")),
+                        self.unknown(Relation::FedBy, event),
+                    ));
+                }
+            }
+        }
+        for (d, a) in self.index.actors.iter().zip(&self.model.actors) {
+            let loc = &d.location;
             for (i, command) in a.issues.iter().enumerate() {
                 if !self.command_by_name.contains_key(command.as_str()) {
                     found.push((
@@ -744,25 +739,14 @@ impl<'a> Checker<'a> {
         for (hi, h) in self.model.hotspots.iter().enumerate() {
             let Some(target) = &h.on else { continue };
             let loc = Location::new(format!("hotspots[{hi}].on"), ElementKind::Hotspot, None);
-            let (kind, name) = ElementKind::split_reference(target);
-            let kinds: Vec<ElementKind> = match kind {
-                Some(k) => vec![k],
-                None => ElementKind::ATTACHABLE.to_vec(),
-            };
+            let (kinds, name) = ElementKind::reference_targets(target);
             let matches: Vec<ElementKind> = kinds
-                .into_iter()
-                .filter(|k| self.index.names_of(*k).contains(&name))
+                .iter()
+                .copied()
+                .filter(|k| self.index.names_of(*k).any(|n| n == name))
                 .collect();
             match matches.len() {
-                0 => {
-                    let mut d = self.unknown(Relation::AttachedTo, name);
-                    if let (Some(k), DiagnosticKind::UnknownReference { suggestion, .. }) =
-                        (kind, &mut d)
-                    {
-                        *suggestion = naming::suggest(name, self.index.names_of(k).into_iter());
-                    }
-                    found.push((loc, d));
-                }
+                0 => found.push((loc, self.unknown_among(Relation::AttachedTo, &kinds, name))),
                 1 => {}
                 _ => found.push((
                     loc,
@@ -773,9 +757,7 @@ impl<'a> Checker<'a> {
                 )),
             }
         }
-        for (location, kind) in found {
-            self.push(location, kind);
-        }
+        self.extend(found);
     }
 
     /// Unhandled commands, unemitted events, foreign events, empty `emits`.
@@ -826,9 +808,7 @@ impl<'a> Checker<'a> {
                 found.push((d.location.clone(), DiagnosticKind::UnemittedEvent));
             }
         }
-        for (location, kind) in found {
-            self.push(location, kind);
-        }
+        self.extend(found);
     }
 
     /// Policy loops with no way out.
@@ -964,10 +944,17 @@ impl<'a> Checker<'a> {
                 found.push((d.location.clone(), DiagnosticKind::EventNotPastTense));
             }
         }
-        for (location, kind) in found {
-            self.push(location, kind);
-        }
+        self.extend(found);
     }
+}
+
+/// Position of the first occurrence of each name.
+fn first_by_name<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut first = HashMap::new();
+    for (i, name) in names.enumerate() {
+        first.entry(name).or_insert(i);
+    }
+    first
 }
 
 fn check_fields(owner: &Location, fields: &[Field], out: &mut Vec<(Location, DiagnosticKind)>) {
