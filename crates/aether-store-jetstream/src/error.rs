@@ -48,6 +48,7 @@ impl ApiError {
 
 /// JetStream error codes the store reacts to.
 pub(crate) mod codes {
+    pub(crate) const NO_SUITABLE_PEERS: u64 = 10005;
     pub(crate) const WRONG_LAST_MSG_ID: u64 = 10070;
     pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
     pub(crate) const CLUSTER_NOT_AVAILABLE: u64 = 10008;
@@ -107,7 +108,10 @@ pub(crate) fn api_error(what: &str, e: ApiError) -> StoreError {
             e,
         ),
         codes::STREAM_NOT_FOUND => StoreError::unavailable(format!("{what}: stream not found"), e),
-        codes::CLUSTER_NOT_AVAILABLE
+        // Too few JetStream peers are up (or known yet) to place the
+        // replicas: a cluster that is forming or has lost nodes.
+        codes::NO_SUITABLE_PEERS
+        | codes::CLUSTER_NOT_AVAILABLE
         | codes::TOO_MANY_REQUESTS
         | codes::EXPECTED_LAST_SEQ_NOT_READY
         | codes::ATOMIC_INCOMPLETE_BATCH

@@ -367,8 +367,45 @@ impl NatsCluster {
                 ));
             }
         }
+        // Agreement on the meta leader is not yet enough: the leader places
+        // replicas only on peers whose JetStream statistics it has received.
+        // Placing a probe stream on every live node is the condition tests
+        // need (otherwise the first R3 stream may fail with "no suitable
+        // peers for placement"). Only checked with every node up: while a
+        // node is paused or killed the leader may still count it as a peer
+        // until its heartbeats time out.
+        if live.len() < self.nodes.len() {
+            return None;
+        }
+        let leader_node = live.iter().find(|node| node.name() == leader)?;
+        if let Err(err) = place_probe_stream(leader_node, live.len()).await {
+            return Some(format!("cannot place an R{} stream yet: {err}", live.len()));
+        }
         None
     }
+}
+
+/// Creates and deletes an in-memory stream with `replicas` replicas through
+/// `node`.
+async fn place_probe_stream(node: &NatsServer, replicas: usize) -> Result<(), String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(node.url())
+        .await
+        .map_err(|e| format!("connect to {}: {e}", node.name()))?;
+    let js = async_nats::jetstream::new(client);
+    let name = unique_name("HARNESS_PROBE").replace('-', "_");
+    js.create_stream(async_nats::jetstream::stream::Config {
+        subjects: vec![format!("_harness.probe.{name}")],
+        name: name.clone(),
+        num_replicas: replicas,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    js.delete_stream(&name).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn meta_leader_name(jsz: &Value) -> Option<&str> {
