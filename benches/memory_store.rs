@@ -239,7 +239,10 @@ fn rehydration(c: &mut Criterion) {
     g.bench_function("aether_snapshot_plus_10", |b| {
         b.iter(|| {
             let snap = block_on(store.get_latest_snapshot(&actor)).expect("snap");
-            let from = snap.as_ref().map_or(Version::ZERO, |s| s.version.next());
+            let from = snap
+                .as_ref()
+                .and_then(|s| s.version.next())
+                .unwrap_or(Version::ZERO);
             let events = block_on(store.get_events(&actor, from)).expect("read");
             black_box(rehydrate::<Counter>(&actor, snap.as_ref(), &events).expect("fold"))
         })

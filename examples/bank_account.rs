@@ -172,7 +172,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     println!("\n5. Rehydration: snapshot + later events == the full history");
-    let tail = store.get_events(&alice, snapshot.version.next()).await?;
+    let after_snapshot = snapshot
+        .version
+        .next()
+        .ok_or("no version follows the snapshot")?;
+    let tail = store.get_events(&alice, after_snapshot).await?;
     let fast = rehydrate::<Account>(&alice, Some(&snapshot), &tail)?;
     let all = store.get_events(&alice, Version::ZERO).await?;
     let full = rehydrate::<Account>(&alice, None, &all)?;

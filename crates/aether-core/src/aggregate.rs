@@ -71,6 +71,11 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// A short, stable name of the aggregate type (`"order"`, `"account"`).
     const KIND: &'static str;
 
+    /// The schema version of the state as stored in snapshots. Bump it when
+    /// the state's serialized shape changes incompatibly: snapshots of
+    /// another version are then ignored and actors replay their events.
+    const SNAPSHOT_VERSION: u32 = 1;
+
     /// Decides which events a command produces, given the current state.
     ///
     /// # Errors
@@ -149,10 +154,11 @@ fn fold_one<A: Aggregate>(
     if e.version <= *version {
         return Ok(());
     }
-    if e.version != version.next() {
+    let expected = version.next().unwrap_or(*version);
+    if e.version != expected {
         return Err(RehydrateError::Gap {
             actor: actor.clone(),
-            expected: version.next(),
+            expected,
             found: e.version,
         });
     }
@@ -231,7 +237,8 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         let snapshot = self.store.get_latest_snapshot(actor).await?;
         let from = snapshot
             .as_ref()
-            .map_or(Version::ZERO, |s| s.version.next());
+            .and_then(|s| s.version.next())
+            .unwrap_or(Version::ZERO);
         let events = self.store.get_events(actor, from).await?;
         Ok(rehydrate(actor, snapshot.as_ref(), &events)?)
     }

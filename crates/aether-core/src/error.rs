@@ -1,6 +1,7 @@
 //! Errors, one enum per concern.
 
 use crate::name::{ActorId, NameKind};
+use crate::trust::ForeignReason;
 use crate::version::Version;
 
 /// A boxed error kept as the source of a backend failure.
@@ -79,6 +80,13 @@ pub enum InvalidInput {
         /// The backend's limit.
         max: usize,
     },
+    /// The versions of the batch would run past `u64::MAX`: no version
+    /// follows `after`. Nothing was written.
+    #[error("no version follows {after}: the batch would overflow the version counter")]
+    VersionOverflow {
+        /// The last version that could be counted.
+        after: Version,
+    },
     /// The same event id appears twice in one batch.
     #[error("event id {0} appears twice in one append")]
     DuplicateId(String),
@@ -133,6 +141,23 @@ pub enum StoreError {
         snapshot: Version,
         /// The latest stored version.
         latest: Version,
+    },
+    /// A stored record is not a valid part of this actor's history (garbage
+    /// bytes, another actor's envelope, a repeated, backward or skipped
+    /// version, a snapshot ahead of the events). Returned only under
+    /// [`crate::TrustPolicy::Strict`]; the default policy skips such records
+    /// (see [`crate::trust`]). Not transient: retrying reads the same record.
+    #[error(
+        "stored record at position {position} of actor {actor} is not a valid part of its history: {reason}"
+    )]
+    Corrupt {
+        /// The actor whose history holds the record.
+        actor: ActorId,
+        /// The record's backend position (stream sequence on JetStream, log
+        /// index in memory).
+        position: u64,
+        /// Why the record is foreign.
+        reason: ForeignReason,
     },
     /// A stored record could not be decoded.
     #[error(transparent)]

@@ -10,14 +10,18 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::CodecError;
+use crate::command::CommandId;
+use crate::error::{CodecError, InvalidInput, StoreError};
 use crate::name::ActorId;
 use crate::version::Version;
 
-/// The unique id of one event. New ids are UUID v7 (time ordered).
+/// The id of one event, unique within its actor's history. New ids are UUID
+/// v7 (time ordered); ids of a command's events are derived from the command
+/// id ([`EventId::for_command`]).
 ///
 /// Writing an event whose id is already stored for the same actor and version
-/// is idempotent: it succeeds without storing a second copy.
+/// is idempotent: it succeeds without storing a second copy. The same id in
+/// two actors is two distinct events on every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(pub Uuid);
@@ -26,6 +30,24 @@ impl EventId {
     /// A fresh, time-ordered id (UUID v7).
     pub fn new() -> Self {
         EventId(Uuid::now_v7())
+    }
+
+    /// The id of the `index`-th event (from 0) that command `command`
+    /// produced for `actor`: the same inputs give the same id on every
+    /// platform and release, so a retried command writes the same ids and the
+    /// store recognises them.
+    ///
+    /// **Wire contract** (other languages may derive the same ids): a UUID v5
+    /// (RFC 9562, SHA-1) whose namespace is the command id's UUID and whose
+    /// name is the actor id's UTF-8 bytes, one `0x00` byte, then `index` as a
+    /// big-endian `u32`.
+    pub fn for_command(command: CommandId, actor: &ActorId, index: u32) -> EventId {
+        let actor = actor.as_str().as_bytes();
+        let mut name = Vec::with_capacity(actor.len() + 5);
+        name.extend_from_slice(actor);
+        name.push(0);
+        name.extend_from_slice(&index.to_be_bytes());
+        EventId(Uuid::new_v5(&command.0, &name))
     }
 
     /// The underlying UUID.
@@ -184,18 +206,22 @@ impl Event {
     /// the batch an [`crate::EventStore::append`] with that expected version takes.
     ///
     /// # Errors
-    /// [`CodecError::Encode`] if a payload cannot be serialized.
+    /// [`StoreError::Codec`] if a payload cannot be serialized;
+    /// [`StoreError::InvalidInput`] with [`InvalidInput::VersionOverflow`] if
+    /// the versions would run past `u64::MAX`.
     pub fn sequence<'a, E: DomainEvent>(
         actor_id: &ActorId,
         expected: Version,
         events: impl IntoIterator<Item = &'a E>,
-    ) -> Result<Vec<Event>, CodecError> {
+    ) -> Result<Vec<Event>, StoreError> {
         let mut version = expected;
         events
             .into_iter()
             .map(|e| {
-                version = version.next();
-                Event::from_domain(actor_id.clone(), version, e)
+                version = version
+                    .next()
+                    .ok_or(InvalidInput::VersionOverflow { after: version })?;
+                Ok(Event::from_domain(actor_id.clone(), version, e)?)
             })
             .collect()
     }
@@ -334,6 +360,59 @@ mod tests {
             Err(CodecError::Decode { .. })
         ));
     }
+
+    impl DomainEvent for Deposited {
+        fn event_type(&self) -> &'static str {
+            "Deposited"
+        }
+    }
+
+    #[test]
+    fn sequence_refuses_to_overflow() {
+        let a = ActorId::new("a").unwrap();
+        let events = [Deposited {
+            amount: 1,
+            note: String::new(),
+        }];
+        match Event::sequence(&a, Version::new(u64::MAX), &events) {
+            Err(StoreError::InvalidInput(InvalidInput::VersionOverflow { after })) => {
+                assert_eq!(after, Version::new(u64::MAX));
+            }
+            other => panic!("expected VersionOverflow, got {other:?}"),
+        }
+        let ok = Event::sequence(&a, Version::new(u64::MAX - 1), &events).unwrap();
+        assert_eq!(ok[0].version, Version::new(u64::MAX));
+    }
+
+    /// Pinned vectors of the wire contract of [`EventId::for_command`]
+    /// (cross-checked with Python's `uuid.uuid5`).
+    #[test]
+    fn command_event_ids_are_pinned() {
+        let cmd =
+            CommandId::from_uuid(Uuid::parse_str("0190b2a4-7c1e-7d3a-9f10-123456789abc").unwrap());
+        let a = ActorId::new("account-42").unwrap();
+        let b = ActorId::new("account-4").unwrap();
+        let ids: Vec<String> = [
+            EventId::for_command(cmd, &a, 0),
+            EventId::for_command(cmd, &a, 1),
+            EventId::for_command(cmd, &b, 0),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(ids, PINNED);
+        assert_eq!(EventId::for_command(cmd, &a, 0).0.get_version_num(), 5);
+        assert_ne!(
+            EventId::for_command(cmd, &a, 0),
+            EventId::for_command(CommandId::new(), &a, 0)
+        );
+    }
+
+    const PINNED: [&str; 3] = [
+        "8d9c8e7f-42bc-5077-8aa6-1d564829630a",
+        "fa564c77-47f0-57f1-a7ca-8348ff039539",
+        "9bb66b23-614b-5623-84fc-ae3a3277d52d",
+    ];
 
     #[test]
     fn ids_are_time_ordered() {

@@ -14,6 +14,10 @@
 //!   [`DynSnapshotStore`], [`DynStore`], [`DynEventBus`]).
 //! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
 //!   [`Repository`] that runs commands with optimistic concurrency.
+//! * Trust: the [`trust`] rule every store applies to records it did not
+//!   write ([`TrustPolicy`], [`HistoryGuard`]).
+//! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
+//!   [`EventId::for_command`].
 //! * Errors: [`StoreError`], [`BusError`], [`NameError`], [`CodecError`],
 //!   [`RehydrateError`], [`CommandError`].
 //!
@@ -37,6 +41,7 @@
 
 pub mod aggregate;
 pub mod bus;
+pub mod command;
 pub mod error;
 pub mod event;
 pub mod name;
@@ -45,10 +50,12 @@ pub mod store;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+pub mod trust;
 pub mod version;
 
 pub use aggregate::{Aggregate, CommandOutcome, Rehydrated, Repository, rehydrate};
 pub use bus::{BusEvent, DynEventBus, EventBus, EventFilter, NamespacePattern};
+pub use command::{CommandId, RecentCommand};
 pub use error::{
     BoxError, BusError, CodecError, CommandError, InvalidInput, NameError, RehydrateError,
     StoreError,
@@ -60,6 +67,7 @@ pub use store::{
     BoxFuture, BoxStream, DynEventStore, DynSnapshotStore, DynStore, EventStore, EventStoreExt,
     Result, SnapshotStore,
 };
+pub use trust::{ForeignReason, HistoryGuard, TrustPolicy, report_foreign};
 pub use version::Version;
 
 /// Everything an application usually imports.

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::command::RecentCommand;
 use crate::error::CodecError;
 use crate::event::{decode_payload, encode_payload};
 use crate::name::ActorId;
@@ -13,7 +14,9 @@ use crate::version::Version;
 /// The folded state of one actor as of `version`.
 ///
 /// A snapshot never claims a version that was not stored; the latest snapshot
-/// (highest version) per actor is the one stores return.
+/// (highest version) per actor is the one stores return. Every
+/// [`crate::SnapshotStore`] round-trips every field, `recent_commands`
+/// included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorSnapshot {
     /// The actor.
@@ -25,8 +28,14 @@ pub struct ActorSnapshot {
     /// When the snapshot was taken (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub timestamp: OffsetDateTime,
-    /// Schema version of the state.
+    /// Schema version of the *state* (the aggregate's
+    /// [`crate::Aggregate::SNAPSHOT_VERSION`]). A snapshot of another schema
+    /// version is ignored on load and the actor replays its events.
     pub schema_version: u32,
+    /// The actor's window of recently applied commands as of `version`
+    /// (oldest first), so effectively-once survives replay from a snapshot.
+    #[serde(default)]
+    pub recent_commands: Vec<RecentCommand>,
 }
 
 impl ActorSnapshot {
@@ -51,7 +60,22 @@ impl ActorSnapshot {
             state: state.into(),
             timestamp: OffsetDateTime::now_utc(),
             schema_version: 1,
+            recent_commands: Vec::new(),
         }
+    }
+
+    /// Sets the state's schema version.
+    #[must_use]
+    pub fn with_schema_version(mut self, schema_version: u32) -> Self {
+        self.schema_version = schema_version;
+        self
+    }
+
+    /// Sets the window of recently applied commands.
+    #[must_use]
+    pub fn with_recent_commands(mut self, recent: Vec<RecentCommand>) -> Self {
+        self.recent_commands = recent;
+        self
     }
 
     /// Decodes the state.

@@ -32,6 +32,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///   reports success and stores no second copy.
 /// * Reads return versions in ascending order.
 /// * No read in one namespace ever yields another namespace's events.
+/// * Event ids are unique per actor: the same id in two actors is two events.
+/// * Records the store did not write (on a shared transport) are judged by
+///   the [`crate::trust`] rule: under the default policy they are skipped in
+///   reads and appends continue after the last valid version.
 pub trait EventStore: Send + Sync {
     /// The namespace this store reads and writes.
     fn namespace(&self) -> &Namespace;
@@ -67,8 +71,13 @@ pub trait EventStore: Send + Sync {
     /// [`Version::ZERO`] or [`Version::FIRST`] means the whole history; an
     /// unknown actor has none.
     ///
+    /// The history returned never has a gap, a repeat or a backward version:
+    /// records that are not a valid part of it are handled by the store's
+    /// [`crate::TrustPolicy`] (see [`crate::trust`]).
+    ///
     /// # Errors
-    /// [`StoreError::Codec`] if a stored record cannot be decoded; transport errors.
+    /// [`StoreError::Corrupt`] for a foreign record under
+    /// [`crate::TrustPolicy::Strict`]; transport errors.
     fn get_events(
         &self,
         actor: &ActorId,
@@ -76,12 +85,19 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
     /// Like [`get_events`](Self::get_events) but streamed, for histories too
-    /// long to hold at once. The stream ends after the latest event that
-    /// existed when it was opened (or later). A record that cannot be decoded
-    /// yields an `Err` item and the stream goes on.
+    /// long to hold at once, with the same trust rule (foreign records are
+    /// skipped, or end the stream with [`StoreError::Corrupt`] under
+    /// [`crate::TrustPolicy::Strict`]). The stream ends after the latest event
+    /// that existed when it was opened (or later).
+    ///
+    /// After an `Err` item the stream ends (that error is its last item); it
+    /// never ends early without one. So a caller that reads to the end
+    /// without an error has seen the whole history, without a gap, a repeat
+    /// or a backward version.
     fn stream_events(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>>;
 
-    /// The latest version of `actor`; [`Version::ZERO`] if it has no events.
+    /// The latest *valid* version of `actor` (foreign records do not count);
+    /// [`Version::ZERO`] if it has no events.
     ///
     /// # Errors
     /// Transport errors.
@@ -99,10 +115,15 @@ pub trait SnapshotStore: Send + Sync {
     /// * [`StoreError::TooLarge`]; transport errors.
     fn save_snapshot(&self, snapshot: ActorSnapshot) -> impl Future<Output = Result<()>> + Send;
 
-    /// The snapshot with the highest version for `actor`, if any.
+    /// The snapshot with the highest version for `actor`, if any. Stores that
+    /// also hold the events ignore (count, log) a stored snapshot ahead of the
+    /// latest valid event ([`crate::ForeignReason::SnapshotAhead`]) and do
+    /// not return it (an older valid one or `None` instead), or return
+    /// [`StoreError::Corrupt`] under
+    /// [`crate::TrustPolicy::Strict`].
     ///
     /// # Errors
-    /// [`StoreError::Codec`] for an undecodable record; transport errors.
+    /// [`StoreError::Corrupt`] under the strict policy; transport errors.
     fn get_latest_snapshot(
         &self,
         actor: &ActorId,
@@ -330,7 +351,8 @@ forward_store!(Arc, Box);
 /// no id repeats. Backends call this before writing anything.
 ///
 /// # Errors
-/// [`InvalidInput`] describing the first problem found.
+/// [`InvalidInput`] describing the first problem found;
+/// [`InvalidInput::VersionOverflow`] if the versions would run past `u64::MAX`.
 pub fn validate_batch(
     actor: &ActorId,
     expected: Version,
@@ -338,7 +360,9 @@ pub fn validate_batch(
 ) -> Result<(), InvalidInput> {
     let mut want = expected;
     for (index, e) in events.iter().enumerate() {
-        want = want.next();
+        want = want
+            .next()
+            .ok_or(InvalidInput::VersionOverflow { after: want })?;
         if e.actor_id != *actor {
             return Err(InvalidInput::WrongActor {
                 expected: actor.clone(),

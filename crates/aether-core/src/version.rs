@@ -32,10 +32,15 @@ impl Version {
         self.0
     }
 
-    /// The version after this one (saturating at `u64::MAX`).
+    /// The version after this one, or `None` at `u64::MAX` (no version
+    /// follows it: a store refuses to write past it rather than wrap or
+    /// repeat a version).
     #[must_use]
-    pub const fn next(self) -> Self {
-        Version(self.0.saturating_add(1))
+    pub const fn next(self) -> Option<Self> {
+        match self.0.checked_add(1) {
+            Some(v) => Some(Version(v)),
+            None => None,
+        }
     }
 
     /// The version before this one, or `None` for [`Version::ZERO`].
@@ -46,10 +51,13 @@ impl Version {
         }
     }
 
-    /// This version plus `n` (saturating).
+    /// This version plus `n`, or `None` if that is past `u64::MAX`.
     #[must_use]
-    pub const fn add(self, n: u64) -> Self {
-        Version(self.0.saturating_add(n))
+    pub const fn checked_add(self, n: u64) -> Option<Self> {
+        match self.0.checked_add(n) {
+            Some(v) => Some(Version(v)),
+            None => None,
+        }
     }
 
     /// Whether this is [`Version::ZERO`].
@@ -73,5 +81,23 @@ impl From<u64> for Version {
 impl From<Version> for u64 {
     fn from(v: Version) -> Self {
         v.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_is_checked() {
+        assert_eq!(Version::ZERO.next(), Some(Version::FIRST));
+        assert_eq!(Version::new(u64::MAX).next(), None);
+        assert_eq!(
+            Version::new(u64::MAX - 1).next(),
+            Some(Version::new(u64::MAX))
+        );
+        assert_eq!(Version::new(5).checked_add(3), Some(Version::new(8)));
+        assert_eq!(Version::new(u64::MAX - 2).checked_add(3), None);
+        assert_eq!(Version::ZERO.prev(), None);
     }
 }

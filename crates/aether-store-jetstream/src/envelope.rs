@@ -310,6 +310,8 @@ pub(crate) fn decode_snapshot(
         state: body.slice_ref(s.state),
         timestamp: parse_timestamp(s.ts, origin)?,
         schema_version: s.schema,
+        // Not yet carried by the snapshot envelope.
+        recent_commands: Vec::new(),
     };
     Ok((snapshot, s.seq))
 }

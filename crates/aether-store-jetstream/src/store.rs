@@ -588,7 +588,8 @@ impl Inner {
         msgs: &[Encoded],
     ) -> Result<Version, StoreError> {
         let subject = self.events.subject(actor);
-        let last_version = expected.add(events.len() as u64);
+        // The batch was validated: its versions run expected + 1, expected + 2, ….
+        let last_version = events.last().map_or(expected, |e| e.version);
         let mut known = match self.cache.get(actor) {
             Some(t) => {
                 self.metrics.cache_hits.increment(1);

@@ -296,10 +296,11 @@ impl EventStore for InMemoryEventStore {
             return Box::pin(stream::empty());
         };
         let read = self.metrics.read.clone();
-        let chunks = stream::unfold(from.max(Version::FIRST), move |next| {
+        let chunks = stream::unfold(Some(from.max(Version::FIRST)), move |next| {
             let log = log.clone();
             let read = read.clone();
             async move {
+                let next = next?;
                 let chunk = log
                     .read()
                     .unwrap_or_else(PoisonError::into_inner)

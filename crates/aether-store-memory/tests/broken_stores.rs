@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aether_core::store::BoxStream;
-use aether_core::testkit::{StoreFactory, conformance};
+use aether_core::testkit::{ForeignRecord, StoreFactory, conformance};
 use aether_core::{
     ActorId, ActorSnapshot, Event, EventId, EventStore, Namespace, SnapshotStore, StoreError,
-    Version,
+    TrustPolicy, Version,
 };
 use aether_store_memory::InMemoryEventStore;
 
@@ -51,7 +51,9 @@ impl EventStore for Broken {
             Flaw::IgnoresExpectedVersion => {
                 let latest = self.inner.get_latest_version(actor).await?;
                 for (i, e) in events.iter_mut().enumerate() {
-                    e.version = latest.add(i as u64 + 1);
+                    e.version = latest
+                        .checked_add(i as u64 + 1)
+                        .expect("small test versions");
                 }
                 self.inner.append(actor, latest, events).await
             }
@@ -59,7 +61,7 @@ impl EventStore for Broken {
                 let n = events.len() as u64;
                 events.truncate(events.len() / 2);
                 self.inner.append(actor, expected, events).await?;
-                Ok(expected.add(n))
+                Ok(expected.checked_add(n).expect("small test versions"))
             }
             Flaw::ForgetsEventIds => {
                 for e in &mut events {
@@ -129,7 +131,7 @@ struct BrokenFactory {
 impl StoreFactory for BrokenFactory {
     type Store = Broken;
 
-    async fn open(&self, namespace: Namespace) -> Broken {
+    async fn open_with_policy(&self, namespace: Namespace, _policy: TrustPolicy) -> Broken {
         let inner = if self.flaw == Flaw::SharesNamespaces {
             self.backend.clone()
         } else {
@@ -141,6 +143,14 @@ impl StoreFactory for BrokenFactory {
             flaw: self.flaw,
             last_snapshot: Mutex::default(),
         }
+    }
+
+    async fn inject_foreign(&self, _store: &Broken, _actor: &ActorId, _record: ForeignRecord) {
+        panic!("not used by these tests");
+    }
+
+    fn max_event_size(&self) -> usize {
+        self.backend.event_size_limit()
     }
 }
 
@@ -199,8 +209,23 @@ async fn the_wrapper_itself_is_sound() {
     struct Sound(InMemoryEventStore);
     impl StoreFactory for Sound {
         type Store = InMemoryEventStore;
-        async fn open(&self, namespace: Namespace) -> InMemoryEventStore {
+        async fn open_with_policy(
+            &self,
+            namespace: Namespace,
+            _policy: TrustPolicy,
+        ) -> InMemoryEventStore {
             self.0.with_namespace(namespace)
+        }
+        async fn inject_foreign(
+            &self,
+            _store: &InMemoryEventStore,
+            _actor: &ActorId,
+            _record: ForeignRecord,
+        ) {
+            panic!("not used by these tests");
+        }
+        fn max_event_size(&self) -> usize {
+            self.0.event_size_limit()
         }
     }
     conformance::run_all(&Sound(InMemoryEventStore::new())).await;

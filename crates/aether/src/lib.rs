@@ -49,14 +49,14 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store};
+pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store, trust};
 #[doc(inline)]
 pub use aether_core::{
-    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, CommandError,
+    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, CommandError, CommandId,
     CommandOutcome, DomainEvent, DynEventBus, DynEventStore, DynSnapshotStore, DynStore, Event,
-    EventBus, EventFilter, EventId, EventStore, EventStoreExt, InvalidInput, Metadata, NameError,
-    Namespace, NamespacePattern, RehydrateError, Rehydrated, Repository, SnapshotStore, StoreError,
-    Version, rehydrate,
+    EventBus, EventFilter, EventId, EventStore, EventStoreExt, ForeignReason, InvalidInput,
+    Metadata, NameError, Namespace, NamespacePattern, RecentCommand, RehydrateError, Rehydrated,
+    Repository, SnapshotStore, StoreError, TrustPolicy, Version, rehydrate,
 };
 
 #[cfg(feature = "testkit")]

@@ -26,24 +26,59 @@ use crate::event::{Event, EventId};
 use crate::name::{ActorId, Namespace};
 use crate::snapshot::ActorSnapshot;
 use crate::store::{EventStore, EventStoreExt, SnapshotStore};
+use crate::trust::TrustPolicy;
 use crate::version::Version;
+
+/// A record that a well-behaved writer would never store, injected under an
+/// actor by [`StoreFactory::inject_foreign`] to test the [`crate::trust`] rule.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ForeignRecord {
+    /// Raw bytes on the actor's log (or subject): garbage, foreign MessagePack.
+    Garbage(Vec<u8>),
+    /// An envelope stored as is, bypassing every write check: another
+    /// actor's event, version 0, a repeated version, or (where the backend
+    /// can represent it) an envelope without an event id.
+    Forged(Event),
+    /// A snapshot stored as is, bypassing the "not ahead of the events" check.
+    SnapshotAhead(ActorSnapshot),
+}
 
 /// Opens stores of one backend, one per namespace, for the suite.
 pub trait StoreFactory: Send + Sync {
     /// The store under test.
     type Store: EventStore + SnapshotStore + 'static;
 
-    /// Opens (creating if needed) the store of `namespace`. Stores opened for
-    /// different namespaces must share the backend (same server, same
-    /// process-wide memory) so isolation is really tested.
-    fn open(&self, namespace: Namespace) -> impl Future<Output = Self::Store> + Send;
+    /// Opens (creating if needed) the store of `namespace` with `policy`.
+    /// Stores opened for different namespaces must share the backend (same
+    /// server, same process-wide memory) so isolation is really tested.
+    fn open_with_policy(
+        &self,
+        namespace: Namespace,
+        policy: TrustPolicy,
+    ) -> impl Future<Output = Self::Store> + Send;
 
-    /// The largest event (by [`Event::approx_size`] of a payload of that many
-    /// bytes) the backend accepts, if it has a limit. The suite checks that an
-    /// event past it is refused with [`StoreError::TooLarge`].
-    fn max_event_size(&self) -> Option<usize> {
-        None
+    /// Opens the store of `namespace` with the default [`TrustPolicy`].
+    fn open(&self, namespace: Namespace) -> impl Future<Output = Self::Store> + Send {
+        self.open_with_policy(namespace, TrustPolicy::default())
     }
+
+    /// Stores `record` under `actor` in `store`'s namespace the way another
+    /// program could (raw bytes on the actor's subject, a test hook in
+    /// memory), bypassing every check of the store's own write path. It
+    /// becomes the actor's newest record.
+    fn inject_foreign(
+        &self,
+        store: &Self::Store,
+        actor: &ActorId,
+        record: ForeignRecord,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The largest payload, in bytes, of [`sized_event`] that the backend
+    /// stores: `sized_event(.., limit)` is accepted and
+    /// `sized_event(.., limit + 1)` is refused with [`StoreError::TooLarge`].
+    /// Every backend has a limit and declares it exactly.
+    fn max_event_size(&self) -> usize;
 
     /// The most events one atomic append may carry.
     fn max_batch(&self) -> usize {
@@ -54,6 +89,21 @@ pub trait StoreFactory: Send + Sync {
     fn large_history_len(&self) -> u64 {
         100_000
     }
+}
+
+/// The event the size rule writes: actor `big`'s event of `version`, type
+/// `Big`, no metadata, a payload of `payload_len` bytes. A factory computes
+/// [`StoreFactory::max_event_size`] for this shape.
+///
+/// # Panics
+/// Never for the fixed actor id it uses.
+pub fn sized_event(version: u64, payload_len: usize) -> Event {
+    Event::from_raw(
+        actor("big"),
+        Version::new(version),
+        "Big",
+        vec![7u8; payload_len],
+    )
 }
 
 /// A namespace no other test uses: `<base>-<random>`.
@@ -851,9 +901,7 @@ pub async fn snapshots<F: StoreFactory>(f: &F) {
 /// An event larger than the backend's limit is refused with `TooLarge`, alone
 /// or inside a batch, and nothing of the batch is written.
 pub async fn oversized_events_rejected<F: StoreFactory>(f: &F) {
-    let Some(max) = f.max_event_size() else {
-        return;
-    };
+    let max = f.max_event_size();
     let store = f.open(fresh_namespace("conf-large")).await;
     let a = actor("big");
     let big = Event::from_raw(a.clone(), Version::new(1), "Big", vec![7u8; max + 1]);

@@ -5,5 +5,5 @@
 pub mod conformance;
 mod given;
 
-pub use conformance::StoreFactory;
+pub use conformance::{ForeignRecord, StoreFactory};
 pub use given::{AggregateTest, Then};

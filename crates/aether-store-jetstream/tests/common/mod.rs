@@ -13,8 +13,8 @@
 
 use std::sync::{Arc, Weak};
 
-use aether_core::Namespace;
-use aether_core::testkit::StoreFactory;
+use aether_core::testkit::{ForeignRecord, StoreFactory};
+use aether_core::{ActorId, Namespace, TrustPolicy};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsCluster, NatsServer, connect};
 use tokio::sync::Mutex;
@@ -84,7 +84,14 @@ impl JetStreamFactory {
 impl StoreFactory for JetStreamFactory {
     type Store = JetStreamEventStore;
 
-    async fn open(&self, namespace: Namespace) -> JetStreamEventStore {
+    async fn open_with_policy(
+        &self,
+        namespace: Namespace,
+        policy: TrustPolicy,
+    ) -> JetStreamEventStore {
+        // The store does not take a trust policy yet; the strict rules fail
+        // until it does.
+        let _ = policy;
         JetStreamEventStore::builder(self.client.clone())
             .namespace(namespace)
             .replicas(self.replicas)
@@ -93,7 +100,17 @@ impl StoreFactory for JetStreamFactory {
             .expect("open the JetStream store")
     }
 
-    fn max_event_size(&self) -> Option<usize> {
-        Some(self.client.server_info().max_payload)
+    async fn inject_foreign(
+        &self,
+        store: &JetStreamEventStore,
+        actor: &ActorId,
+        record: ForeignRecord,
+    ) {
+        let _ = (store, actor, record);
+        panic!("inject_foreign is not implemented for the JetStream store yet");
+    }
+
+    fn max_event_size(&self) -> usize {
+        self.client.server_info().max_payload
     }
 }
