@@ -15,6 +15,12 @@
 //!   (1 MiB, the NATS default) are refused with
 //!   [`StoreError::TooLarge`], so code that works here also fits JetStream.
 //!
+//! * The trust rule of [`aether_core::trust`]: records that are not a valid
+//!   part of an actor's history (put there by the `inject_*` test hooks, as
+//!   another program could on a shared NATS subject) are skipped by reads
+//!   and appends (default), or refused with [`StoreError::Corrupt`] under
+//!   [`TrustPolicy::Strict`] ([`InMemoryEventStore::trust_policy`]).
+//!
 //! Nothing is persisted: data lives as long as the last clone of the store.
 //!
 //! ```
@@ -33,7 +39,8 @@
 //! # Metrics
 //! `aether_events_appended_total`, `aether_append_conflicts_total`,
 //! `aether_events_read_total`, `aether_snapshots_saved_total`, labelled
-//! `namespace` and `backend="memory"`. Handles are taken when a store view is
+//! `namespace` and `backend="memory"`; `aether_foreign_messages_total`
+//! `{namespace, reason}` for foreign records met. Handles are taken when a store view is
 //! created, so install a recorder before creating stores.
 
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
@@ -41,39 +48,118 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use aether_core::store::{BoxStream, validate_batch};
 use aether_core::{
-    ActorId, ActorSnapshot, Event, EventStore, Namespace, SnapshotStore, StoreError, Version,
+    ActorId, ActorSnapshot, Event, EventStore, ForeignReason, HistoryGuard, Namespace,
+    SnapshotStore, StoreError, TrustPolicy, Version, report_foreign,
 };
 use dashmap::DashMap;
 use futures::stream;
 use metrics::Counter;
 
+/// One record of an actor's log: an event written through the store, or a
+/// record injected by a test hook that may be foreign.
+enum Record {
+    Event(Event),
+    Garbage(Vec<u8>),
+}
+
 #[derive(Default)]
 struct ActorLog {
-    /// Event of version `v` at index `v - 1`.
-    events: Vec<Event>,
+    /// Every record, in the order it was stored (its index is its position).
+    records: Vec<Record>,
+    /// The position in `records` of the valid event of version `v`, at `v - 1`.
+    valid: Vec<usize>,
 }
 
 impl ActorLog {
     fn latest(&self) -> Version {
-        Version::new(self.events.len() as u64)
+        Version::new(self.valid.len() as u64)
+    }
+
+    fn event_of(&self, version: Version) -> Option<&Event> {
+        let i = usize::try_from(version.get().checked_sub(1)?).ok()?;
+        match self.records.get(*self.valid.get(i)?)? {
+            Record::Event(e) => Some(e),
+            Record::Garbage(_) => None,
+        }
     }
 
     /// Whether `batch` is already stored exactly (same ids at the same versions).
     fn already_stored(&self, batch: &[Event]) -> bool {
         batch.iter().all(|e| {
-            usize::try_from(e.version.get() - 1)
-                .ok()
-                .and_then(|i| self.events.get(i))
+            self.event_of(e.version)
                 .is_some_and(|stored| stored.id == e.id)
         })
     }
 
-    fn range(&self, from: Version, max: usize) -> Vec<Event> {
-        let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
-        self.events
-            .get(start..)
-            .map(|s| s.iter().take(max).cloned().collect())
+    /// Appends a record, noting it as the next valid event if it is one (the
+    /// trust rule: an event of this actor with version latest + 1).
+    fn push(&mut self, actor: &ActorId, record: Record) {
+        if let Record::Event(e) = &record
+            && e.actor_id == *actor
+            && self.latest().next() == Some(e.version)
+        {
+            self.valid.push(self.records.len());
+        }
+        self.records.push(record);
+    }
+
+    /// Where a read of versions `>= from` starts scanning, and the last valid
+    /// version before that position.
+    fn start_of(&self, from: Version) -> (usize, Version) {
+        let Some(before) = from.prev().filter(|b| !b.is_zero()) else {
+            return (0, Version::ZERO);
+        };
+        let Some(pos) = usize::try_from(before.get() - 1)
+            .ok()
+            .and_then(|i| self.valid.get(i))
+        else {
+            return (self.records.len(), self.latest());
+        };
+        (pos + 1, before)
+    }
+
+    /// Scans at most `max` records from `pos`, pushing the events the guard
+    /// admits into `out`; returns the position after the last record scanned.
+    fn scan(
+        &self,
+        pos: usize,
+        max: usize,
+        guard: &mut HistoryGuard,
+        out: &mut Vec<Event>,
+    ) -> Result<usize, StoreError> {
+        let end = pos.saturating_add(max).min(self.records.len());
+        for (i, record) in self
+            .records
+            .get(pos..end)
             .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let position = (pos + i) as u64;
+            match record {
+                Record::Event(e) => {
+                    if guard.admit(position, e)? {
+                        out.push(e.clone());
+                    }
+                }
+                Record::Garbage(bytes) => guard.reject(
+                    position,
+                    ForeignReason::NotAnEnvelope(format!("{} raw bytes", bytes.len())),
+                )?,
+            }
+        }
+        Ok(end.max(pos))
+    }
+
+    /// Under the strict policy, refuses to write after a foreign record.
+    fn check_tip(&self, guard: &mut HistoryGuard) -> Result<(), StoreError> {
+        let Some(last) = self.records.len().checked_sub(1) else {
+            return Ok(());
+        };
+        if self.valid.last() == Some(&last) {
+            return Ok(());
+        }
+        self.scan(last, 1, guard, &mut Vec::new()).map(|_| ())
     }
 }
 
@@ -114,6 +200,16 @@ impl Metrics {
 /// backend that views of other namespaces can share.
 ///
 /// Cloning is cheap and clones share the data.
+///
+/// # Trust
+/// The store applies the [`aether_core::trust`] rule to records it did not
+/// write itself (the `inject_*` test hooks put such records on an actor's
+/// log, as another program could on a NATS subject): under
+/// [`TrustPolicy::SkipForeign`] (the default) reads skip them and appends
+/// continue after the last valid version; under [`TrustPolicy::Strict`] a
+/// read that meets one, or an append after one, fails with
+/// [`StoreError::Corrupt`]. A snapshot ahead of the valid events is ignored
+/// (or `Corrupt`).
 #[derive(Clone)]
 pub struct InMemoryEventStore {
     backend: Arc<Backend>,
@@ -121,6 +217,7 @@ pub struct InMemoryEventStore {
     data: Arc<NamespaceData>,
     namespace: Namespace,
     max_event_size: usize,
+    policy: TrustPolicy,
     metrics: Metrics,
 }
 
@@ -130,6 +227,7 @@ impl std::fmt::Debug for InMemoryEventStore {
             .field("namespace", &self.namespace)
             .field("actors", &self.data.logs.len())
             .field("max_event_size", &self.max_event_size)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -140,7 +238,7 @@ impl Default for InMemoryEventStore {
     }
 }
 
-/// Events per chunk of [`EventStore::stream_events`] (the actor's lock is
+/// Records per chunk of [`EventStore::stream_events`] (the actor's lock is
 /// held only while a chunk is copied).
 const STREAM_CHUNK: usize = 1024;
 
@@ -150,19 +248,25 @@ impl InMemoryEventStore {
 
     /// A new, empty store in the `default` namespace.
     pub fn new() -> Self {
-        Self::with_backend(
-            Arc::default(),
-            Namespace::default(),
-            Self::DEFAULT_MAX_EVENT_SIZE,
-        )
+        Self::in_namespace(Namespace::default())
     }
 
     /// A new, empty store in `namespace`.
     pub fn in_namespace(namespace: Namespace) -> Self {
-        Self::with_backend(Arc::default(), namespace, Self::DEFAULT_MAX_EVENT_SIZE)
+        Self::with_backend(
+            Arc::default(),
+            namespace,
+            Self::DEFAULT_MAX_EVENT_SIZE,
+            TrustPolicy::default(),
+        )
     }
 
-    fn with_backend(backend: Arc<Backend>, namespace: Namespace, max_event_size: usize) -> Self {
+    fn with_backend(
+        backend: Arc<Backend>,
+        namespace: Namespace,
+        max_event_size: usize,
+        policy: TrustPolicy,
+    ) -> Self {
         let metrics = Metrics::new(&namespace);
         let data = backend
             .namespaces
@@ -174,14 +278,21 @@ impl InMemoryEventStore {
             data,
             namespace,
             max_event_size,
+            policy,
             metrics,
         }
     }
 
-    /// A view of `namespace` over the same backend (same data, other namespace).
+    /// A view of `namespace` over the same backend (same data, other
+    /// namespace), with this view's size limit and trust policy.
     #[must_use]
     pub fn with_namespace(&self, namespace: Namespace) -> Self {
-        Self::with_backend(self.backend.clone(), namespace, self.max_event_size)
+        Self::with_backend(
+            self.backend.clone(),
+            namespace,
+            self.max_event_size,
+            self.policy,
+        )
     }
 
     /// Sets the largest accepted event, as measured by [`Event::approx_size`].
@@ -189,6 +300,18 @@ impl InMemoryEventStore {
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
         self
+    }
+
+    /// Sets what this view does with foreign records (see [`aether_core::trust`]).
+    #[must_use]
+    pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The trust policy in force.
+    pub fn policy(&self) -> TrustPolicy {
+        self.policy
     }
 
     /// The event size limit in force.
@@ -199,6 +322,40 @@ impl InMemoryEventStore {
     /// How many actors of this namespace have events.
     pub fn actor_count(&self) -> usize {
         self.data.logs.len()
+    }
+
+    /// Test hook: stores `event` as the newest record of `actor`'s log
+    /// exactly as given, bypassing every check (the event may name another
+    /// actor or carry any version), as a foreign writer could on a shared
+    /// transport. If it happens to be a valid next event of `actor`, it
+    /// becomes part of the history; otherwise it is foreign.
+    pub fn inject_event(&self, actor: &ActorId, event: Event) {
+        self.inject(actor, Record::Event(event));
+    }
+
+    /// Test hook: stores raw bytes (not an envelope) as the newest record of
+    /// `actor`'s log. Such a record is always foreign.
+    pub fn inject_garbage(&self, actor: &ActorId, bytes: impl Into<Vec<u8>>) {
+        self.inject(actor, Record::Garbage(bytes.into()));
+    }
+
+    /// Test hook: stores `snapshot` as its actor's latest snapshot, bypassing
+    /// the "not ahead of the events" check.
+    pub fn inject_snapshot(&self, snapshot: ActorSnapshot) {
+        self.data
+            .snapshots
+            .insert(snapshot.actor_id.clone(), snapshot);
+    }
+
+    fn inject(&self, actor: &ActorId, record: Record) {
+        let log = self.log_or_create(actor);
+        log.write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(actor, record);
+    }
+
+    fn guard(&self, actor: &ActorId, last_valid: Version) -> HistoryGuard {
+        HistoryGuard::new(&self.namespace, actor, last_valid, self.policy)
     }
 
     fn log(&self, actor: &ActorId) -> Option<Arc<RwLock<ActorLog>>> {
@@ -246,20 +403,32 @@ impl InMemoryEventStore {
                 actual: latest,
             });
         }
+        if self.policy == TrustPolicy::Strict {
+            log.check_tip(&mut self.guard(actor, latest))?;
+        }
         let n = events.len();
-        log.events.extend(events);
+        for e in events {
+            log.push(actor, Record::Event(e));
+        }
         self.metrics.appended.increment(n as u64);
         Ok(last)
     }
 
-    fn read_now(&self, actor: &ActorId, from: Version) -> Vec<Event> {
-        let events = self.log(actor).map_or_else(Vec::new, |log| {
-            log.read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .range(from, usize::MAX)
-        });
+    fn read_now(&self, actor: &ActorId, from: Version) -> Result<Vec<Event>, StoreError> {
+        let Some(log) = self.log(actor) else {
+            return Ok(Vec::new());
+        };
+        let log = log.read().unwrap_or_else(PoisonError::into_inner);
+        let (pos, last_valid) = log.start_of(from);
+        let mut events = Vec::new();
+        log.scan(
+            pos,
+            usize::MAX,
+            &mut self.guard(actor, last_valid),
+            &mut events,
+        )?;
         self.metrics.read.increment(events.len() as u64);
-        events
+        Ok(events)
     }
 
     fn latest_now(&self, actor: &ActorId) -> Version {
@@ -267,6 +436,14 @@ impl InMemoryEventStore {
             log.read().unwrap_or_else(PoisonError::into_inner).latest()
         })
     }
+}
+
+/// Where a stream stands between chunks.
+enum StreamState {
+    /// Next record position to scan, and the guard following the history.
+    At(usize, HistoryGuard),
+    /// The stream has ended (after its last item).
+    Done,
 }
 
 impl EventStore for InMemoryEventStore {
@@ -284,7 +461,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn get_events(&self, actor: &ActorId, from: Version) -> Result<Vec<Event>, StoreError> {
-        Ok(self.read_now(actor, from))
+        self.read_now(actor, from)
     }
 
     fn stream_events(
@@ -295,19 +472,40 @@ impl EventStore for InMemoryEventStore {
         let Some(log) = self.log(actor) else {
             return Box::pin(stream::empty());
         };
+        let start = {
+            let (pos, last_valid) = log
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .start_of(from);
+            StreamState::At(pos, self.guard(actor, last_valid))
+        };
         let read = self.metrics.read.clone();
-        let chunks = stream::unfold(Some(from.max(Version::FIRST)), move |next| {
+        let chunks = stream::unfold(start, move |state| {
             let log = log.clone();
             let read = read.clone();
             async move {
-                let next = next?;
-                let chunk = log
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .range(next, STREAM_CHUNK);
-                let last = chunk.last()?.version;
+                let StreamState::At(pos, mut guard) = state else {
+                    return None;
+                };
+                let mut chunk = Vec::new();
+                let scanned = log.read().unwrap_or_else(PoisonError::into_inner).scan(
+                    pos,
+                    STREAM_CHUNK,
+                    &mut guard,
+                    &mut chunk,
+                );
                 read.increment(chunk.len() as u64);
-                Some((stream::iter(chunk.into_iter().map(Ok)), last.next()))
+                let mut items: Vec<Result<Event, StoreError>> = chunk.into_iter().map(Ok).collect();
+                let next = match scanned {
+                    Ok(end) if end == pos => return None,
+                    Ok(end) => StreamState::At(end, guard),
+                    Err(e) => {
+                        // An error is the stream's last item.
+                        items.push(Err(e));
+                        StreamState::Done
+                    }
+                };
+                Some((stream::iter(items), next))
             }
         });
         Box::pin(futures::StreamExt::flatten(chunks))
@@ -340,7 +538,9 @@ impl SnapshotStore for InMemoryEventStore {
             .snapshots
             .entry(snapshot.actor_id.clone())
             .and_modify(|s| {
-                if snapshot.version > s.version {
+                // A stored snapshot ahead of the events (injected) is not
+                // valid, so any valid snapshot replaces it.
+                if snapshot.version > s.version || s.version > latest {
                     *s = snapshot.clone();
                 }
             })
@@ -353,10 +553,23 @@ impl SnapshotStore for InMemoryEventStore {
         &self,
         actor: &ActorId,
     ) -> Result<Option<ActorSnapshot>, StoreError> {
-        Ok(self
-            .data
-            .snapshots
-            .get(actor.as_str())
-            .map(|s| s.value().clone()))
+        let Some(snapshot) = self.data.snapshots.get(actor.as_str()).map(|s| s.clone()) else {
+            return Ok(None);
+        };
+        let latest = self.latest_now(actor);
+        if snapshot.version > latest {
+            report_foreign(
+                &self.namespace,
+                actor,
+                0,
+                ForeignReason::SnapshotAhead {
+                    snapshot: snapshot.version,
+                    latest,
+                },
+                self.policy,
+            )?;
+            return Ok(None);
+        }
+        Ok(Some(snapshot))
     }
 }

@@ -12,9 +12,25 @@ use aether_core::{
     TrustPolicy, Version,
 };
 use aether_store_memory::InMemoryEventStore;
+use futures::StreamExt;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Flaw {
+    /// No flaw: the wrapper as it is.
+    None,
+    /// Every append conflicts, so no batch ever lands.
+    NeverLands,
+    /// Treats an event id already used by another actor as a retry (dedupe
+    /// per namespace, not per actor): reports success, stores nothing.
+    IdsPerNamespace,
+    /// Returns forged records in reads, as a store without the trust rule.
+    ReturnsForeignRecords,
+    /// Drops error items from streams, so a stream ends quietly.
+    SwallowsStreamErrors,
+    /// Forgets the recent-commands window and schema version of snapshots.
+    LosesSnapshotFields,
+    /// Refuses events exactly at the declared limit.
+    LimitOffByOne,
     /// Writes at the latest version whatever the caller expected.
     IgnoresExpectedVersion,
     /// Stores only the first half of a multi-event batch.
@@ -34,6 +50,10 @@ struct Broken {
     namespace: Namespace,
     flaw: Flaw,
     last_snapshot: Mutex<HashMap<ActorId, ActorSnapshot>>,
+    /// Which actor first used each event id (`IdsPerNamespace`).
+    ids: Mutex<HashMap<EventId, ActorId>>,
+    /// Forged records per actor (`ReturnsForeignRecords`).
+    forged: Mutex<HashMap<ActorId, Vec<Event>>>,
 }
 
 impl EventStore for Broken {
@@ -48,6 +68,39 @@ impl EventStore for Broken {
         mut events: Vec<Event>,
     ) -> Result<Version, StoreError> {
         match self.flaw {
+            Flaw::NeverLands => Err(StoreError::VersionConflict {
+                actor: actor.clone(),
+                expected,
+                actual: expected,
+            }),
+            Flaw::IdsPerNamespace => {
+                {
+                    let mut ids = self.ids.lock().expect("lock");
+                    if events
+                        .iter()
+                        .any(|e| ids.get(&e.id).is_some_and(|owner| owner != actor))
+                    {
+                        return Ok(expected
+                            .checked_add(events.len() as u64)
+                            .expect("small test versions"));
+                    }
+                    for e in &events {
+                        ids.insert(e.id, actor.clone());
+                    }
+                }
+                self.inner.append(actor, expected, events).await
+            }
+            Flaw::LimitOffByOne
+                if events
+                    .iter()
+                    .any(|e| e.approx_size() >= self.inner.event_size_limit()) =>
+            {
+                Err(StoreError::TooLarge {
+                    what: "event".into(),
+                    size: self.inner.event_size_limit(),
+                    max: self.inner.event_size_limit() - 1,
+                })
+            }
             Flaw::IgnoresExpectedVersion => {
                 let latest = self.inner.get_latest_version(actor).await?;
                 for (i, e) in events.iter_mut().enumerate() {
@@ -78,6 +131,7 @@ impl EventStore for Broken {
         if self.flaw == Flaw::ReversesReads {
             events.reverse();
         }
+        events.extend(self.forged_of(actor));
         Ok(events)
     }
 
@@ -86,7 +140,14 @@ impl EventStore for Broken {
         actor: &ActorId,
         from: Version,
     ) -> BoxStream<'static, Result<Event, StoreError>> {
-        self.inner.stream_events(actor, from)
+        let inner = self.inner.stream_events(actor, from);
+        let forged = futures::stream::iter(self.forged_of(actor).into_iter().map(Ok));
+        let all = inner.chain(forged);
+        if self.flaw == Flaw::SwallowsStreamErrors {
+            Box::pin(all.filter(|item| futures::future::ready(item.is_ok())))
+        } else {
+            Box::pin(all)
+        }
     }
 
     async fn get_latest_version(&self, actor: &ActorId) -> Result<Version, StoreError> {
@@ -94,8 +155,23 @@ impl EventStore for Broken {
     }
 }
 
+impl Broken {
+    fn forged_of(&self, actor: &ActorId) -> Vec<Event> {
+        self.forged
+            .lock()
+            .expect("lock")
+            .get(actor)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 impl SnapshotStore for Broken {
-    async fn save_snapshot(&self, snapshot: ActorSnapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, mut snapshot: ActorSnapshot) -> Result<(), StoreError> {
+        if self.flaw == Flaw::LosesSnapshotFields {
+            snapshot.recent_commands.clear();
+            snapshot.schema_version = 1;
+        }
         if self.flaw == Flaw::LastSnapshotWins {
             let latest = self.inner.get_latest_version(&snapshot.actor_id).await?;
             if snapshot.version > latest {
@@ -131,26 +207,40 @@ struct BrokenFactory {
 impl StoreFactory for BrokenFactory {
     type Store = Broken;
 
-    async fn open_with_policy(&self, namespace: Namespace, _policy: TrustPolicy) -> Broken {
+    async fn open_with_policy(&self, namespace: Namespace, policy: TrustPolicy) -> Broken {
         let inner = if self.flaw == Flaw::SharesNamespaces {
             self.backend.clone()
         } else {
             self.backend.with_namespace(namespace.clone())
         };
         Broken {
-            inner,
+            inner: inner.trust_policy(policy),
             namespace,
             flaw: self.flaw,
             last_snapshot: Mutex::default(),
+            ids: Mutex::default(),
+            forged: Mutex::default(),
         }
     }
 
-    async fn inject_foreign(&self, _store: &Broken, _actor: &ActorId, _record: ForeignRecord) {
-        panic!("not used by these tests");
+    async fn inject_foreign(&self, store: &Broken, actor: &ActorId, record: ForeignRecord) {
+        match record {
+            ForeignRecord::Forged(e) if self.flaw == Flaw::ReturnsForeignRecords => store
+                .forged
+                .lock()
+                .expect("lock")
+                .entry(actor.clone())
+                .or_default()
+                .push(e),
+            ForeignRecord::Garbage(bytes) => store.inner.inject_garbage(actor, bytes),
+            ForeignRecord::Forged(e) => store.inner.inject_event(actor, e),
+            ForeignRecord::SnapshotAhead(s) => store.inner.inject_snapshot(s),
+            other => panic!("no hook for {other:?}"),
+        }
     }
 
     fn max_event_size(&self) -> usize {
-        self.backend.event_size_limit()
+        self.backend.event_size_limit() - conformance::sized_event(1, 0).approx_size()
     }
 }
 
@@ -203,30 +293,51 @@ async fn reversed_reads_are_caught() {
     conformance::reads_from_any_version(&broken(Flaw::ReversesReads)).await;
 }
 
-/// The unbroken wrapper passes everything: the flaws above, not the wrapper, fail.
+#[tokio::test]
+#[should_panic(expected = "append_is_atomic: only 0 batches landed")]
+async fn batches_that_never_land_are_caught() {
+    conformance::append_is_atomic(&broken(Flaw::NeverLands)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "event_ids_are_per_actor")]
+async fn ids_deduplicated_per_namespace_are_caught() {
+    conformance::event_ids_are_per_actor(&broken(Flaw::IdsPerNamespace)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "reads must return exactly the valid history")]
+async fn foreign_records_in_reads_are_caught() {
+    conformance::foreign_records_are_skipped(&broken(Flaw::ReturnsForeignRecords)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "ended without an error")]
+async fn streams_that_end_quietly_are_caught() {
+    conformance::foreign_records_are_refused_when_strict(&broken(Flaw::SwallowsStreamErrors)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "ended after 1500 events without an error")]
+async fn long_streams_that_end_quietly_are_caught() {
+    conformance::streams_end_only_at_the_end_or_an_error(&broken(Flaw::SwallowsStreamErrors)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "the snapshot must read back unchanged")]
+async fn lost_snapshot_fields_are_caught() {
+    conformance::snapshot_fields_round_trip(&broken(Flaw::LosesSnapshotFields)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "exactly limit bytes must be stored")]
+async fn a_limit_off_by_one_is_caught() {
+    conformance::oversized_events_rejected(&broken(Flaw::LimitOffByOne)).await;
+}
+
+/// The unbroken wrapper passes everything: the flaws above, not the wrapper,
+/// fail.
 #[tokio::test]
 async fn the_wrapper_itself_is_sound() {
-    struct Sound(InMemoryEventStore);
-    impl StoreFactory for Sound {
-        type Store = InMemoryEventStore;
-        async fn open_with_policy(
-            &self,
-            namespace: Namespace,
-            _policy: TrustPolicy,
-        ) -> InMemoryEventStore {
-            self.0.with_namespace(namespace)
-        }
-        async fn inject_foreign(
-            &self,
-            _store: &InMemoryEventStore,
-            _actor: &ActorId,
-            _record: ForeignRecord,
-        ) {
-            panic!("not used by these tests");
-        }
-        fn max_event_size(&self) -> usize {
-            self.0.event_size_limit()
-        }
-    }
-    conformance::run_all(&Sound(InMemoryEventStore::new())).await;
+    conformance::run_all(&broken(Flaw::None)).await;
 }

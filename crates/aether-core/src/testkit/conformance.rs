@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use futures::StreamExt;
 use futures::future::join_all;
 
+use crate::command::{CommandId, RecentCommand};
 use crate::error::{InvalidInput, StoreError};
 use crate::event::{Event, EventId};
 use crate::name::{ActorId, Namespace};
@@ -452,6 +453,10 @@ pub async fn append_is_atomic<F: StoreFactory>(f: &F) {
     }))
     .await;
     let landed: u64 = results.iter().sum();
+    assert!(
+        landed >= writers,
+        "append_is_atomic: only {landed} batches landed for {writers} writers in 500 attempts each"
+    );
     let events = store
         .get_events(&a, Version::ZERO)
         .await
@@ -898,44 +903,547 @@ pub async fn snapshots<F: StoreFactory>(f: &F) {
     );
 }
 
-/// An event larger than the backend's limit is refused with `TooLarge`, alone
-/// or inside a batch, and nothing of the batch is written.
+/// An append whose versions would run past `u64::MAX` is refused with
+/// [`InvalidInput::VersionOverflow`] and writes nothing.
+pub async fn version_overflow_rejected<F: StoreFactory>(f: &F) {
+    let rule = "version_overflow_rejected";
+    let store = f.open(fresh_namespace("conf-overflow")).await;
+    let a = actor("overflow");
+    match store
+        .append(
+            &a,
+            Version::new(u64::MAX),
+            vec![test_event(&a, u64::MAX, "past-the-end")],
+        )
+        .await
+    {
+        Err(StoreError::InvalidInput(InvalidInput::VersionOverflow { after })) => {
+            assert_eq!(
+                after,
+                Version::new(u64::MAX),
+                "{rule}: wrong overflow point"
+            );
+        }
+        other => panic!("{rule}: expected InvalidInput::VersionOverflow, got {other:?}"),
+    }
+    assert_eq!(
+        latest_version(&store, &a, rule).await,
+        Version::ZERO,
+        "{rule}: nothing may be written"
+    );
+}
+
+/// Event ids are unique per actor, not per namespace: the same id in two
+/// actors is two events, both stored and read back, and a retry of either is
+/// still recognised as a retry.
+pub async fn event_ids_are_per_actor<F: StoreFactory>(f: &F) {
+    let rule = "event_ids_are_per_actor";
+    let store = f.open(fresh_namespace("conf-ids-per-actor")).await;
+    let a = actor("twin-a");
+    let b = actor("twin-b");
+    let shared = EventId::new();
+    let ea = test_event(&a, 1, "a1").with_id(shared);
+    let eb = test_event(&b, 1, "b1").with_id(shared);
+    for e in [&ea, &eb] {
+        assert_eq!(
+            store
+                .save_event(e.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{rule}: save {}: {err:?}", e.actor_id)),
+            Version::FIRST,
+            "{rule}: the shared id must be stored for {}",
+            e.actor_id
+        );
+    }
+    // A batch whose ids are the other actor's ids.
+    let ba = batch(&a, 1, 2, "a-batch");
+    let bb: Vec<Event> = batch(&b, 1, 2, "b-batch")
+        .into_iter()
+        .zip(&ba)
+        .map(|(e, twin)| e.with_id(twin.id))
+        .collect();
+    store
+        .append(&a, Version::FIRST, ba.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: append a: {e:?}"));
+    assert_eq!(
+        store
+            .append(&b, Version::FIRST, bb.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: append b with a's ids: {e:?}")),
+        Version::new(3)
+    );
+    // Retries are still retries.
+    assert_eq!(
+        store
+            .save_event(eb.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: retried save of b: {e:?}")),
+        Version::FIRST
+    );
+    let want_a: Vec<Event> = std::iter::once(ea).chain(ba).collect();
+    let want_b: Vec<Event> = std::iter::once(eb).chain(bb).collect();
+    for (who, want) in [(&a, want_a), (&b, want_b)] {
+        let got = store
+            .get_events(who, Version::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: get_events {who}: {e:?}"));
+        assert_eq!(got, want, "{rule}: {who} must read back its own events");
+    }
+}
+
+/// Every field of a snapshot round-trips, the state's `schema_version` and
+/// the `recent_commands` window included.
+pub async fn snapshot_fields_round_trip<F: StoreFactory>(f: &F) {
+    let rule = "snapshot_fields_round_trip";
+    let store = f.open(fresh_namespace("conf-snap-fields")).await;
+    let a = actor("snap-fields");
+    store
+        .append(&a, Version::ZERO, batch(&a, 0, 3, "s"))
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: append: {e:?}"));
+    let window = vec![
+        RecentCommand {
+            id: CommandId::new(),
+            first: Version::new(1),
+            last: Version::new(2),
+        },
+        RecentCommand {
+            id: CommandId::new(),
+            first: Version::new(3),
+            last: Version::new(3),
+        },
+    ];
+    let snap = ActorSnapshot::new(a.clone(), Version::new(3), &"state")
+        .unwrap_or_else(|e| panic!("{rule}: snapshot: {e:?}"))
+        .with_schema_version(7)
+        .with_recent_commands(window);
+    store
+        .save_snapshot(snap.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: save: {e:?}"));
+    let got = store
+        .get_latest_snapshot(&a)
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: get: {e:?}"));
+    assert_eq!(
+        got,
+        Some(snap),
+        "{rule}: the snapshot must read back unchanged"
+    );
+}
+
+/// The foreign records every backend must survive, with the metric label of
+/// the reason each is reported under.
+fn foreign_event_records(a: &ActorId) -> Vec<(&'static str, ForeignRecord, &'static str)> {
+    let foreign_map =
+        rmp_serde::to_vec_named(&BTreeMap::from([("hello", "world")])).expect("a map encodes");
+    vec![
+        (
+            "garbage bytes",
+            ForeignRecord::Garbage(b"\xc1\xffnot an envelope".to_vec()),
+            "not_envelope",
+        ),
+        (
+            "a foreign MessagePack map",
+            ForeignRecord::Garbage(foreign_map),
+            "not_envelope",
+        ),
+        (
+            "a forged version 0",
+            ForeignRecord::Forged(test_event(a, 0, "forged-v0")),
+            "out_of_order",
+        ),
+        (
+            "a forged duplicate version 1",
+            ForeignRecord::Forged(test_event(a, 1, "forged-dup")),
+            "out_of_order",
+        ),
+        (
+            "another actor's envelope",
+            ForeignRecord::Forged(test_event(&actor("someone-else"), 2, "forged-other")),
+            "wrong_actor",
+        ),
+    ]
+}
+
+/// The whole history of `a`, read both ways, as `(version, id)` pairs;
+/// panics if the two reads disagree or either fails.
+async fn history<S: EventStore>(store: &S, a: &ActorId, rule: &str) -> Vec<(u64, EventId)> {
+    let read: Vec<(u64, EventId)> = store
+        .get_events(a, Version::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: get_events({a}): {e:?}"))
+        .iter()
+        .map(|e| (e.version.get(), e.id))
+        .collect();
+    let streamed: Vec<(u64, EventId)> = store
+        .stream_events(a, Version::ZERO)
+        .map(|r| {
+            let e = r.unwrap_or_else(|e| panic!("{rule}: stream_events({a}) item: {e:?}"));
+            (e.version.get(), e.id)
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        read, streamed,
+        "{rule}: get_events and stream_events disagree"
+    );
+    read
+}
+
+fn ids(events: &[Event]) -> Vec<(u64, EventId)> {
+    events.iter().map(|e| (e.version.get(), e.id)).collect()
+}
+
+/// Under the default policy a foreign record on an actor's log (garbage, a
+/// foreign map, a forged version 0 or repeated version, another actor's
+/// envelope) is skipped: reads return exactly the valid history (never a
+/// gap, a repeat or a backward version), the latest version is the last
+/// valid one, and the actor keeps working: the next append gets version
+/// last valid + 1. A snapshot ahead of the events is not returned, and a
+/// valid snapshot saved afterwards is.
+pub async fn foreign_records_are_skipped<F: StoreFactory>(f: &F) {
+    let rule = "foreign_records_are_skipped";
+    let store = f
+        .open_with_policy(fresh_namespace("conf-foreign"), TrustPolicy::SkipForeign)
+        .await;
+    for (i, (what, record, _)) in foreign_event_records(&actor("x")).into_iter().enumerate() {
+        let a = actor(&format!("victim-{i}"));
+        // Re-target forged records of the placeholder actor at this victim.
+        let record = match record {
+            ForeignRecord::Forged(mut e) if e.actor_id.as_str() == "x" => {
+                e.actor_id = a.clone();
+                ForeignRecord::Forged(e)
+            }
+            other => other,
+        };
+        let first = batch(&a, 0, 1, "valid");
+        store
+            .append(&a, Version::ZERO, first.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: {what}: first append: {e:?}"));
+        f.inject_foreign(&store, &a, record).await;
+        assert_eq!(
+            history(&store, &a, rule).await,
+            ids(&first),
+            "{rule}: {what}: reads must return exactly the valid history"
+        );
+        assert_eq!(
+            latest_version(&store, &a, rule).await,
+            Version::FIRST,
+            "{rule}: {what}: the latest version is the last valid one"
+        );
+        let second = batch(&a, 1, 2, "after");
+        assert_eq!(
+            store
+                .append(&a, Version::FIRST, second.clone())
+                .await
+                .unwrap_or_else(|e| panic!(
+                    "{rule}: {what}: the actor must keep working after it: {e:?}"
+                )),
+            Version::new(3),
+            "{rule}: {what}"
+        );
+        let all: Vec<Event> = first.iter().chain(&second).cloned().collect();
+        assert_eq!(
+            history(&store, &a, rule).await,
+            ids(&all),
+            "{rule}: {what}: the history continues after the last valid version"
+        );
+        let tail = store
+            .get_events(&a, Version::new(2))
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: {what}: get_events from 2: {e:?}"));
+        assert_eq!(ids(&tail), ids(&second), "{rule}: {what}: read from 2");
+    }
+    let other = actor("someone-else");
+    assert_eq!(
+        latest_version(&store, &other, rule).await,
+        Version::ZERO,
+        "{rule}: a forged envelope naming another actor is not that actor's event"
+    );
+
+    // A snapshot ahead of the events.
+    let a = actor("snap-victim");
+    store
+        .append(&a, Version::ZERO, batch(&a, 0, 2, "s"))
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: snapshot: append: {e:?}"));
+    let ahead = ActorSnapshot::new(a.clone(), Version::new(1000), &"forged")
+        .unwrap_or_else(|e| panic!("{rule}: snapshot: {e:?}"));
+    f.inject_foreign(&store, &a, ForeignRecord::SnapshotAhead(ahead))
+        .await;
+    match store.get_latest_snapshot(&a).await {
+        Ok(None) => {}
+        Ok(Some(s)) => assert!(
+            s.version <= Version::new(2),
+            "{rule}: a snapshot ahead of the events (v{}) was returned",
+            s.version
+        ),
+        Err(e) => panic!("{rule}: a snapshot ahead must be ignored, got {e:?}"),
+    }
+    let valid = ActorSnapshot::new(a.clone(), Version::new(2), &"valid")
+        .unwrap_or_else(|e| panic!("{rule}: snapshot: {e:?}"));
+    store
+        .save_snapshot(valid.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: a valid snapshot after a forged one: {e:?}"));
+    assert_eq!(
+        store
+            .get_latest_snapshot(&a)
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: get snapshot: {e:?}")),
+        Some(valid),
+        "{rule}: the valid snapshot saved after a forged one must be returned"
+    );
+}
+
+#[track_caller]
+fn expect_corrupt<T: std::fmt::Debug>(
+    rule: &str,
+    what: &str,
+    result: Result<T, StoreError>,
+    who: &ActorId,
+    label: &str,
+) {
+    match result {
+        Err(StoreError::Corrupt { actor, reason, .. }) => {
+            assert_eq!(&actor, who, "{rule}: {what}: Corrupt names the wrong actor");
+            assert_eq!(
+                reason.label(),
+                label,
+                "{rule}: {what}: Corrupt gives the wrong reason ({reason})"
+            );
+        }
+        other => panic!("{rule}: {what}: expected Corrupt({label}), got {other:?}"),
+    }
+}
+
+/// Under [`TrustPolicy::Strict`] the same foreign records fail reads with
+/// `Corrupt` (naming the actor and the reason), a stream yields the valid
+/// events before the record, then the error as its last item, an append
+/// after the record is refused with `Corrupt` and writes nothing, and a
+/// snapshot ahead of the events is `Corrupt` too.
+pub async fn foreign_records_are_refused_when_strict<F: StoreFactory>(f: &F) {
+    let rule = "foreign_records_are_refused_when_strict";
+    let ns = fresh_namespace("conf-strict");
+    let lenient = f
+        .open_with_policy(ns.clone(), TrustPolicy::SkipForeign)
+        .await;
+    let strict = f.open_with_policy(ns, TrustPolicy::Strict).await;
+    for (i, (what, record, label)) in foreign_event_records(&actor("x")).into_iter().enumerate() {
+        let a = actor(&format!("strict-{i}"));
+        let record = match record {
+            ForeignRecord::Forged(mut e) if e.actor_id.as_str() == "x" => {
+                e.actor_id = a.clone();
+                ForeignRecord::Forged(e)
+            }
+            other => other,
+        };
+        let first = batch(&a, 0, 1, "valid");
+        strict
+            .append(&a, Version::ZERO, first.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: {what}: first append: {e:?}"));
+        f.inject_foreign(&lenient, &a, record).await;
+        expect_corrupt(
+            rule,
+            what,
+            strict.get_events(&a, Version::ZERO).await,
+            &a,
+            label,
+        );
+        let mut stream = strict.stream_events(&a, Version::ZERO);
+        let item = stream.next().await;
+        match item {
+            Some(Ok(e)) => assert_eq!(
+                (e.version.get(), e.id),
+                (1, first[0].id),
+                "{rule}: {what}: the stream starts with the valid event"
+            ),
+            other => panic!("{rule}: {what}: expected the valid v1 first, got {other:?}"),
+        }
+        expect_corrupt(
+            rule,
+            what,
+            stream
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("{rule}: {what}: the stream ended without an error")),
+            &a,
+            label,
+        );
+        assert!(
+            stream.next().await.is_none(),
+            "{rule}: {what}: the error must be the stream's last item"
+        );
+        expect_corrupt(
+            rule,
+            what,
+            strict
+                .append(&a, Version::FIRST, batch(&a, 1, 1, "after"))
+                .await,
+            &a,
+            label,
+        );
+        assert_eq!(
+            history(&lenient, &a, rule).await,
+            ids(&first),
+            "{rule}: {what}: a refused append writes nothing"
+        );
+    }
+    let a = actor("strict-snap");
+    strict
+        .append(&a, Version::ZERO, batch(&a, 0, 2, "s"))
+        .await
+        .unwrap_or_else(|e| panic!("{rule}: snapshot: append: {e:?}"));
+    let ahead = ActorSnapshot::new(a.clone(), Version::new(1000), &"forged")
+        .unwrap_or_else(|e| panic!("{rule}: snapshot: {e:?}"));
+    f.inject_foreign(&lenient, &a, ForeignRecord::SnapshotAhead(ahead))
+        .await;
+    expect_corrupt(
+        rule,
+        "a snapshot ahead of the events",
+        strict.get_latest_snapshot(&a).await,
+        &a,
+        "snapshot_ahead",
+    );
+}
+
+/// A stream ends only at the end of the history or right after an `Err`
+/// item: over a history longer than any backend's read chunk with a foreign
+/// record in the middle, the default policy streams every valid event and no
+/// error; the strict policy streams the events before the record, then
+/// `Corrupt`, then nothing.
+pub async fn streams_end_only_at_the_end_or_an_error<F: StoreFactory>(f: &F) {
+    let rule = "streams_end_only_at_the_end_or_an_error";
+    let ns = fresh_namespace("conf-stream-end");
+    let lenient = f
+        .open_with_policy(ns.clone(), TrustPolicy::SkipForeign)
+        .await;
+    let strict = f.open_with_policy(ns, TrustPolicy::Strict).await;
+    let a = actor("long-stream");
+    let chunk = f.max_batch().clamp(1, 500) as u64;
+    let mut latest = 0;
+    let mut append_to = |target: u64| {
+        let lenient = &lenient;
+        let a = &a;
+        let start = latest;
+        latest = target;
+        async move {
+            let mut at = start;
+            while at < target {
+                let n = chunk.min(target - at);
+                at = lenient
+                    .append(a, Version::new(at), batch(a, at, n, "long"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{rule}: append: {e:?}"))
+                    .get();
+            }
+        }
+    };
+    append_to(1500).await;
+    f.inject_foreign(
+        &lenient,
+        &a,
+        ForeignRecord::Garbage(b"in the middle".to_vec()),
+    )
+    .await;
+    append_to(1600).await;
+    let mut expected = 1u64;
+    let mut stream = lenient.stream_events(&a, Version::ZERO);
+    while let Some(item) = stream.next().await {
+        let e = item.unwrap_or_else(|e| panic!("{rule}: lenient stream item {expected}: {e:?}"));
+        assert_eq!(e.version.get(), expected, "{rule}: lenient stream order");
+        expected += 1;
+    }
+    assert_eq!(expected - 1, 1600, "{rule}: the lenient stream lost events");
+
+    let mut stream = strict.stream_events(&a, Version::ZERO);
+    let mut valid = 0u64;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(e)) => {
+                valid += 1;
+                assert_eq!(e.version.get(), valid, "{rule}: strict stream order");
+            }
+            Some(Err(e)) => break e,
+            None => panic!("{rule}: the strict stream ended after {valid} events without an error"),
+        }
+    };
+    assert_eq!(
+        valid, 1500,
+        "{rule}: the strict stream must yield every event before the record"
+    );
+    expect_corrupt(
+        rule,
+        "strict stream",
+        Err::<(), _>(error),
+        &a,
+        "not_envelope",
+    );
+    assert!(
+        stream.next().await.is_none(),
+        "{rule}: the error must be the stream's last item"
+    );
+}
+
+/// The backend's declared limit is exact: an event ([`sized_event`]) with a
+/// payload of `limit - 1` or `limit` bytes is stored, one of `limit + 1` is
+/// refused with `TooLarge`, alone or inside a batch, and nothing of that
+/// batch is written.
 pub async fn oversized_events_rejected<F: StoreFactory>(f: &F) {
-    let max = f.max_event_size();
+    let rule = "oversized_events_rejected";
+    let limit = f.max_event_size();
+    assert!(
+        limit > 1,
+        "{rule}: the declared limit {limit} is not a limit"
+    );
     let store = f.open(fresh_namespace("conf-large")).await;
     let a = actor("big");
-    let big = Event::from_raw(a.clone(), Version::new(1), "Big", vec![7u8; max + 1]);
-    match store.save_event(big).await {
-        Err(StoreError::TooLarge { size, max: m, .. }) => {
-            assert!(size > m, "TooLarge must report size > max")
+    match store.save_event(sized_event(1, limit + 1)).await {
+        Err(StoreError::TooLarge { size, max, .. }) => {
+            assert!(size > max, "{rule}: TooLarge must report size > max")
         }
-        other => panic!("oversized_events_rejected: expected TooLarge, got {other:?}"),
+        other => panic!("{rule}: a payload of limit + 1 bytes: expected TooLarge, got {other:?}"),
     }
     let mut mixed = batch(&a, 0, 2, "ok");
-    mixed.push(Event::from_raw(
-        a.clone(),
-        Version::new(3),
-        "Big",
-        vec![7u8; max + 1],
-    ));
-    assert!(
-        matches!(
-            store.append(&a, Version::ZERO, mixed).await,
-            Err(StoreError::TooLarge { .. })
-        ),
-        "oversized_events_rejected: a batch with an oversized event must be refused"
+    mixed.push(sized_event(3, limit + 1));
+    match store.append(&a, Version::ZERO, mixed).await {
+        Err(StoreError::TooLarge { .. }) => {}
+        other => {
+            panic!("{rule}: a batch with an oversized event: expected TooLarge, got {other:?}")
+        }
+    }
+    assert_eq!(
+        latest_version(&store, &a, rule).await,
+        Version::ZERO,
+        "{rule}: nothing of the refused batch may be written"
     );
     assert_eq!(
-        latest_version(&store, &a, "oversized_events_rejected").await,
-        Version::ZERO,
-        "nothing of the batch may be written"
+        store
+            .save_event(sized_event(1, limit - 1))
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: limit - 1 bytes must be stored: {e:?}")),
+        Version::new(1)
     );
-    // Just under the limit is fine.
-    let fits = Event::from_raw(a.clone(), Version::new(1), "Big", vec![7u8; max / 2]);
-    store
-        .save_event(fits)
+    assert_eq!(
+        store
+            .save_event(sized_event(2, limit))
+            .await
+            .unwrap_or_else(|e| panic!("{rule}: exactly limit bytes must be stored: {e:?}")),
+        Version::new(2)
+    );
+    let stored = store
+        .get_events(&a, Version::ZERO)
         .await
-        .expect("oversized_events_rejected: an event well under the limit is stored");
+        .unwrap_or_else(|e| panic!("{rule}: get_events: {e:?}"));
+    assert_eq!(
+        stored.iter().map(|e| e.data.len()).collect::<Vec<_>>(),
+        vec![limit - 1, limit],
+        "{rule}: the events at the limit read back whole"
+    );
 }
 
 /// A long history (100 000 events by default) for one actor reads back
@@ -1010,26 +1518,49 @@ pub async fn large_history<F: StoreFactory>(f: &F) {
     );
 }
 
-/// Runs every rule in turn (prefer [`conformance_suite!`](crate::conformance_suite),
-/// which reports each rule as its own test).
-pub async fn run_all<F: StoreFactory>(f: &F) {
-    unknown_actor_is_empty(f).await;
-    save_and_read_back(f).await;
-    version_conflict(f).await;
-    invalid_batches_rejected(f).await;
-    append_batch(f).await;
-    append_is_atomic(f).await;
-    concurrent_writers(f).await;
-    idempotent_retry(f).await;
-    reads_from_any_version(f).await;
-    namespace_isolation(f).await;
-    awkward_actor_ids(f).await;
-    snapshots(f).await;
-    oversized_events_rejected(f).await;
-    large_history(f).await;
+/// The one list of rules: [`run_all`] and
+/// [`conformance_suite!`](crate::conformance_suite) are both generated from
+/// it, so a rule cannot be in one and missing from the other.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_rules {
+    ($mode:ident $($args:tt)*) => {
+        $crate::__conformance_expand!($mode [$($args)*]
+            unknown_actor_is_empty, save_and_read_back, version_conflict,
+            invalid_batches_rejected, version_overflow_rejected, append_batch, append_is_atomic,
+            concurrent_writers, idempotent_retry, event_ids_are_per_actor,
+            reads_from_any_version, namespace_isolation, awkward_actor_ids, snapshots,
+            snapshot_fields_round_trip, foreign_records_are_skipped,
+            foreign_records_are_refused_when_strict, streams_end_only_at_the_end_or_an_error,
+            oversized_events_rejected, large_history);
+    };
 }
 
-/// Expands to one test per conformance rule.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_expand {
+    (run_all [] $($rule:ident),*) => {
+        /// Runs every rule in turn (prefer
+        /// [`conformance_suite!`](crate::conformance_suite), which reports
+        /// each rule as its own test).
+        pub async fn run_all<F: StoreFactory>(f: &F) {
+            $( $rule(f).await; )*
+        }
+    };
+    (tests [$test:meta, $factory:expr] $($rule:ident),*) => {
+        $(
+            #[$test]
+            async fn $rule() {
+                let factory = $factory;
+                $crate::testkit::conformance::$rule(&factory).await;
+            }
+        )*
+    };
+}
+
+crate::__conformance_rules!(run_all);
+
+/// Expands to one test per conformance rule (the same list [`run_all`] runs).
 ///
 /// The first argument is the test attribute (e.g. `tokio::test` or
 /// `tokio::test(flavor = "multi_thread")`), the second an expression,
@@ -1041,19 +1572,6 @@ pub async fn run_all<F: StoreFactory>(f: &F) {
 #[macro_export]
 macro_rules! conformance_suite {
     ($test:meta, $factory:expr) => {
-        $crate::conformance_suite!(@rules $test, $factory;
-            unknown_actor_is_empty, save_and_read_back, version_conflict,
-            invalid_batches_rejected, append_batch, append_is_atomic, concurrent_writers,
-            idempotent_retry, reads_from_any_version, namespace_isolation, awkward_actor_ids,
-            snapshots, oversized_events_rejected, large_history);
-    };
-    (@rules $test:meta, $factory:expr; $($rule:ident),* $(,)?) => {
-        $(
-            #[$test]
-            async fn $rule() {
-                let factory = $factory;
-                $crate::testkit::conformance::$rule(&factory).await;
-            }
-        )*
+        $crate::__conformance_rules!(tests $test, $factory);
     };
 }
