@@ -7,7 +7,7 @@
 //! and from the full history, with the same result.
 
 use aether::prelude::*;
-use aether::{CommandError, rehydrate};
+use aether::{Command, CommandError, rehydrate};
 use serde::{Deserialize, Serialize};
 
 // ---- The domain ------------------------------------------------------------
@@ -140,11 +140,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         teller_a.version, teller_a.state.balance
     );
     let a = bank
-        .decide_and_append(&alice, teller_a, AccountCommand::Deposit { amount: 20 })
+        .decide_and_append(
+            &alice,
+            teller_a,
+            Command::new(AccountCommand::Deposit { amount: 20 }),
+        )
         .await?;
     println!("   teller A deposits 20 -> v{}", a.version);
     match bank
-        .decide_and_append(&alice, teller_b, AccountCommand::Withdraw { amount: 120 })
+        .decide_and_append(
+            &alice,
+            teller_b,
+            Command::new(AccountCommand::Withdraw { amount: 120 }),
+        )
         .await
     {
         Err(CommandError::Store(conflict @ StoreError::VersionConflict { .. })) => {

@@ -1,12 +1,41 @@
 //! Aggregates (event-sourced actors): the [`Aggregate`] trait, pure
 //! [`rehydrate`], and the [`Repository`] that loads an aggregate from a store,
 //! runs a command and appends its events with optimistic concurrency.
+//!
+//! # Effectively-once commands
+//!
+//! Every command the [`Repository`] runs carries a [`CommandId`] (the
+//! caller's, through [`Command::id`], or one generated per
+//! [`Repository::execute`] call and kept across its conflict retries). Its
+//! events get ids derived from it ([`EventId::for_command`]) and carry it as
+//! their causation id. Each actor keeps a bounded window of the command ids
+//! it applied (the last 128 by default, [`Repository::recent_commands`]),
+//! rebuilt from its events and stored in snapshots. A command whose id is in
+//! the window is not run again: the repository answers with the original
+//! outcome (its events read back, `duplicate: true`). So a caller that
+//! retries after `Timeout` or `Unavailable`, not knowing whether the first
+//! attempt was stored, applies the command once — as long as it retries
+//! with the same id before `recent_commands` newer commands push it out of
+//! the window.
+//!
+//! # Snapshots
+//!
+//! A snapshot only bounds replay. One written with another
+//! [`Aggregate::SNAPSHOT_VERSION`], one whose state does not decode, or one
+//! ahead of the stored events is ignored (counted in
+//! `aether_snapshots_ignored_total{kind, reason}`, logged) and the actor is
+//! replayed from its events. Failing to encode or save a snapshot never fails
+//! a command whose events were stored.
+
+use std::collections::VecDeque;
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{CommandError, RehydrateError};
-use crate::event::{DomainEvent, Event};
+use crate::command::{CommandId, RecentCommand};
+use crate::error::{CommandError, RehydrateError, StoreError};
+use crate::event::{DomainEvent, Event, EventId};
 use crate::name::ActorId;
 use crate::snapshot::ActorSnapshot;
 use crate::store::{EventStore, SnapshotStore};
@@ -93,94 +122,301 @@ pub struct Rehydrated<A> {
     pub state: A,
     /// The version of the last event folded in ([`Version::ZERO`] if none).
     pub version: Version,
-    /// The version of the snapshot it started from, if any.
+    /// The version of the snapshot it started from, if one was used.
     pub snapshot_version: Option<Version>,
     /// How many events were applied on top of the snapshot.
     pub events_applied: usize,
+    /// The commands applied most recently, oldest first, with the versions
+    /// of their events (at most the window size; see [`Repository::recent_commands`]).
+    pub recent_commands: Vec<RecentCommand>,
 }
 
+impl<A> Rehydrated<A> {
+    /// The versions written by command `id`, if it is in the window.
+    pub fn find_command(&self, id: CommandId) -> Option<RecentCommand> {
+        self.recent_commands
+            .iter()
+            .rev()
+            .find(|c| c.id == id)
+            .copied()
+    }
+}
+
+/// The default size of an actor's window of recent command ids.
+pub const DEFAULT_COMMAND_WINDOW: usize = 128;
+
 /// Rebuilds an aggregate from an optional snapshot and the events after it.
-/// Pure: no I/O.
+/// Pure: no I/O. The window of recent commands is rebuilt from the
+/// snapshot's and the events' causation ids, bounded to
+/// [`DEFAULT_COMMAND_WINDOW`]; see [`rehydrate_with_window`].
 ///
 /// Events at or below the snapshot's version are skipped; the rest must
-/// continue it without a gap.
+/// continue it without a gap. A snapshot of another
+/// [`Aggregate::SNAPSHOT_VERSION`] or whose state does not decode is ignored
+/// (counted in `aether_snapshots_ignored_total`, logged) and the events are
+/// folded from the start: pass the whole history for that case to succeed.
 ///
 /// # Errors
-/// [`RehydrateError::Codec`] if the snapshot state or an event cannot be
-/// decoded, [`RehydrateError::Gap`] if versions do not follow on,
+/// [`RehydrateError::Codec`] if an event cannot be decoded,
+/// [`RehydrateError::Gap`] if versions do not follow on (e.g. an ignored
+/// snapshot and only the events after it),
 /// [`RehydrateError::WrongActor`] if a record belongs to another actor.
 pub fn rehydrate<'e, A: Aggregate>(
     actor: &ActorId,
     snapshot: Option<&ActorSnapshot>,
     events: impl IntoIterator<Item = &'e Event>,
 ) -> Result<Rehydrated<A>, RehydrateError> {
-    let (mut state, mut version, snapshot_version) = match snapshot {
-        Some(s) => {
-            if s.actor_id != *actor {
-                return Err(RehydrateError::WrongActor {
-                    expected: actor.clone(),
-                    found: s.actor_id.clone(),
-                });
-            }
-            (s.decode::<A>()?, s.version, Some(s.version))
-        }
-        None => (A::default(), Version::ZERO, None),
+    rehydrate_with_window(actor, snapshot, events, DEFAULT_COMMAND_WINDOW)
+}
+
+/// [`rehydrate`] keeping a window of at most `window` recent commands.
+///
+/// # Errors
+/// As [`rehydrate`].
+pub fn rehydrate_with_window<'e, A: Aggregate>(
+    actor: &ActorId,
+    snapshot: Option<&ActorSnapshot>,
+    events: impl IntoIterator<Item = &'e Event>,
+    window: usize,
+) -> Result<Rehydrated<A>, RehydrateError> {
+    let start = match snapshot {
+        Some(s) => usable_snapshot::<A>(actor, s)?,
+        None => None,
     };
+    fold(actor, start, events, window)
+}
+
+/// The folded starting point a snapshot gives.
+struct Start<A> {
+    state: A,
+    version: Version,
+    recent: Vec<RecentCommand>,
+}
+
+/// Decodes a snapshot if it can be used; ignores (counts, logs) one of
+/// another schema version or with undecodable state.
+fn usable_snapshot<A: Aggregate>(
+    actor: &ActorId,
+    s: &ActorSnapshot,
+) -> Result<Option<Start<A>>, RehydrateError> {
+    if s.actor_id != *actor {
+        return Err(RehydrateError::WrongActor {
+            expected: actor.clone(),
+            found: s.actor_id.clone(),
+        });
+    }
+    if s.schema_version != A::SNAPSHOT_VERSION {
+        ignore_snapshot::<A>(
+            actor,
+            s,
+            "schema_version",
+            &format!(
+                "schema version {} is not the aggregate's {}",
+                s.schema_version,
+                A::SNAPSHOT_VERSION
+            ),
+        );
+        return Ok(None);
+    }
+    match s.decode::<A>() {
+        Ok(state) => Ok(Some(Start {
+            state,
+            version: s.version,
+            recent: s.recent_commands.clone(),
+        })),
+        Err(e) => {
+            ignore_snapshot::<A>(actor, s, "undecodable", &e.to_string());
+            Ok(None)
+        }
+    }
+}
+
+fn ignore_snapshot<A: Aggregate>(
+    actor: &ActorId,
+    s: &ActorSnapshot,
+    reason: &'static str,
+    detail: &str,
+) {
+    metrics::counter!("aether_snapshots_ignored_total", "kind" => A::KIND, "reason" => reason)
+        .increment(1);
+    tracing::warn!(
+        kind = A::KIND,
+        actor = %actor,
+        snapshot_version = %s.version,
+        reason,
+        detail,
+        "ignoring a snapshot; replaying the actor from its events"
+    );
+}
+
+/// The bounded window of recent commands while folding.
+struct Window {
+    cap: usize,
+    items: VecDeque<RecentCommand>,
+}
+
+impl Window {
+    fn new(cap: usize, seed: Vec<RecentCommand>) -> Self {
+        let mut w = Window {
+            cap,
+            items: seed.into(),
+        };
+        w.trim();
+        w
+    }
+
+    fn trim(&mut self) {
+        while self.items.len() > self.cap {
+            self.items.pop_front();
+        }
+    }
+
+    /// Notes that the event of `version` was caused by command `id`.
+    fn note(&mut self, id: CommandId, version: Version) {
+        if let Some(last) = self.items.back_mut()
+            && last.id == id
+            && last.last.next() == Some(version)
+        {
+            last.last = version;
+            return;
+        }
+        self.items.push_back(RecentCommand {
+            id,
+            first: version,
+            last: version,
+        });
+        self.trim();
+    }
+
+    fn note_event(&mut self, e: &Event) {
+        if let Some(id) = e
+            .metadata
+            .causation_id
+            .as_deref()
+            .and_then(|c| c.parse::<CommandId>().ok())
+        {
+            self.note(id, e.version);
+        }
+    }
+}
+
+fn fold<'e, A: Aggregate>(
+    actor: &ActorId,
+    start: Option<Start<A>>,
+    events: impl IntoIterator<Item = &'e Event>,
+    window: usize,
+) -> Result<Rehydrated<A>, RehydrateError> {
+    let (mut state, mut version, snapshot_version, recent) = match start {
+        Some(s) => (s.state, s.version, Some(s.version), s.recent),
+        None => (A::default(), Version::ZERO, None, Vec::new()),
+    };
+    let mut recent = Window::new(window, recent);
     let mut events_applied = 0;
     for e in events {
-        fold_one(actor, &mut state, &mut version, e, &mut events_applied)?;
+        if e.actor_id != *actor {
+            return Err(RehydrateError::WrongActor {
+                expected: actor.clone(),
+                found: e.actor_id.clone(),
+            });
+        }
+        if e.version <= version {
+            continue;
+        }
+        let expected = version.next().unwrap_or(version);
+        if e.version != expected {
+            return Err(RehydrateError::Gap {
+                actor: actor.clone(),
+                expected,
+                found: e.version,
+            });
+        }
+        state.apply(&e.decode::<A::Event>()?);
+        recent.note_event(e);
+        version = e.version;
+        events_applied += 1;
     }
     Ok(Rehydrated {
         state,
         version,
         snapshot_version,
         events_applied,
+        recent_commands: recent.items.into(),
     })
 }
 
-fn fold_one<A: Aggregate>(
-    actor: &ActorId,
-    state: &mut A,
-    version: &mut Version,
-    e: &Event,
-    applied: &mut usize,
-) -> Result<(), RehydrateError> {
-    if e.actor_id != *actor {
-        return Err(RehydrateError::WrongActor {
-            expected: actor.clone(),
-            found: e.actor_id.clone(),
-        });
+/// A command with its id and correlation id, for [`Repository::execute_command`].
+///
+/// ```
+/// use aether_core::{Command, CommandId};
+///
+/// // An id the caller keeps, so a retry of the same request is recognised.
+/// let id = CommandId::new();
+/// let cmd = Command::new("deposit 100").id(id).correlation_id("request-7");
+/// assert_eq!(cmd.command_id(), id);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Command<C> {
+    command: C,
+    id: CommandId,
+    correlation_id: Option<String>,
+}
+
+impl<C> Command<C> {
+    /// Wraps `command` with a fresh [`CommandId`].
+    pub fn new(command: C) -> Self {
+        Command {
+            command,
+            id: CommandId::new(),
+            correlation_id: None,
+        }
     }
-    if e.version <= *version {
-        return Ok(());
+
+    /// Sets the command id: the same id on every retry of one request makes
+    /// the command effectively-once.
+    #[must_use]
+    pub fn id(mut self, id: CommandId) -> Self {
+        self.id = id;
+        self
     }
-    let expected = version.next().unwrap_or(*version);
-    if e.version != expected {
-        return Err(RehydrateError::Gap {
-            actor: actor.clone(),
-            expected,
-            found: e.version,
-        });
+
+    /// Sets the correlation id written into every event's metadata.
+    #[must_use]
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
     }
-    state.apply(&e.decode::<A::Event>()?);
-    *version = e.version;
-    *applied += 1;
-    Ok(())
+
+    /// The command id.
+    pub fn command_id(&self) -> CommandId {
+        self.id
+    }
+
+    /// The command itself.
+    pub fn inner(&self) -> &C {
+        &self.command
+    }
 }
 
 /// What a command did.
 #[derive(Debug, Clone)]
 pub struct CommandOutcome<A> {
-    /// The state after the command's events were applied.
+    /// The state after the command's events were applied (for a duplicate:
+    /// the actor's current state, which may include later commands).
     pub state: A,
-    /// The actor's version after the append.
+    /// The actor's version after the command's append.
     pub version: Version,
-    /// The events appended (empty if the command produced none).
+    /// The events the command appended (empty if it produced none); for a
+    /// duplicate, the original events read back from the store.
     pub events: Vec<Event>,
     /// How many times the command was re-run after a version conflict.
     pub retries: u32,
     /// Whether a snapshot was written after this command.
     pub snapshotted: bool,
+    /// The command's id.
+    pub command_id: CommandId,
+    /// Whether the command had already been applied (its id was in the
+    /// actor's window): nothing was run or written this time.
+    pub duplicate: bool,
 }
 
 /// Loads aggregates from a store (snapshot + later events), runs commands and
@@ -189,21 +425,33 @@ pub struct CommandOutcome<A> {
 /// On a [`crate::StoreError::VersionConflict`] the aggregate is reloaded and the
 /// command re-run, up to [`Repository::max_retries`] times: a command is a
 /// decision on the *current* state, so re-deciding after a concurrent write is
-/// correct. A snapshot is written every `snapshot_every` events.
+/// correct. Commands are effectively-once (see the [module docs](self)). A
+/// snapshot is written every `snapshot_every` events.
+///
+/// # Metrics
+/// `aether_commands_total{kind, outcome}` (`applied`, `duplicate`,
+/// `rejected`, `conflict`, `error`), `aether_command_retries_total{kind}`,
+/// `aether_aggregate_load_duration_seconds{kind}` (histogram),
+/// `aether_events_replayed_total{kind}`,
+/// `aether_snapshot_failures_total{kind, stage}` (`encode`, `save`),
+/// `aether_snapshots_ignored_total{kind, reason}`.
 #[derive(Debug, Clone)]
 pub struct Repository<S> {
     store: S,
     snapshot_every: Option<u64>,
     max_retries: u32,
+    window: usize,
 }
 
 impl<S: EventStore + SnapshotStore> Repository<S> {
-    /// A repository over `store`, with 3 retries and no snapshots.
+    /// A repository over `store`, with 3 retries, no snapshots and a window
+    /// of [`DEFAULT_COMMAND_WINDOW`] recent commands per actor.
     pub fn new(store: S) -> Self {
         Repository {
             store,
             snapshot_every: None,
             max_retries: 3,
+            window: DEFAULT_COMMAND_WINDOW,
         }
     }
 
@@ -221,12 +469,24 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         self
     }
 
+    /// How many recent command ids each actor remembers (default 128). A
+    /// retry is recognised only while its command is among the last `n`
+    /// commands of the actor.
+    #[must_use]
+    pub fn recent_commands(mut self, n: usize) -> Self {
+        self.window = n;
+        self
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    /// Loads `actor` from its latest snapshot and the events after it.
+    /// Loads `actor` from its latest usable snapshot and the events after it.
+    /// A snapshot of another schema version, with undecodable state, or
+    /// ahead of the stored events is ignored and the actor is replayed from
+    /// its first event.
     ///
     /// # Errors
     /// Store and rehydration errors.
@@ -234,22 +494,60 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         &self,
         actor: &ActorId,
     ) -> Result<Rehydrated<A>, CommandError<A::Error>> {
+        let started = Instant::now();
         let snapshot = self.store.get_latest_snapshot(actor).await?;
-        let from = snapshot
-            .as_ref()
-            .and_then(|s| s.version.next())
-            .unwrap_or(Version::ZERO);
-        let events = self.store.get_events(actor, from).await?;
-        Ok(rehydrate(actor, snapshot.as_ref(), &events)?)
+        let start = match &snapshot {
+            Some(s) => usable_snapshot::<A>(actor, s)?,
+            None => None,
+        };
+        let loaded = match start {
+            Some(start) => {
+                let from = start.version.next().unwrap_or(start.version);
+                let events = self.store.get_events(actor, from).await?;
+                let latest = match events.last() {
+                    Some(e) => e.version,
+                    None => self.store.get_latest_version(actor).await?,
+                };
+                if latest < start.version {
+                    if let Some(s) = &snapshot {
+                        ignore_snapshot::<A>(
+                            actor,
+                            s,
+                            "ahead",
+                            &format!("the latest stored version is {latest}"),
+                        );
+                    }
+                    self.replay(actor).await?
+                } else {
+                    fold(actor, Some(start), &events, self.window)?
+                }
+            }
+            None => self.replay(actor).await?,
+        };
+        metrics::histogram!("aether_aggregate_load_duration_seconds", "kind" => A::KIND)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("aether_events_replayed_total", "kind" => A::KIND)
+            .increment(loaded.events_applied as u64);
+        Ok(loaded)
     }
 
-    /// Loads `actor`, runs `command` and appends the resulting events,
-    /// retrying on version conflicts.
+    async fn replay<A: Aggregate>(
+        &self,
+        actor: &ActorId,
+    ) -> Result<Rehydrated<A>, CommandError<A::Error>> {
+        let events = self.store.get_events(actor, Version::ZERO).await?;
+        Ok(fold(actor, None, &events, self.window)?)
+    }
+
+    /// Loads `actor`, runs `command` with a fresh [`CommandId`] (kept across
+    /// the conflict retries) and appends the resulting events.
+    ///
+    /// If this returns `Timeout` or `Unavailable` the command may or may not
+    /// have been stored: to retry safely, use
+    /// [`execute_command`](Self::execute_command) with an id of your own.
     ///
     /// # Errors
-    /// [`CommandError::Rejected`] if the aggregate refuses the command;
-    /// [`CommandError::Store`] with a [`crate::StoreError::VersionConflict`] if
-    /// conflicts outlast the retries; other store, codec and rehydration errors.
+    /// As [`execute_command`](Self::execute_command).
     pub async fn execute<A>(
         &self,
         actor: &ActorId,
@@ -259,12 +557,43 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         A: Aggregate,
         A::Command: Clone,
     {
+        self.execute_command(actor, Command::new(command)).await
+    }
+
+    /// Loads `actor`, runs `command` and appends the resulting events,
+    /// retrying on version conflicts, effectively once: if the command's id
+    /// is in the actor's window of recent commands, nothing runs and the
+    /// original outcome is returned with `duplicate: true`. Retrying after
+    /// `Timeout` or `Unavailable` with the same [`Command`] is therefore safe.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] if the aggregate refuses the command;
+    /// [`CommandError::Store`] with a [`crate::StoreError::VersionConflict`] if
+    /// conflicts outlast the retries; other store, codec and rehydration
+    /// errors. A snapshot failure is never an error (the events are stored).
+    pub async fn execute_command<A>(
+        &self,
+        actor: &ActorId,
+        command: Command<A::Command>,
+    ) -> Result<CommandOutcome<A>, CommandError<A::Error>>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+    {
         let mut retries = 0;
         loop {
-            let loaded = self.load::<A>(actor).await?;
-            match self.decide_and_append(actor, loaded, command.clone()).await {
+            let loaded = match self.load::<A>(actor).await {
+                Ok(l) => l,
+                Err(e) => {
+                    count_command::<A>("error");
+                    return Err(e);
+                }
+            };
+            match self.run(actor, loaded, command.clone()).await {
                 Err(CommandError::Store(e)) if e.is_conflict() && retries < self.max_retries => {
                     retries += 1;
+                    metrics::counter!("aether_command_retries_total", "kind" => A::KIND)
+                        .increment(1);
                 }
                 Ok(mut outcome) => {
                     outcome.retries = retries;
@@ -276,20 +605,71 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
     }
 
     /// Runs `command` against an already loaded aggregate and appends the
-    /// events with `loaded.version` as the expected version. No retry.
+    /// events with `loaded.version` as the expected version. No retry. A
+    /// command whose id is in `loaded`'s window returns its original outcome.
     ///
     /// # Errors
-    /// As [`Repository::execute`], with conflicts returned at once.
+    /// As [`Repository::execute_command`], with conflicts returned at once.
     pub async fn decide_and_append<A: Aggregate>(
         &self,
         actor: &ActorId,
         loaded: Rehydrated<A>,
-        command: A::Command,
+        command: Command<A::Command>,
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
+        self.run(actor, loaded, command).await
+    }
+
+    async fn run<A: Aggregate>(
+        &self,
+        actor: &ActorId,
+        loaded: Rehydrated<A>,
+        command: Command<A::Command>,
+    ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
+        let result = self.decide(actor, loaded, command).await;
+        count_command::<A>(match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => "applied",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Store(e)) if e.is_conflict() => "conflict",
+            Err(_) => "error",
+        });
+        result
+    }
+
+    async fn decide<A: Aggregate>(
+        &self,
+        actor: &ActorId,
+        loaded: Rehydrated<A>,
+        command: Command<A::Command>,
+    ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
+        let command_id = command.id;
+        if let Some(done) = loaded.find_command(command_id) {
+            let events: Vec<Event> = self
+                .store
+                .get_events(actor, done.first)
+                .await?
+                .into_iter()
+                .take_while(|e| e.version <= done.last)
+                .collect();
+            return Ok(CommandOutcome {
+                state: loaded.state,
+                version: done.last,
+                events,
+                retries: 0,
+                snapshotted: false,
+                command_id,
+                duplicate: true,
+            });
+        }
         let Rehydrated {
-            mut state, version, ..
+            mut state,
+            version,
+            recent_commands,
+            ..
         } = loaded;
-        let new_events = state.handle(command).map_err(CommandError::Rejected)?;
+        let new_events = state
+            .handle(command.command)
+            .map_err(CommandError::Rejected)?;
         if new_events.is_empty() {
             return Ok(CommandOutcome {
                 state,
@@ -297,19 +677,33 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
                 events: Vec::new(),
                 retries: 0,
                 snapshotted: false,
+                command_id,
+                duplicate: false,
             });
         }
-        let batch = Event::sequence(actor, version, &new_events)?;
+        let batch = command_batch(
+            actor,
+            version,
+            &new_events,
+            command_id,
+            command.correlation_id.as_deref(),
+        )
+        .map_err(|e| match e {
+            StoreError::Codec(c) => CommandError::Codec(c),
+            other => CommandError::Store(other),
+        })?;
         let new_version = self.store.append(actor, version, batch.clone()).await?;
         for e in &new_events {
             state.apply(e);
         }
         let snapshotted = match self.snapshot_every {
             Some(n) if version.get() / n != new_version.get() / n => {
-                let snap = ActorSnapshot::new(actor.clone(), new_version, &state)?;
-                // A snapshot only bounds replay: the events are already stored, so
-                // failing to write one loses nothing and must not fail the command.
-                self.store.save_snapshot(snap).await.is_ok()
+                let mut window = Window::new(self.window, recent_commands);
+                for e in &batch {
+                    window.note_event(e);
+                }
+                self.try_snapshot::<A>(actor, new_version, &state, window.items.into())
+                    .await
             }
             _ => false,
         };
@@ -319,6 +713,70 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
             events: batch,
             retries: 0,
             snapshotted,
+            command_id,
+            duplicate: false,
         })
     }
+
+    /// Writes a snapshot; a failure is counted and logged, never returned:
+    /// the events are already stored and a snapshot only bounds replay.
+    async fn try_snapshot<A: Aggregate>(
+        &self,
+        actor: &ActorId,
+        version: Version,
+        state: &A,
+        recent: Vec<RecentCommand>,
+    ) -> bool {
+        let failed = |stage: &'static str, error: &dyn std::fmt::Display| {
+            metrics::counter!("aether_snapshot_failures_total", "kind" => A::KIND, "stage" => stage)
+                .increment(1);
+            tracing::warn!(kind = A::KIND, actor = %actor, %version, stage, %error, "snapshot not written");
+            false
+        };
+        let snapshot = match ActorSnapshot::new(actor.clone(), version, state) {
+            Ok(s) => s
+                .with_schema_version(A::SNAPSHOT_VERSION)
+                .with_recent_commands(recent),
+            Err(e) => return failed("encode", &e),
+        };
+        match self.store.save_snapshot(snapshot).await {
+            Ok(()) => true,
+            Err(e) => failed("save", &e),
+        }
+    }
+}
+
+fn count_command<A: Aggregate>(outcome: &'static str) {
+    metrics::counter!("aether_commands_total", "kind" => A::KIND, "outcome" => outcome)
+        .increment(1);
+}
+
+/// The events of command `id`: consecutive versions after `expected`, ids
+/// derived from the command id, the command id as causation.
+fn command_batch<E: DomainEvent>(
+    actor: &ActorId,
+    expected: Version,
+    events: &[E],
+    id: CommandId,
+    correlation_id: Option<&str>,
+) -> Result<Vec<Event>, StoreError> {
+    let causation = id.to_string();
+    Event::sequence(actor, expected, events)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            let index = u32::try_from(i).map_err(|_| {
+                StoreError::InvalidInput(crate::error::InvalidInput::Other(format!(
+                    "a command produced more than {} events",
+                    u32::MAX
+                )))
+            })?;
+            e.id = EventId::for_command(id, actor, index);
+            e.metadata.causation_id = Some(causation.clone());
+            if let Some(c) = correlation_id {
+                e.metadata.correlation_id = Some(c.to_owned());
+            }
+            Ok(e)
+        })
+        .collect()
 }

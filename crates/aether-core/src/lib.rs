@@ -53,7 +53,10 @@ pub mod testkit;
 pub mod trust;
 pub mod version;
 
-pub use aggregate::{Aggregate, CommandOutcome, Rehydrated, Repository, rehydrate};
+pub use aggregate::{
+    Aggregate, Command, CommandOutcome, DEFAULT_COMMAND_WINDOW, Rehydrated, Repository, rehydrate,
+    rehydrate_with_window,
+};
 pub use bus::{BusEvent, DynEventBus, EventBus, EventFilter, NamespacePattern};
 pub use command::{CommandId, RecentCommand};
 pub use error::{

@@ -55,17 +55,23 @@ use dashmap::DashMap;
 use futures::stream;
 use metrics::Counter;
 
-/// One record of an actor's log: an event written through the store, or a
-/// record injected by a test hook that may be foreign.
-enum Record {
+/// One record of an actor's log as stored, valid or not: an event written
+/// through the store (or injected by a test hook), or raw bytes injected by a
+/// test hook. [`InMemoryEventStore::raw_records`] returns them, as a raw
+/// reader of a NATS subject would see its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RawRecord {
+    /// An event envelope (which may name another actor or any version).
     Event(Event),
+    /// Bytes that are not an envelope.
     Garbage(Vec<u8>),
 }
 
 #[derive(Default)]
 struct ActorLog {
     /// Every record, in the order it was stored (its index is its position).
-    records: Vec<Record>,
+    records: Vec<RawRecord>,
     /// The position in `records` of the valid event of version `v`, at `v - 1`.
     valid: Vec<usize>,
 }
@@ -78,8 +84,8 @@ impl ActorLog {
     fn event_of(&self, version: Version) -> Option<&Event> {
         let i = usize::try_from(version.get().checked_sub(1)?).ok()?;
         match self.records.get(*self.valid.get(i)?)? {
-            Record::Event(e) => Some(e),
-            Record::Garbage(_) => None,
+            RawRecord::Event(e) => Some(e),
+            RawRecord::Garbage(_) => None,
         }
     }
 
@@ -93,8 +99,8 @@ impl ActorLog {
 
     /// Appends a record, noting it as the next valid event if it is one (the
     /// trust rule: an event of this actor with version latest + 1).
-    fn push(&mut self, actor: &ActorId, record: Record) {
-        if let Record::Event(e) = &record
+    fn push(&mut self, actor: &ActorId, record: RawRecord) {
+        if let RawRecord::Event(e) = &record
             && e.actor_id == *actor
             && self.latest().next() == Some(e.version)
         {
@@ -137,12 +143,12 @@ impl ActorLog {
         {
             let position = (pos + i) as u64;
             match record {
-                Record::Event(e) => {
+                RawRecord::Event(e) => {
                     if guard.admit(position, e)? {
                         out.push(e.clone());
                     }
                 }
-                Record::Garbage(bytes) => guard.reject(
+                RawRecord::Garbage(bytes) => guard.reject(
                     position,
                     ForeignReason::NotAnEnvelope(format!("{} raw bytes", bytes.len())),
                 )?,
@@ -330,13 +336,13 @@ impl InMemoryEventStore {
     /// transport. If it happens to be a valid next event of `actor`, it
     /// becomes part of the history; otherwise it is foreign.
     pub fn inject_event(&self, actor: &ActorId, event: Event) {
-        self.inject(actor, Record::Event(event));
+        self.inject(actor, RawRecord::Event(event));
     }
 
     /// Test hook: stores raw bytes (not an envelope) as the newest record of
     /// `actor`'s log. Such a record is always foreign.
     pub fn inject_garbage(&self, actor: &ActorId, bytes: impl Into<Vec<u8>>) {
-        self.inject(actor, Record::Garbage(bytes.into()));
+        self.inject(actor, RawRecord::Garbage(bytes.into()));
     }
 
     /// Test hook: stores `snapshot` as its actor's latest snapshot, bypassing
@@ -347,7 +353,18 @@ impl InMemoryEventStore {
             .insert(snapshot.actor_id.clone(), snapshot);
     }
 
-    fn inject(&self, actor: &ActorId, record: Record) {
+    /// Test hook: every record stored under `actor`, in order, foreign ones
+    /// included (what an independent raw reader of the log would see).
+    pub fn raw_records(&self, actor: &ActorId) -> Vec<RawRecord> {
+        self.log(actor).map_or_else(Vec::new, |log| {
+            log.read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .records
+                .clone()
+        })
+    }
+
+    fn inject(&self, actor: &ActorId, record: RawRecord) {
         let log = self.log_or_create(actor);
         log.write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -408,7 +425,7 @@ impl InMemoryEventStore {
         }
         let n = events.len();
         for e in events {
-            log.push(actor, Record::Event(e));
+            log.push(actor, RawRecord::Event(e));
         }
         self.metrics.appended.increment(n as u64);
         Ok(last)

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::Barrier;
+
 use aether_core::testkit::conformance::test_event;
 use aether_core::{ActorId, EventStore, EventStoreExt, StoreError, Version};
 use aether_store_memory::InMemoryEventStore;
@@ -57,31 +59,54 @@ async fn racing_threads_never_fork_an_actor() {
     let actor = ActorId::new("contended").unwrap();
     let wins = Arc::new(AtomicU64::new(0));
     let conflicts = Arc::new(AtomicU64::new(0));
+    let writers = 16u64;
+    // Phase 1: lock-step rounds. Every writer reads the latest version, waits
+    // for all the others to have read it too, then writes the next version:
+    // each round has exactly one winner and writers - 1 conflicts, on every
+    // machine however its threads are scheduled.
+    let rounds = 100u64;
+    // Phase 2: free racing up to the target.
     let target = 2_000u64;
-    let handles: Vec<_> = (0..16)
+    let read = Arc::new(Barrier::new(writers as usize));
+    let wrote = Arc::new(Barrier::new(writers as usize));
+    let handles: Vec<_> = (0..writers)
         .map(|w| {
-            let (store, actor, wins, conflicts) = (
+            let (store, actor, wins, conflicts, read, wrote) = (
                 store.clone(),
                 actor.clone(),
                 wins.clone(),
                 conflicts.clone(),
+                read.clone(),
+                wrote.clone(),
             );
             tokio::spawn(async move {
+                let attempt = |latest: u64| {
+                    let (store, actor, wins, conflicts) = (&store, &actor, &wins, &conflicts);
+                    async move {
+                        match store
+                            .save_event(test_event(actor, latest + 1, &format!("w{w}")))
+                            .await
+                        {
+                            Ok(_) => wins.fetch_add(1, Ordering::Relaxed),
+                            Err(StoreError::VersionConflict { .. }) => {
+                                conflicts.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => panic!("unexpected {e}"),
+                        };
+                    }
+                };
+                for _ in 0..rounds {
+                    let latest = store.get_latest_version(&actor).await.unwrap().get();
+                    read.wait().await;
+                    attempt(latest).await;
+                    wrote.wait().await;
+                }
                 loop {
                     let latest = store.get_latest_version(&actor).await.unwrap().get();
                     if latest >= target {
                         break;
                     }
-                    match store
-                        .save_event(test_event(&actor, latest + 1, &format!("w{w}")))
-                        .await
-                    {
-                        Ok(_) => wins.fetch_add(1, Ordering::Relaxed),
-                        Err(StoreError::VersionConflict { .. }) => {
-                            conflicts.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(e) => panic!("unexpected {e}"),
-                    };
+                    attempt(latest).await;
                     tokio::task::yield_now().await;
                 }
             })
@@ -99,7 +124,19 @@ async fn racing_threads_never_fork_an_actor() {
     );
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), events.len());
-    println!("conflicts observed: {}", conflicts.load(Ordering::Relaxed));
+    assert!(
+        conflicts.load(Ordering::Relaxed) >= rounds * (writers - 1),
+        "contention happened: {} conflicts, at least {} expected from the lock-step rounds",
+        conflicts.load(Ordering::Relaxed),
+        rounds * (writers - 1)
+    );
+    // The lock-step rounds wrote one event each, by exactly one writer.
+    assert!(
+        events[..rounds as usize]
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.version.get() == i as u64 + 1)
+    );
 }
 
 #[tokio::test]

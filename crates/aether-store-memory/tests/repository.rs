@@ -3,9 +3,11 @@
 
 use aether_core::testkit::AggregateTest;
 use aether_core::{
-    ActorId, ActorSnapshot, Aggregate, CommandError, DomainEvent, Event, EventStore, EventStoreExt,
-    RehydrateError, Repository, SnapshotStore, StoreError, Version, rehydrate,
+    ActorId, ActorSnapshot, Aggregate, Command, CommandError, DomainEvent, Event, EventStore,
+    EventStoreExt, RehydrateError, Repository, SnapshotStore, StoreError, Version, rehydrate,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use aether_store_memory::InMemoryEventStore;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +121,7 @@ async fn conflicts_are_retried_on_fresh_state() {
         .unwrap();
     // Deciding on the stale state conflicts...
     let err = repo
-        .decide_and_append(&a, stale, StockCommand::Ship(3))
+        .decide_and_append(&a, stale, Command::new(StockCommand::Ship(3)))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -137,7 +139,7 @@ async fn conflicts_are_retried_on_fresh_state() {
 #[tokio::test]
 async fn retries_are_bounded() {
     // A store whose every append conflicts: execute gives up after max_retries.
-    struct AlwaysConflicts(InMemoryEventStore);
+    struct AlwaysConflicts(InMemoryEventStore, AtomicU32);
     impl EventStore for AlwaysConflicts {
         fn namespace(&self) -> &aether_core::Namespace {
             self.0.namespace()
@@ -148,6 +150,7 @@ async fn retries_are_bounded() {
             expected: Version,
             _: Vec<Event>,
         ) -> Result<Version, StoreError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
             Err(StoreError::VersionConflict {
                 actor: actor.clone(),
                 expected,
@@ -183,15 +186,26 @@ async fn retries_are_bounded() {
             self.0.get_latest_snapshot(a).await
         }
     }
-    let repo = Repository::new(AlwaysConflicts(InMemoryEventStore::new())).max_retries(2);
-    let err = repo
-        .execute::<Stock>(&id("x"), StockCommand::Receive(1))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, CommandError::Store(StoreError::VersionConflict { .. })),
-        "{err}"
-    );
+    for max_retries in [0, 2, 5] {
+        let repo = Repository::new(AlwaysConflicts(
+            InMemoryEventStore::new(),
+            AtomicU32::new(0),
+        ))
+        .max_retries(max_retries);
+        let err = repo
+            .execute::<Stock>(&id("x"), StockCommand::Receive(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CommandError::Store(StoreError::VersionConflict { .. })),
+            "{err}"
+        );
+        assert_eq!(
+            repo.store().1.load(Ordering::SeqCst),
+            max_retries + 1,
+            "one attempt plus {max_retries} retries"
+        );
+    }
 }
 
 #[tokio::test]

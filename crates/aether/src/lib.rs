@@ -52,9 +52,9 @@
 pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store, trust};
 #[doc(inline)]
 pub use aether_core::{
-    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, CommandError, CommandId,
-    CommandOutcome, DomainEvent, DynEventBus, DynEventStore, DynSnapshotStore, DynStore, Event,
-    EventBus, EventFilter, EventId, EventStore, EventStoreExt, ForeignReason, InvalidInput,
+    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, Command, CommandError,
+    CommandId, CommandOutcome, DomainEvent, DynEventBus, DynEventStore, DynSnapshotStore, DynStore,
+    Event, EventBus, EventFilter, EventId, EventStore, EventStoreExt, ForeignReason, InvalidInput,
     Metadata, NameError, Namespace, NamespacePattern, RecentCommand, RehydrateError, Rehydrated,
     Repository, SnapshotStore, StoreError, TrustPolicy, Version, rehydrate,
 };
