@@ -118,7 +118,7 @@ fn ci() -> Result<(), String> {
     let start = Instant::now();
     let nats = nats_server()?;
     let nats_str = nats.to_string_lossy().into_owned();
-    graphviz();
+    graphviz()?;
 
     run(
         &Step {
@@ -143,6 +143,56 @@ fn ci() -> Result<(), String> {
             "warnings",
         ]),
     )?;
+
+    // Feature combinations users build: code behind a `cfg` that only the
+    // all-features build sees must not hide a build error or a lint.
+    for (name, args, fix) in [
+        (
+            "clippy (default features)",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+            "run `cargo clippy --workspace --all-targets -- -D warnings` (no feature flags) and fix what only the default build sees",
+        ),
+        (
+            "clippy (facade without default features)",
+            &[
+                "clippy",
+                "-p",
+                "aether",
+                "--no-default-features",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+            "run `cargo clippy -p aether --no-default-features --all-targets -- -D warnings`; gate what needs a feature with `#[cfg(feature = ..)]`",
+        ),
+        (
+            "clippy (aether-bus without `nats`)",
+            &[
+                "clippy",
+                "-p",
+                "aether-bus",
+                "--no-default-features",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+            "run `cargo clippy -p aether-bus --no-default-features --all-targets -- -D warnings`; the in-process bus must build without NATS",
+        ),
+    ] {
+        run(&Step { name, fix }, &mut cargo_cmd(args))?;
+    }
 
     let nextest = has_command(&cargo().to_string_lossy(), &["nextest", "--version"]);
     let fix_tests = "run the failing test alone (`cargo nextest run -p CRATE --all-features TEST` or `cargo test ...`) and read its output; NATS tests print the server log tail on failure";
@@ -249,13 +299,14 @@ fn ci() -> Result<(), String> {
 }
 
 /// The model crate renders a real SVG with Graphviz `dot` when it is
-/// installed. On CI (`CI` set, running as root with apt) xtask installs it, so
-/// those assertions run there; elsewhere it only says whether they will.
-fn graphviz() {
+/// installed. On CI (`CI` set) the SVG assertions must run: xtask installs
+/// `dot` (as root with apt) and fails if it is still missing. Elsewhere a
+/// missing `dot` is a skip, with the reason printed.
+fn graphviz() -> Result<(), String> {
     println!("\n==> graphviz (for the model crate's SVG rendering test)");
     if has_command("dot", &["-V"]) {
         println!("    found `dot`");
-        return;
+        return Ok(());
     }
     let on_ci = env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     let root = Command::new("id")
@@ -282,12 +333,21 @@ fn graphviz() {
             && has_command("dot", &["-V"])
         {
             println!("    installed `dot`");
-            return;
+            return Ok(());
         }
     }
+    if on_ci {
+        return Err(
+            "step `graphviz` failed: `dot` is not installed and could not be installed, so the \
+             model crate's SVG assertions would be skipped on CI\n  how to fix: install Graphviz \
+             in the CI image (`apt-get install graphviz`), or run xtask as root with apt-get"
+                .to_owned(),
+        );
+    }
     println!(
-        "    NOTE: Graphviz `dot` is not installed: the model crate's SVG assertions will be skipped\n    (its text output is still checked). Install it with `apt-get install graphviz`."
+        "    SKIP: Graphviz `dot` is not installed (and `CI` is not set): the model crate's SVG\n    assertions will be skipped (its text output is still checked). Install it with\n    `apt-get install graphviz`; on CI a missing `dot` fails."
     );
+    Ok(())
 }
 
 fn deny() -> Result<(), String> {
