@@ -138,7 +138,10 @@ impl From<Namespace> for EventFilter {
 /// it never slows publishers or other subscribers. Dropping the subscription
 /// stream unsubscribes.
 pub trait EventBus: Send + Sync {
-    /// The stream of a subscription.
+    /// The stream of a subscription. Its only error item is
+    /// [`BusError::Lagged`], after which the stream resumes with the next
+    /// event still queued for it; it ends (yields `None`) only when the bus is
+    /// closed or its transport is gone for good, never on its own.
     type Subscription: Stream<Item = Result<BusEvent, BusError>> + Send + Unpin + 'static;
 
     /// Publishes `event` in `namespace`.

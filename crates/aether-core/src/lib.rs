@@ -13,7 +13,8 @@
 //!   conveniences in [`EventStoreExt`] and dyn-safe forms ([`DynEventStore`],
 //!   [`DynSnapshotStore`], [`DynStore`], [`DynEventBus`]).
 //! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
-//!   [`Repository`] that runs commands with optimistic concurrency.
+//!   [`Repository`] that runs [`Command`]s with optimistic concurrency,
+//!   effectively once (see [`aggregate`]).
 //! * Trust: the [`trust`] rule every store applies to records it did not
 //!   write ([`TrustPolicy`], [`HistoryGuard`]).
 //! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
