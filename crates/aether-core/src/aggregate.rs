@@ -780,3 +780,99 @@ fn command_batch<E: DomainEvent>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Sum(u64);
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Added(u64);
+
+    impl DomainEvent for Added {
+        fn event_type(&self) -> &'static str {
+            "Added"
+        }
+    }
+
+    #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+    #[error("never")]
+    struct Never;
+
+    impl Aggregate for Sum {
+        type Command = u64;
+        type Event = Added;
+        type Error = Never;
+        const KIND: &'static str = "sum";
+        const SNAPSHOT_VERSION: u32 = 3;
+
+        fn handle(&self, n: u64) -> Result<Vec<Added>, Never> {
+            Ok(vec![Added(n)])
+        }
+
+        fn apply(&mut self, e: &Added) {
+            self.0 += e.0;
+        }
+    }
+
+    fn history(actor: &ActorId, commands: &[(CommandId, u64)]) -> Vec<Event> {
+        let mut version = Version::ZERO;
+        let mut out = Vec::new();
+        for (id, n) in commands {
+            let batch = command_batch(actor, version, &[Added(*n), Added(0)], *id, None).unwrap();
+            version = batch.last().unwrap().version;
+            out.extend(batch);
+        }
+        out
+    }
+
+    #[test]
+    fn the_window_is_rebuilt_from_causation_ids_and_bounded() {
+        let a = ActorId::new("a").unwrap();
+        let ids: Vec<CommandId> = (0..3).map(|_| CommandId::new()).collect();
+        let events = history(&a, &[(ids[0], 1), (ids[1], 2), (ids[2], 3)]);
+        let r = rehydrate_with_window::<Sum>(&a, None, &events, 2).unwrap();
+        assert_eq!(r.state, Sum(6));
+        assert_eq!(
+            r.recent_commands,
+            vec![
+                RecentCommand {
+                    id: ids[1],
+                    first: Version::new(3),
+                    last: Version::new(4)
+                },
+                RecentCommand {
+                    id: ids[2],
+                    first: Version::new(5),
+                    last: Version::new(6)
+                },
+            ]
+        );
+        assert_eq!(r.find_command(ids[0]), None);
+        assert_eq!(events[2].id, EventId::for_command(ids[1], &a, 0));
+        assert_eq!(events[3].id, EventId::for_command(ids[1], &a, 1));
+    }
+
+    #[test]
+    fn a_snapshot_of_another_schema_is_ignored() {
+        let a = ActorId::new("a").unwrap();
+        let events = history(&a, &[(CommandId::new(), 5)]);
+        let old = ActorSnapshot::new(a.clone(), Version::new(2), &Sum(999)).unwrap();
+        let r = rehydrate::<Sum>(&a, Some(&old), &events).unwrap();
+        assert_eq!((r.state, r.snapshot_version), (Sum(5), None));
+        let current = old.clone().with_schema_version(Sum::SNAPSHOT_VERSION);
+        let r = rehydrate::<Sum>(&a, Some(&current), &events).unwrap();
+        assert_eq!(
+            (r.state, r.snapshot_version),
+            (Sum(999), Some(Version::new(2)))
+        );
+        let garbage = ActorSnapshot::from_raw(a.clone(), Version::new(2), vec![0xc1])
+            .with_schema_version(Sum::SNAPSHOT_VERSION);
+        let r = rehydrate::<Sum>(&a, Some(&garbage), &events).unwrap();
+        assert_eq!((r.state, r.snapshot_version), (Sum(5), None));
+    }
+}
