@@ -6,6 +6,11 @@
 //! decoding the payload. The event id travels in the `Nats-Msg-Id` header (the
 //! server's duplicate detection uses it).
 //!
+//! The `Nats-Msg-Id` is the event id *scoped by actor*
+//! (`<event id>.<actor scope>`, see [`msg_id`]), because the server's duplicate
+//! detection is per stream and an event id is unique per actor only. Streams
+//! written before the scope (a bare event id) read the same way.
+//!
 //! The envelope lives in the body rather than in headers because JetStream
 //! scans a message's headers for its own `Nats-*` keys on every publish:
 //! measured on loopback with 1000 appends in flight, six `Aether-*` headers
@@ -14,7 +19,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aether_core::{ActorId, ActorSnapshot, CodecError, Event, EventId, Metadata, Version};
+use aether_core::{
+    ActorId, ActorSnapshot, CodecError, CommandId, Event, EventId, ForeignReason, Metadata,
+    RecentCommand, Version,
+};
 use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
 use bytes::Bytes;
@@ -22,6 +30,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 use time::UtcOffset;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 /// Header names the store reads.
 pub(crate) mod names {
@@ -106,7 +115,18 @@ struct SnapshotOut<'a> {
     seq: Option<u64>,
     ts: String,
     schema: u32,
+    #[serde(skip_serializing_if = "<[CommandOut]>::is_empty")]
+    cmds: &'a [CommandOut],
     state: Bin<'a>,
+}
+
+/// One entry of a snapshot's window of recent commands:
+/// `{id: "<uuid>", first: <version>, last: <version>}`.
+#[derive(Serialize, Deserialize)]
+struct CommandOut {
+    id: String,
+    first: u64,
+    last: u64,
 }
 
 #[derive(Deserialize)]
@@ -117,14 +137,32 @@ struct SnapshotIn<'a> {
     seq: Option<u64>,
     ts: &'a str,
     schema: u32,
+    #[serde(default)]
+    cmds: Vec<CommandOut>,
     #[serde(borrow)]
     state: &'a [u8],
 }
 
+/// RFC 3339 in UTC with exactly nine fractional digits
+/// (`2026-01-02T03:04:05.000000007Z`): always 30 bytes, so an event's stored
+/// size does not depend on the instant it was made.
 fn format_timestamp(ts: OffsetDateTime) -> Result<String, CodecError> {
-    ts.to_offset(UtcOffset::UTC)
-        .format(&Rfc3339)
-        .map_err(|e| CodecError::Malformed(format!("timestamp {ts} cannot be stored: {e}")))
+    let t = ts.to_offset(UtcOffset::UTC);
+    if !(0..=9999).contains(&t.year()) {
+        return Err(CodecError::Malformed(format!(
+            "timestamp {ts} cannot be stored: the year is outside 0000-9999"
+        )));
+    }
+    Ok(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    ))
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Bytes, CodecError> {
@@ -136,7 +174,30 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Bytes, CodecError> {
         })
 }
 
-/// One event as stored: its id (the `Nats-Msg-Id` header) and its body.
+/// The namespace of actor scopes (a fixed UUID; part of the stored format).
+const ACTOR_SCOPE: Uuid = Uuid::from_u128(0x6165_7468_6572_2d61_6374_6f72_2d69_6473);
+
+/// The scope of an actor's message ids: the UUID v5 (SHA-1) of the actor id's
+/// UTF-8 bytes in the namespace `61657468-6572-2d61-6374-6f722d696473`, as 32
+/// lowercase hex digits.
+pub(crate) fn actor_scope(actor: &ActorId) -> String {
+    Uuid::new_v5(&ACTOR_SCOPE, actor.as_str().as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// The `Nats-Msg-Id` of an event: `<event id>.<actor scope>`. The server
+/// deduplicates by message id per stream, so the id is scoped by actor: the
+/// same event id in two actors is two events.
+pub(crate) fn msg_id(id: EventId, scope: &str) -> String {
+    let mut s = String::with_capacity(37 + scope.len());
+    s.push_str(&id.to_string());
+    s.push('.');
+    s.push_str(scope);
+    s
+}
+
+/// One event as stored: its message id (the `Nats-Msg-Id` header) and its body.
 pub(crate) struct Encoded {
     pub(crate) id: String,
     pub(crate) body: Bytes,
@@ -161,8 +222,8 @@ impl Encoded {
     }
 }
 
-/// Encodes one event.
-pub(crate) fn encode_event(event: &Event) -> Result<Encoded, CodecError> {
+/// Encodes one event; `scope` is [`actor_scope`] of its actor.
+pub(crate) fn encode_event(event: &Event, scope: &str) -> Result<Encoded, CodecError> {
     let body = encode(
         &EventOut {
             aether: ENVELOPE_VERSION,
@@ -179,7 +240,7 @@ pub(crate) fn encode_event(event: &Event) -> Result<Encoded, CodecError> {
         "event envelope",
     )?;
     Ok(Encoded {
-        id: event.id.to_string(),
+        id: msg_id(event.id, scope),
         body,
     })
 }
@@ -190,6 +251,15 @@ pub(crate) fn encode_snapshot(
     snapshot: &ActorSnapshot,
     seq: Option<u64>,
 ) -> Result<Bytes, CodecError> {
+    let cmds: Vec<CommandOut> = snapshot
+        .recent_commands
+        .iter()
+        .map(|c| CommandOut {
+            id: c.id.to_string(),
+            first: c.first.get(),
+            last: c.last.get(),
+        })
+        .collect();
     encode(
         &SnapshotOut {
             aether: ENVELOPE_VERSION,
@@ -197,6 +267,7 @@ pub(crate) fn encode_snapshot(
             seq,
             ts: format_timestamp(snapshot.timestamp)?,
             schema: snapshot.schema_version,
+            cmds: &cmds,
             state: Bin(&snapshot.state),
         },
         "snapshot envelope",
@@ -247,46 +318,47 @@ pub(crate) fn read_version(body: &[u8], origin: Origin<'_>) -> Result<Version, C
     Ok(Version::new(v.version))
 }
 
-/// Reads the event id of a stored event from its `Nats-Msg-Id` header.
-pub(crate) fn read_event_id(
-    h: Option<&HeaderMap>,
-    origin: Origin<'_>,
-) -> Result<EventId, CodecError> {
+/// Reads the event id of a stored event from its `Nats-Msg-Id` header:
+/// `<event id>.<actor scope>`, or a bare event id (streams written before
+/// ids were scoped by actor).
+pub(crate) fn read_event_id(h: Option<&HeaderMap>) -> Result<EventId, ForeignReason> {
     let raw = h
         .and_then(|h| h.get(NATS_MESSAGE_ID))
-        .ok_or_else(|| malformed(origin, "no Nats-Msg-Id header (not written by Aether)"))?
+        .ok_or(ForeignReason::MissingEventId)?
         .as_str();
-    raw.parse()
-        .map_err(|_| malformed(origin, format!("Nats-Msg-Id {raw:?} is not a UUID")))
+    let id = raw.split_once('.').map_or(raw, |(id, _scope)| id);
+    id.parse().map_err(|_| {
+        ForeignReason::NotAnEnvelope(format!(
+            "Nats-Msg-Id {:?} is not an Aether event id",
+            raw.chars().take(80).collect::<String>()
+        ))
+    })
 }
 
-/// Decodes a stored event of `actor` (the actor its subject names).
+/// Decodes a stored event of `actor` (the actor its subject names); a message
+/// that is not such an envelope is foreign, for the reason given.
 pub(crate) fn decode_event(
     h: Option<&HeaderMap>,
     body: &Bytes,
     actor: &ActorId,
     origin: Origin<'_>,
-) -> Result<Event, CodecError> {
-    let id = read_event_id(h, origin)?;
-    let e: EventIn<'_> = decode(body, origin)?;
-    check_version(e.aether, origin)?;
+) -> Result<Event, ForeignReason> {
+    let not_envelope = |e: CodecError| ForeignReason::NotAnEnvelope(e.to_string());
+    let e: EventIn<'_> = decode(body, origin).map_err(not_envelope)?;
+    check_version(e.aether, origin).map_err(not_envelope)?;
     if e.actor != actor.as_str() {
-        return Err(malformed(
-            origin,
-            format!(
-                "names actor {:?} on the subject of {:?}",
-                e.actor,
-                actor.as_str()
-            ),
-        ));
+        return Err(ForeignReason::WrongActor {
+            found: e.actor.chars().take(300).collect(),
+        });
     }
+    let id = read_event_id(h)?;
     Ok(Event {
         id,
         event_type: Arc::from(e.event_type),
         actor_id: actor.clone(),
         version: Version::new(e.version),
         schema_version: e.schema,
-        timestamp: parse_timestamp(e.ts, origin)?,
+        timestamp: parse_timestamp(e.ts, origin).map_err(not_envelope)?,
         metadata: Metadata {
             correlation_id: e.corr,
             causation_id: e.cause,
@@ -304,14 +376,26 @@ pub(crate) fn decode_snapshot(
 ) -> Result<(ActorSnapshot, Option<u64>), CodecError> {
     let s: SnapshotIn<'_> = decode(body, origin)?;
     check_version(s.aether, origin)?;
+    let recent_commands = s
+        .cmds
+        .iter()
+        .map(|c| {
+            Ok(RecentCommand {
+                id: c.id.parse::<CommandId>().map_err(|_| {
+                    malformed(origin, format!("command id {:?} is not a UUID", c.id))
+                })?,
+                first: Version::new(c.first),
+                last: Version::new(c.last),
+            })
+        })
+        .collect::<Result<Vec<_>, CodecError>>()?;
     let snapshot = ActorSnapshot {
         actor_id: actor.clone(),
         version: Version::new(s.version),
         state: body.slice_ref(s.state),
         timestamp: parse_timestamp(s.ts, origin)?,
         schema_version: s.schema,
-        // Not yet carried by the snapshot envelope.
-        recent_commands: Vec::new(),
+        recent_commands,
     };
     Ok((snapshot, s.seq))
 }
@@ -336,7 +420,7 @@ mod tests {
         e.schema_version = 3;
         // A non-UTC offset is stored as the same instant in UTC, which compares equal.
         e.timestamp = e.timestamp.to_offset(UtcOffset::from_hms(2, 0, 0).unwrap());
-        let enc = encode_event(&e).unwrap();
+        let enc = encode_event(&e, &actor_scope(&actor)).unwrap();
         let (h, body) = (enc.headers(), enc.body.clone());
         assert_eq!(enc.wire_len(0), {
             // What async-nats puts on the wire for these headers and body.
@@ -354,10 +438,20 @@ mod tests {
         let other = ActorId::new("other").unwrap();
         assert!(matches!(
             decode_event(Some(&h), &body, &other, ORIGIN),
-            Err(CodecError::Malformed(_))
+            Err(ForeignReason::WrongActor { found }) if found == "a.b ü"
+        ));
+        assert!(matches!(
+            decode_event(None, &body, &actor, ORIGIN),
+            Err(ForeignReason::MissingEventId)
         ));
         assert_eq!(read_version(&body, ORIGIN).unwrap(), Version::new(7));
-        assert_eq!(read_event_id(Some(&h), ORIGIN).unwrap(), e.id);
+        assert_eq!(read_event_id(Some(&h)).unwrap(), e.id);
+        // The id is scoped by actor; a bare id (older streams) reads the same.
+        assert_eq!(enc.id, format!("{}.{}", e.id, actor_scope(&actor)));
+        assert_ne!(actor_scope(&actor), actor_scope(&other));
+        let mut old = HeaderMap::new();
+        old.insert(NATS_MESSAGE_ID, e.id.to_string().as_str());
+        assert_eq!(decode_event(Some(&old), &body, &actor, ORIGIN).unwrap(), e);
         // The payload is a zero-copy slice of the body.
         assert!(body.as_ptr_range().contains(&back.data.as_ptr()) || back.data.is_empty());
     }
@@ -366,7 +460,7 @@ mod tests {
     fn envelope_is_readable_as_plain_messagepack() {
         let actor = ActorId::new("a").unwrap();
         let e = Event::new(actor, Version::new(2), "Opened", &"x").unwrap();
-        let body = encode_event(&e).unwrap().body;
+        let body = encode_event(&e, "scope").unwrap().body;
         #[derive(Deserialize)]
         struct Tool {
             #[serde(rename = "type")]
@@ -381,6 +475,19 @@ mod tests {
     fn snapshot_round_trips() {
         let s =
             ActorSnapshot::new(ActorId::new("s").unwrap(), Version::new(4), &vec![1u8, 2]).unwrap();
+        let with_cmds =
+            s.clone()
+                .with_schema_version(3)
+                .with_recent_commands(vec![RecentCommand {
+                    id: CommandId::new(),
+                    first: Version::new(2),
+                    last: Version::new(4),
+                }]);
+        let body = encode_snapshot(&with_cmds, None).unwrap();
+        assert_eq!(
+            decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
+            (with_cmds, None)
+        );
         let body = encode_snapshot(&s, Some(9)).unwrap();
         assert_eq!(
             decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
@@ -398,12 +505,15 @@ mod tests {
     fn foreign_messages_are_codec_errors() {
         let a = ActorId::new("a").unwrap();
         let garbage = Bytes::from_static(b"\xc1garbage");
-        assert!(decode_event(None, &garbage, &a, ORIGIN).is_err());
+        assert!(matches!(
+            decode_event(None, &garbage, &a, ORIGIN),
+            Err(ForeignReason::NotAnEnvelope(_))
+        ));
         let mut h = HeaderMap::new();
         h.insert(NATS_MESSAGE_ID, "0195f0a0-0000-7000-8000-000000000000");
         assert!(matches!(
             decode_event(Some(&h), &garbage, &a, ORIGIN),
-            Err(CodecError::Decode { .. })
+            Err(ForeignReason::NotAnEnvelope(_))
         ));
         assert!(read_version(&garbage, ORIGIN).is_err());
         assert!(read_version(b"", ORIGIN).is_err());
@@ -421,5 +531,27 @@ mod tests {
             aether: u8,
             version: u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_a_fixed_width() {
+        for ts in [
+            OffsetDateTime::UNIX_EPOCH,
+            OffsetDateTime::now_utc(),
+            OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(7),
+        ] {
+            let s = format_timestamp(ts).unwrap();
+            assert_eq!(s.len(), 30, "{s}");
+            assert_eq!(OffsetDateTime::parse(&s, &Rfc3339).unwrap(), ts);
+        }
+        assert_eq!(
+            format_timestamp(OffsetDateTime::UNIX_EPOCH).unwrap(),
+            "1970-01-01T00:00:00.000000000Z"
+        );
     }
 }

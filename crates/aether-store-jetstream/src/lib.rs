@@ -69,8 +69,13 @@
 //!
 //! # Envelope
 //!
-//! The event id is the `Nats-Msg-Id` header (the server's duplicate
-//! detection). The body is a small MessagePack map, the envelope, with the
+//! The event id travels in the `Nats-Msg-Id` header, scoped by actor:
+//! `<event id>.<actor scope>`, where the scope is the UUID v5 of the actor
+//! id's UTF-8 bytes in the namespace `61657468-6572-2d61-6374-6f722d696473`,
+//! as 32 hex digits. The server's duplicate detection is per stream while an
+//! event id is unique per actor, so the same id in two actors is two events.
+//! Streams written before the scope (`Nats-Msg-Id` = the bare event id) read
+//! the same way. The body is a small MessagePack map, the envelope, with the
 //! payload inside as an opaque `bin`:
 //!
 //! | key | value |
@@ -79,25 +84,53 @@
 //! | `type` | the event type |
 //! | `actor` | the actor id |
 //! | `version` | the per-actor version |
-//! | `ts` | RFC 3339 timestamp, UTC, nanoseconds |
+//! | `ts` | RFC 3339 timestamp, UTC, nine fractional digits (fixed width) |
 //! | `schema` | the payload's schema version |
 //! | `corr`, `cause` | correlation and causation ids, when set |
 //! | `meta` | custom metadata (string map), when not empty |
 //! | `data` | the payload (MessagePack, as given), `bin` |
 //!
-//! A snapshot's body is `{aether, version, seq, ts, schema, state}` alike,
-//! where `seq` (when the writer knew it) is the stream sequence of the event
-//! at `version`.
+//! A snapshot's body is `{aether, version, seq, ts, schema, cmds, state}`
+//! alike, where `seq` (when the writer knew it) is the stream sequence of the
+//! event at `version`, `schema` the state's schema version and `cmds` (when
+//! not empty) the actor's window of recent commands, an array of
+//! `{id: "<command uuid>", first: <version>, last: <version>}`.
 //! Any MessagePack library reads every field without decoding `data`, and
 //! events read back exactly equal, unicode metadata included (the store hands
 //! the payload back as a zero-copy slice of the message). The envelope is in
 //! the body rather than in `Aether-*` headers because the server scans a
 //! message's headers for its own keys on every publish: measured here with
 //! 1000 appends in flight, six such headers cost 25% of the raw publish
-//! throughput, the same fields in the body 15%. A message on an actor's subject that is
-//! not such an envelope (published by something else) reads back as a
-//! [`StoreError::Codec`] item for that message; reads go on past it, and an
-//! append after a foreign last message reports it the same way.
+//! throughput, the same fields in the body 15%.
+//!
+//! # Foreign messages (the trust boundary)
+//!
+//! Any client allowed to publish on an actor's subject can put something
+//! there that the store did not write. A message is part of the actor's
+//! history only if it is an envelope of this format, with a `Nats-Msg-Id`,
+//! naming the actor, whose version is the previous valid version + 1;
+//! anything else (garbage, another program's MessagePack, an envelope of
+//! another actor or without an id, a repeated, backward or skipped version)
+//! is *foreign* ([`aether_core::trust`]). Under the default
+//! [`TrustPolicy::SkipForeign`](aether_core::TrustPolicy) reads skip it,
+//! `get_latest_version` is the last valid version, and an append lands after
+//! it (its expected subject sequence is the foreign message's, its version
+//! follows the last valid event); each one met is logged and counted in
+//! `aether_foreign_messages_total{namespace, reason}`. Under
+//! [`TrustPolicy::Strict`](aether_core::TrustPolicy) the read, stream or
+//! append that meets one fails with [`StoreError::Corrupt`] naming its stream
+//! sequence. A snapshot ahead of the latest valid event, or one that cannot
+//! be decoded, is ignored (counted) and the actor replays its events.
+//!
+//! The latest valid version is read from the subject's last message and the
+//! one before it (one batched direct get, server 2.11+), which agree for an
+//! intact tip; foreign messages at the tip are stepped over, and when the
+//! messages there do not settle it the whole history is read under the rule.
+//! A read of the whole history always applies the rule exactly; only a run
+//! of forged envelopes with consecutive versions of their own at the very
+//! tip can make the *latest version* read disagree with the history until
+//! an append refreshes it. The way to keep foreign messages out is NATS
+//! permissions: see the crate README for a tested configuration.
 //!
 //! # Appends
 //!
@@ -110,10 +143,12 @@
 //! expected sequence on the first message), stored whole or not at all.
 //!
 //! The expected sequence comes from a **version cache** (actor → latest
-//! version and its stream sequence), so a steady writer needs no read before
-//! a write. A miss costs one direct get. The cache is only a hint — the server
-//! checks the sequence — and is dropped on a conflict or failure and raised
-//! when a read sees a newer version written elsewhere.
+//! valid version, its stream sequence, and the sequence of the subject's last
+//! message, which a foreign message may have moved past it), so a steady
+//! writer needs no read before a write. A miss costs a tip read (two direct
+//! gets). The cache is only a hint — the server checks the sequence — and is
+//! dropped on a conflict or failure and raised when a read sees a newer
+//! version or a later message written elsewhere.
 //!
 //! When the server refuses a publish (wrong last sequence 10071, an R3 write
 //! in flight 10164, a duplicate id) or acknowledges it as a duplicate, the
@@ -121,6 +156,19 @@
 //! version, the append was a **retry of a stored batch** and reports success;
 //! otherwise it is a [`StoreError::VersionConflict`] with the actual version.
 //! So retrying an append after a timeout or a lost connection is always safe.
+//! Refusals that say another write is in flight or the stream is busy are
+//! retried inside the append after a jittered exponential back-off (2 ms
+//! doubling to 256 ms, at most 8 attempts), so writers refused together do
+//! not retry in step.
+//!
+//! An append waits for its acknowledgement up to the request timeout
+//! ([`DEFAULT_TIMEOUT`], 5 s) while the connection is up; when the client
+//! loses the connection (a crashed server, a reset) while the append waits,
+//! it fails within about 20 ms with [`StoreError::Unavailable`] instead (the
+//! events may have been stored: retry the same events). A server that
+//! freezes without closing the connection is noticed only by the client's
+//! pings (`ConnectOptions::ping_interval`, 60 s by default): see the README
+//! for the trade-off.
 //!
 //! # Reads
 //!
@@ -140,9 +188,18 @@
 //! otherwise one direct get when the actor's latest events are contiguous in
 //! the stream, else a binary search over stream sequences (about log2 of the
 //! stream's length in direct gets). So loading an actor from its snapshot
-//! (`Repository::load`) costs three round trips: snapshot, tip, events. With more than one replica a direct get may be answered by a
+//! (`Repository::load`) costs three round trips once the version cache knows
+//! the actor (snapshot, tip, events), two more when it does not (the
+//! snapshot is checked against the latest valid version). With more than
+//! one replica a direct get may be answered by a
 //! replica behind the leader; the read then waits for it to catch up to the
 //! tip (bounded by the request timeout).
+//!
+//! A read interrupted by a transient failure (time-out, lost connection, a
+//! consumer gone with its server) **resumes** from the message after the last
+//! one it processed, for up to the request timeout after the failure; if it
+//! cannot, the error is the stream's last item. A stream never ends early
+//! without an error, and never repeats or skips an event.
 //!
 //! # Snapshots
 //!
@@ -160,9 +217,10 @@
 //! | [`StoreError::TooLarge`] | an event or snapshot (with headers) exceeds `max_payload`; nothing sent | make it smaller |
 //! | [`StoreError::InvalidInput`] | malformed batch, more than 1000 events, bad configuration | fix the call |
 //! | [`StoreError::SnapshotAhead`] | snapshot beyond the actor's latest event | snapshot a stored version |
-//! | [`StoreError::Codec`] | a stored message is not an Aether envelope | inspect the stream |
+//! | [`StoreError::Corrupt`] | under the strict policy, a foreign message or snapshot (its stream sequence and why) | inspect the stream; permissions |
+//! | [`StoreError::Codec`] | an event or snapshot cannot be encoded | fix the value |
 //! | [`StoreError::Timeout`] | no reply in time; an append may have been stored | retry the same events (idempotent) |
-//! | [`StoreError::Unavailable`] | no connection, no responders, leader election, transient refusals | retry later (idempotent) |
+//! | [`StoreError::Unavailable`] | no connection (also: lost while an append waited for its acknowledgement, or not connected yet at `open`), no responders, leader election, transient refusals | retry later (idempotent) |
 //! | [`StoreError::Unsupported`] | server older than 2.12, no JetStream, atomic publish off | upgrade / reconfigure |
 //! | [`StoreError::Backend`] | anything else; incompatible stream configuration ([`IncompatibleStream`]) | see the source |
 //!
@@ -176,6 +234,7 @@
 //! `aether_appends_total`, `aether_events_appended_total`,
 //! `aether_append_conflicts_total`, `aether_append_errors_total`,
 //! `aether_append_retries_total`, `aether_events_read_total`,
+//! `aether_read_resumes_total`,
 //! `aether_snapshots_saved_total`, `aether_version_cache_hits_total`,
 //! `aether_version_cache_misses_total`. Handles are taken at `open`, so
 //! install a recorder first.
@@ -188,6 +247,7 @@
 //! [`StoreError::Unsupported`]: aether_core::StoreError::Unsupported
 //! [`StoreError::Backend`]: aether_core::StoreError::Backend
 //! [`StoreError::Codec`]: aether_core::StoreError::Codec
+//! [`StoreError::Corrupt`]: aether_core::StoreError::Corrupt
 //! [`StoreError::TooLarge`]: aether_core::StoreError::TooLarge
 //! [`StoreError::VersionConflict`]: aether_core::StoreError::VersionConflict
 //! [`StoreError::InvalidInput`]: aether_core::StoreError::InvalidInput
@@ -204,6 +264,6 @@ mod envelope;
 mod error;
 mod store;
 
-pub use config::{JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
+pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
 pub use error::{ApiError, IncompatibleStream};
 pub use store::{JetStreamEventStore, MAX_BATCH};

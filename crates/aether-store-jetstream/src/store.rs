@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use aether_core::store::{BoxStream, validate_batch};
 use aether_core::{
-    ActorId, ActorSnapshot, Event, EventStore, InvalidInput, Namespace, SnapshotStore, StoreError,
-    Version,
+    ActorId, ActorSnapshot, Event, EventStore, ForeignReason, HistoryGuard, InvalidInput,
+    Namespace, SnapshotStore, StoreError, TrustPolicy, Version, report_foreign,
 };
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -21,12 +21,12 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Tip, VersionCache};
 use crate::config::JetStreamStoreBuilder;
 use crate::envelope::{
-    Encoded, Origin, decode_event, decode_snapshot, encode_event, encode_snapshot, names,
-    read_event_id, read_version,
+    Encoded, Origin, actor_scope, decode_event, decode_snapshot, encode_event, encode_snapshot,
+    names, read_version,
 };
 use crate::error::{
-    ApiError, Refusal, api_error, direct_get_error, publish_error, raw_get_error, request_error,
-    subscribe_error,
+    ApiError, Refusal, api_error, codes, direct_get_error, publish_error, raw_get_error,
+    request_error, subscribe_error,
 };
 
 /// Most events one [`EventStore::append`] may carry: the server's atomic
@@ -35,6 +35,25 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Attempts of one append when the server refuses transiently.
 const MAX_ATTEMPTS: u32 = 8;
+
+/// Messages a tip read steps back over (foreign messages after the latest
+/// valid event) before it reads the whole history instead.
+const WALK_BACK: usize = 16;
+
+/// A random duration in `[max / 2, max]` ("equal jitter"), so writers that
+/// were refused together do not retry together.
+pub(crate) fn jittered(max: Duration) -> Duration {
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    let half = max / 2;
+    let span = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_micros(r % span)
+}
+
+/// The back-off before attempt `attempt` (from 1) after a transient refusal:
+/// 2 ms doubling to at most 256 ms, jittered.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    jittered(Duration::from_millis(2u64 << attempt.clamp(1, 7)))
+}
 
 /// Worst-case bytes the store adds to an event's headers for concurrency
 /// control and batching (expected sequence, batch id, batch sequence, commit).
@@ -114,6 +133,7 @@ pub(crate) struct Metrics {
     snapshots_saved: Counter,
     cache_hits: Counter,
     cache_misses: Counter,
+    read_resumes: Counter,
 }
 
 impl Metrics {
@@ -135,6 +155,7 @@ impl Metrics {
             snapshots_saved: c!("aether_snapshots_saved_total"),
             cache_hits: c!("aether_version_cache_hits_total"),
             cache_misses: c!("aether_version_cache_misses_total"),
+            read_resumes: c!("aether_read_resumes_total"),
         }
     }
 }
@@ -154,6 +175,63 @@ pub(crate) struct Inner {
     /// envelope): the start of a read after the snapshot, verified by the read.
     pub(crate) hints: VersionCache,
     pub(crate) metrics: Metrics,
+    /// What to do with a message on an actor's subject that is not a valid
+    /// part of its history.
+    pub(crate) policy: TrustPolicy,
+    /// Counts the client's connection losses, so a request in flight when
+    /// the connection drops fails at once instead of waiting out its timeout.
+    pub(crate) connection: ConnectionWatch,
+}
+
+/// Watches the client's connection state (async-nats offers no
+/// notification to a library that did not build the client) and counts the
+/// transitions from connected to anything else.
+pub(crate) struct ConnectionWatch {
+    losses: tokio::sync::watch::Receiver<u64>,
+}
+
+/// How often the connection state is sampled: the delay before an append
+/// in flight on a lost connection fails.
+const CONNECTION_POLL: Duration = Duration::from_millis(20);
+
+impl ConnectionWatch {
+    /// Starts the watcher task; it ends when the store (every receiver) is gone.
+    pub(crate) fn spawn(client: Client) -> Self {
+        use async_nats::connection::State;
+        let (tx, losses) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut was_connected = client.connection_state() == State::Connected;
+            let mut tick = tokio::time::interval(CONNECTION_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                if tx.is_closed() {
+                    break;
+                }
+                let connected = client.connection_state() == State::Connected;
+                if was_connected && !connected {
+                    tx.send_modify(|n| *n += 1);
+                }
+                was_connected = connected;
+            }
+        });
+        ConnectionWatch { losses }
+    }
+
+    /// Resolves when the connection is lost after this call (never, if it
+    /// was not connected at the call: a request sent then waits in the
+    /// client's buffer for the reconnect).
+    fn lost(&self, client: &Client) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.losses.clone();
+        rx.mark_unchanged();
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        async move {
+            if connected && rx.changed().await.is_ok() {
+                return;
+            }
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// One stored message as read back.
@@ -299,6 +377,21 @@ impl JetStreamEventStore {
         self.inner.max_payload
     }
 
+    /// The bytes `event` takes against the server's `max_payload` when
+    /// appended: its envelope, its `Nats-Msg-Id` header and the worst case of
+    /// the concurrency and batch headers the store adds. An append refuses an
+    /// event whose size exceeds [`max_payload`](Self::max_payload) with
+    /// [`StoreError::TooLarge`]. The size does not depend on the event's
+    /// timestamp or id (both are stored with a fixed width).
+    ///
+    /// # Errors
+    /// [`StoreError::Codec`] if the event cannot be encoded (a timestamp
+    /// outside the years 0000-9999).
+    pub fn stored_size(event: &Event) -> Result<usize, StoreError> {
+        let enc = encode_event(event, &actor_scope(&event.actor_id))?;
+        Ok(enc.wire_len(CONTROL_HEADERS))
+    }
+
     /// The replicas of the events stream.
     pub fn replicas(&self) -> usize {
         self.inner.events.replicas
@@ -388,46 +481,209 @@ impl Inner {
         )
     }
 
-    /// The actor's latest event (version and sequence) from the server;
-    /// refreshes the cache.
-    async fn tip(
+    /// Decodes `m`, a message on `actor`'s subject, or says why it is foreign.
+    fn judge(&self, actor: &ActorId, m: &RawMsg) -> Result<Event, ForeignReason> {
+        decode_event(
+            m.headers.as_ref(),
+            &m.payload,
+            actor,
+            Origin {
+                stream: &self.events.name,
+                sequence: m.seq,
+            },
+        )
+    }
+
+    /// Reports a foreign message of `actor` at `seq` under the store's policy.
+    fn foreign(&self, actor: &ActorId, seq: u64, reason: ForeignReason) -> Result<(), StoreError> {
+        report_foreign(&self.namespace, actor, seq, reason, self.policy)
+    }
+
+    /// The last message of `subject` before stream sequence `before` (a
+    /// batched direct get of the last message per subject up to a sequence,
+    /// server 2.11+).
+    async fn prev_msg(&self, subject: &str, before: u64) -> Result<Option<RawMsg>, StoreError> {
+        if before <= 1 {
+            return Ok(None);
+        }
+        #[derive(Serialize)]
+        struct LastUpTo<'a> {
+            multi_last: [&'a str; 1],
+            up_to_seq: u64,
+        }
+        let what = || format!("reading {subject} before sequence {before}");
+        let payload = serde_json::to_vec(&LastUpTo {
+            multi_last: [subject],
+            up_to_seq: before - 1,
+        })
+        .map_err(|e| crate::error::backend(what(), e))?;
+        let request = Request::new()
+            .payload(Bytes::from(payload))
+            .timeout(Some(self.timeout));
+        let reply = self
+            .client
+            .send_request(self.direct_get_subject.clone(), request)
+            .await
+            .map_err(|e| request_error(&what(), self.timeout, e))?;
+        if reply.status.is_some() {
+            // 204 end of batch or 404: nothing before it.
+            return Ok(None);
+        }
+        let seq = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(names::NATS_SEQUENCE))
+            .and_then(|v| v.as_str().parse::<u64>().ok());
+        match seq {
+            Some(seq) if seq < before => Ok(Some(RawMsg {
+                seq,
+                headers: reply.headers,
+                payload: reply.payload,
+            })),
+            _ => Err(StoreError::Backend {
+                message: format!("{}: a reply without a valid Nats-Sequence", what()),
+                source: None,
+            }),
+        }
+    }
+
+    /// The actor's latest *valid* event and the last message on its subject
+    /// (the expected sequence of the next append), from the server; refreshes
+    /// the cache.
+    ///
+    /// One direct get when the subject has not changed since the cache was
+    /// filled; otherwise the last message and the one before it, which agree
+    /// for an intact tip. Foreign messages at the tip are stepped over (and
+    /// reported); when the messages before the tip do not settle which one is
+    /// valid, the whole history is read under the trust rule.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] under the strict policy when the tip is
+    /// foreign; transport errors.
+    async fn tip(self: &Arc<Self>, actor: &ActorId, subject: &str) -> Result<Tip, StoreError> {
+        let Some(last) = self.last_msg(&self.events, subject).await? else {
+            return Ok(Tip::EMPTY);
+        };
+        if let Some(t) = self.cache.get(actor)
+            && t.last == last.seq
+        {
+            return Ok(t);
+        }
+        let tip = match self.walk_back(actor, subject, last).await? {
+            Some(tip) => tip,
+            None => self.scan(actor).await?,
+        };
+        self.cache.observe(actor, tip);
+        Ok(tip)
+    }
+
+    /// Steps back from the subject's last message to the latest valid event;
+    /// `None` when the messages do not settle it within [`WALK_BACK`] steps.
+    async fn walk_back(
         &self,
         actor: &ActorId,
         subject: &str,
-    ) -> Result<Option<(Tip, RawMsg)>, StoreError> {
-        let Some(m) = self.last_msg(&self.events, subject).await? else {
-            return Ok(None);
-        };
-        let version = self.event_version(&m)?;
-        let tip = Tip {
-            version: version.get(),
-            seq: m.seq,
-        };
-        self.cache.observe(actor, tip);
-        Ok(Some((tip, m)))
+        last: RawMsg,
+    ) -> Result<Option<Tip>, StoreError> {
+        let last_seq = last.seq;
+        let mut cur = last;
+        let mut judged = self.judge(actor, &cur);
+        let mut steps = 0;
+        loop {
+            let event = match judged {
+                Ok(e) => e,
+                Err(reason) => {
+                    self.foreign(actor, cur.seq, reason)?;
+                    steps += 1;
+                    let Some(p) = self.prev_msg(subject, cur.seq).await? else {
+                        // Nothing valid at all.
+                        return Ok(Some(Tip {
+                            last: last_seq,
+                            ..Tip::EMPTY
+                        }));
+                    };
+                    if steps > WALK_BACK {
+                        return Ok(None);
+                    }
+                    judged = self.judge(actor, &p);
+                    cur = p;
+                    continue;
+                }
+            };
+            // The nearest earlier envelope of this actor (messages that are
+            // not one cannot decide the version).
+            let mut before = cur.seq;
+            let prev = loop {
+                steps += 1;
+                if steps > WALK_BACK {
+                    return Ok(None);
+                }
+                match self.prev_msg(subject, before).await? {
+                    None => break None,
+                    Some(p) => match self.judge(actor, &p) {
+                        Ok(pe) => break Some((p, pe)),
+                        Err(_) => before = p.seq,
+                    },
+                }
+            };
+            let valid = Tip {
+                version: event.version.get(),
+                seq: cur.seq,
+                last: last_seq,
+            };
+            match prev {
+                None if event.version == Version::FIRST => return Ok(Some(valid)),
+                None => return Ok(None),
+                Some((_, pe)) if pe.version.next() == Some(event.version) => {
+                    return Ok(Some(valid));
+                }
+                Some((p, pe)) if event.version <= pe.version => {
+                    // A repeated or backward version after `pe`.
+                    self.foreign(
+                        actor,
+                        cur.seq,
+                        ForeignReason::OutOfOrder {
+                            expected: pe.version.next().unwrap_or(pe.version),
+                            found: event.version,
+                        },
+                    )?;
+                    cur = p;
+                    judged = Ok(pe);
+                }
+                // A gap: which side is foreign takes the whole history.
+                Some(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// The latest valid event by reading the whole history under the trust rule.
+    async fn scan(self: &Arc<Self>, actor: &ActorId) -> Result<Tip, StoreError> {
+        let mut reader = Reader::new(self.clone(), actor.clone(), Version::ZERO);
+        while let Some(item) = Box::pin(reader.next()).await {
+            item?;
+        }
+        Ok(reader.tip().unwrap_or(Tip::EMPTY))
     }
 
     /// A stream sequence at or before the one of version `from` of the actor
-    /// (exactly it when the history is intact), given its tip.
+    /// (exactly it when the history is intact), given its valid tip.
     async fn seek(&self, subject: &str, from: u64, tip: Tip) -> Result<u64, StoreError> {
         if from >= tip.version {
             return Ok(tip.seq);
         }
-        // Version `from` lies at least `tip.version - from` messages before the tip.
+        // Version `from` lies at least `tip.version - from` messages before
+        // the tip's event (more if foreign messages lie between).
         let guess = tip.seq.saturating_sub(tip.version - from).max(1);
         let version_at = |m: &RawMsg| self.event_version(m).ok().map(Version::get);
         let Some(m) = self.next_msg(&self.events, subject, guess).await? else {
             return Ok(1);
         };
-        let Some(v) = version_at(&m) else {
-            return Ok(1);
-        };
-        if v <= from {
-            return Ok(if v == from { m.seq } else { guess });
+        if m.seq == guess && version_at(&m) == Some(from) {
+            return Ok(guess);
         }
         // Binary search over [lo, hi] for the message with version `from`;
         // `lo` only passes messages older than `from`, so it stays a safe start.
-        let (mut lo, mut hi) = (1u64, m.seq.saturating_sub(1));
+        let (mut lo, mut hi) = (1u64, guess);
         while lo <= hi {
             let mid = lo + (hi - lo) / 2;
             let Some(m) = self.next_msg(&self.events, subject, mid).await? else {
@@ -449,31 +705,37 @@ impl Inner {
     }
 
     /// Decides what a refused or pre-empted append means, from the actor's
-    /// tip on the server.
+    /// valid tip on the server.
     async fn resolve(
-        &self,
+        self: &Arc<Self>,
         actor: &ActorId,
         subject: &str,
         expected: Version,
         events: &[Event],
     ) -> Result<Resolution, StoreError> {
-        let tip = self.tip(actor, subject).await?;
-        let latest = tip.as_ref().map_or(0, |(t, _)| t.version);
-        if let (Some(last), Some((t, m))) = (events.last(), &tip) {
+        let mut tip = self.tip(actor, subject).await?;
+        if tip.version < expected.get() {
+            // Behind what the caller read: only consecutive forged
+            // envelopes at the tip can fool the tip read; read it all.
+            tip = self.scan(actor).await?;
+            self.cache.observe(actor, tip);
+        }
+        let latest = tip.version;
+        if let Some(last) = events.last() {
             let want = last.version.get();
             if latest >= want {
-                let origin = |seq| Origin {
-                    stream: &self.events.name,
-                    sequence: seq,
-                };
                 let stored_id = if latest == want {
-                    Some(read_event_id(m.headers.as_ref(), origin(m.seq))?)
+                    self.next_msg(&self.events, subject, tip.seq)
+                        .await?
+                        .filter(|m| m.seq == tip.seq)
+                        .and_then(|m| self.judge(actor, &m).ok())
+                        .map(|e| e.id)
                 } else {
-                    let seq = self.seek(subject, want, *t).await?;
-                    match self.next_msg(&self.events, subject, seq).await? {
-                        Some(m) if self.event_version(&m)?.get() == want => {
-                            Some(read_event_id(m.headers.as_ref(), origin(m.seq))?)
-                        }
+                    // The valid event at `want`, read under the trust rule.
+                    let mut reader = Reader::new(self.clone(), actor.clone(), last.version);
+                    match Box::pin(reader.next()).await {
+                        Some(Ok(e)) if e.version == last.version => Some(e.id),
+                        Some(Err(e)) => return Err(e),
                         _ => None,
                     }
                 };
@@ -484,9 +746,7 @@ impl Inner {
             }
         }
         if latest == expected.get() {
-            return Ok(Resolution::Unchanged(
-                tip.map_or(Tip { version: 0, seq: 0 }, |(t, _)| t),
-            ));
+            return Ok(Resolution::Unchanged(tip));
         }
         Ok(Resolution::Conflict(Version::new(latest)))
     }
@@ -503,11 +763,21 @@ impl Inner {
             .headers(headers)
             .payload(payload)
             .timeout(Some(self.timeout));
-        let reply = self
-            .client
-            .send_request(subject.to_owned(), request)
-            .await
-            .map_err(|e| request_error(&what(), self.timeout, e))?;
+        let lost = self.connection.lost(&self.client);
+        let reply = tokio::select! {
+            reply = self.client.send_request(subject.to_owned(), request) => {
+                reply.map_err(|e| request_error(&what(), self.timeout, e))?
+            }
+            () = lost => {
+                return Err(StoreError::Unavailable {
+                    message: format!(
+                        "{}: the connection was lost while waiting for the acknowledgement (the write may have been stored; retrying the same events is safe)",
+                        what()
+                    ),
+                    source: None,
+                });
+            }
+        };
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
             return Err(StoreError::Unavailable {
                 message: format!("{}: no responders", what()),
@@ -581,7 +851,7 @@ impl Inner {
     }
 
     async fn append_checked(
-        &self,
+        self: &Arc<Self>,
         actor: &ActorId,
         expected: Version,
         events: &[Event],
@@ -595,7 +865,7 @@ impl Inner {
                 self.metrics.cache_hits.increment(1);
                 Some(t)
             }
-            None if expected.is_zero() => Some(Tip { version: 0, seq: 0 }),
+            None if expected.is_zero() => Some(Tip::EMPTY),
             None => {
                 self.metrics.cache_misses.increment(1);
                 None
@@ -614,15 +884,10 @@ impl Inner {
                     Resolution::Unchanged(t) => t,
                 },
             };
-            match self.publish(&subject, msgs, tip.seq).await {
+            match self.publish(&subject, msgs, tip.last).await {
                 Ok(Ok(ack)) if !ack.duplicate => {
-                    self.cache.observe(
-                        actor,
-                        Tip {
-                            version: last_version.get(),
-                            seq: ack.seq,
-                        },
-                    );
+                    self.cache
+                        .observe(actor, Tip::at(last_version.get(), ack.seq));
                     return Ok(last_version);
                 }
                 Ok(Ok(_duplicate)) => {
@@ -633,6 +898,13 @@ impl Inner {
                     tracing::trace!(%actor, error = %e, "append refused; reading back");
                     self.cache.invalidate(actor);
                     known = None;
+                    if e.err_code == codes::WRONG_LAST_SEQUENCE_IN_FLIGHT {
+                        // Another write to the subject is being replicated:
+                        // let it land before reading back, and do not retry in
+                        // step with the other refused writers.
+                        self.metrics.retries.increment(1);
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
                 }
                 Ok(Err(Refusal::Retry(e))) => {
                     self.cache.invalidate(actor);
@@ -642,7 +914,7 @@ impl Inner {
                     }
                     self.metrics.retries.increment(1);
                     tracing::debug!(%actor, error = %e, attempt, "transient refusal; retrying");
-                    tokio::time::sleep(Duration::from_millis(2u64 << attempt.min(6))).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
                 Ok(Err(Refusal::Fatal(e))) => return Err(e),
                 Err(e) => {
@@ -662,10 +934,11 @@ impl Inner {
     }
 
     fn encode_batch(&self, actor: &ActorId, events: &[Event]) -> Result<Vec<Encoded>, StoreError> {
+        let scope = actor_scope(actor);
         events
             .iter()
             .map(|e| {
-                let enc = encode_event(e)?;
+                let enc = encode_event(e, &scope)?;
                 let size = enc.wire_len(CONTROL_HEADERS);
                 if size > self.max_payload {
                     return Err(StoreError::TooLarge {
@@ -705,7 +978,10 @@ impl EventStore for JetStreamEventStore {
         }
         let msgs = inner.encode_batch(actor, &events)?;
         let started = Instant::now();
-        let result = inner.append_checked(actor, expected, &events, &msgs).await;
+        let result = self
+            .inner
+            .append_checked(actor, expected, &events, &msgs)
+            .await;
         inner
             .metrics
             .append_seconds
@@ -744,11 +1020,7 @@ impl EventStore for JetStreamEventStore {
 
     async fn get_latest_version(&self, actor: &ActorId) -> Result<Version, StoreError> {
         let subject = self.inner.events.subject(actor);
-        Ok(self
-            .inner
-            .tip(actor, &subject)
-            .await?
-            .map_or(Version::ZERO, |(t, _)| Version::new(t.version)))
+        Ok(Version::new(self.inner.tip(actor, &subject).await?.version))
     }
 }
 
@@ -770,9 +1042,9 @@ impl SnapshotStore for JetStreamEventStore {
         // A snapshot never claims a version that was not stored. The cache
         // never runs ahead of the server, so a cached version is proof enough.
         let mut tip = inner.cache.get(&actor);
+        let events_subject = inner.events.subject(&actor);
         if snapshot.version.get() > tip.map_or(0, |t| t.version) {
-            let subject = inner.events.subject(&actor);
-            tip = inner.tip(&actor, &subject).await?.map(|(t, _)| t);
+            tip = Some(self.inner.tip(&actor, &events_subject).await?);
             let latest = Version::new(tip.map_or(0, |t| t.version));
             if snapshot.version > latest {
                 return Err(StoreError::SnapshotAhead {
@@ -798,12 +1070,19 @@ impl SnapshotStore for JetStreamEventStore {
                         stream: &inner.snapshots.name,
                         sequence: m.seq,
                     };
-                    // An undecodable stored snapshot is replaced.
+                    // An undecodable stored snapshot is replaced, and so is
+                    // one ahead of the events (foreign).
                     if let Ok(v) = read_version(&m.payload, origin)
                         && v > snapshot.version
                     {
-                        tracing::debug!(%actor, stored = %v, offered = %snapshot.version, "older snapshot ignored");
-                        return Ok(());
+                        let latest = match inner.cache.get(&actor) {
+                            Some(t) if t.version >= v.get() => t.version,
+                            _ => self.inner.tip(&actor, &events_subject).await?.version,
+                        };
+                        if v.get() <= latest {
+                            tracing::debug!(%actor, stored = %v, offered = %snapshot.version, "older snapshot ignored");
+                            return Ok(());
+                        }
                     }
                     m.seq
                 }
@@ -849,15 +1128,41 @@ impl SnapshotStore for JetStreamEventStore {
             stream: &inner.snapshots.name,
             sequence: m.seq,
         };
-        let (snapshot, seq) = decode_snapshot(&m.payload, actor, origin)?;
-        if let Some(seq) = seq {
-            inner.hints.observe(
+        let (snapshot, seq) = match decode_snapshot(&m.payload, actor, origin) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                inner.foreign(
+                    actor,
+                    m.seq,
+                    ForeignReason::SnapshotUndecodable(e.to_string()),
+                )?;
+                return Ok(None);
+            }
+        };
+        // A snapshot never claims a version that was not stored: one ahead
+        // of the latest valid event is foreign and ignored.
+        let latest = match inner.cache.get(actor) {
+            Some(t) if t.version >= snapshot.version.get() => t.version,
+            _ => {
+                let events_subject = inner.events.subject(actor);
+                self.inner.tip(actor, &events_subject).await?.version
+            }
+        };
+        if snapshot.version.get() > latest {
+            inner.foreign(
                 actor,
-                Tip {
-                    version: snapshot.version.get(),
-                    seq,
+                m.seq,
+                ForeignReason::SnapshotAhead {
+                    snapshot: snapshot.version,
+                    latest: Version::new(latest),
                 },
-            );
+            )?;
+            return Ok(None);
+        }
+        if let Some(seq) = seq {
+            inner
+                .hints
+                .observe(actor, Tip::at(snapshot.version.get(), seq));
         }
         Ok(Some(snapshot))
     }
@@ -866,17 +1171,32 @@ impl SnapshotStore for JetStreamEventStore {
 /// Reads an actor's events up to its tip when the read began: short reads
 /// with batched direct gets (`{"seq", "batch", "next_by_subj"}`, server
 /// 2.11+), long ones through an ordered consumer, decoding each message as it
-/// arrives.
+/// arrives and admitting it through the trust rule ([`HistoryGuard`]).
+///
+/// A transient failure mid-read (time-out, lost connection, consumer gone)
+/// resumes from the message after the last one processed, for up to the
+/// request timeout; after that, or on any other error, the error is the
+/// read's last item.
 struct Reader {
     inner: Arc<Inner>,
     actor: ActorId,
     subject: String,
     from: Version,
     phase: Phase,
-    last: Option<Tip>,
+    guard: HistoryGuard,
+    /// The last event admitted (version and sequence).
+    admitted: Option<Tip>,
+    /// The stream sequence of the last message processed (0: none).
+    seen: u64,
+    /// The stream sequence the read continues from.
+    next_seq: u64,
+    /// The sequence the read ends at (the subject's last message when it began).
+    target: Option<u64>,
     read: u64,
     /// Set after a wrong start hint: search instead.
     no_hint: bool,
+    /// Since when the read has been failing transiently.
+    failing_since: Option<Instant>,
 }
 
 impl Drop for Reader {
@@ -890,13 +1210,15 @@ impl Drop for Reader {
 enum Started {
     Empty,
     Direct(Open),
-    Consumer { start: u64, target: u64 },
+    Consumer { start: u64 },
 }
 
 enum Phase {
     Start,
     Open(Open),
     Tail(Box<Tail>),
+    /// Waiting to resume after a transient failure.
+    Resume,
     Done,
 }
 
@@ -905,28 +1227,21 @@ struct Tail {
     /// In a mutex only to make the reader `Sync` (the consumer's stream is
     /// not); it is reached through `get_mut`, never locked.
     messages: std::sync::Mutex<async_nats::jetstream::consumer::pull::Ordered>,
-    /// The sequence the read ends at (the actor's tip when it began or switched).
-    target: u64,
     finished: bool,
 }
 
 struct Open {
     sub: Subscriber,
     inbox: String,
-    next_seq: u64,
-    /// The sequence the read must reach (the actor's tip when the read
-    /// began), so that a replica behind the leader is waited for and a read of
-    /// an actor that keeps being written ends.
-    target: u64,
     in_batch: usize,
-    /// Since when a replica has answered short of `target`.
+    /// Since when a replica has answered short of the target.
     stale_since: Option<Instant>,
     /// The message the read must start with when it starts at a hint.
     verify: Option<Tip>,
 }
 
 enum Step {
-    Item(Result<Event, StoreError>),
+    Item(Event),
     Continue,
     /// Many events remain: read them through an ordered consumer.
     SwitchToConsumer,
@@ -944,86 +1259,144 @@ const CONSUMER_AFTER_BATCHES: u64 = 1;
 impl Reader {
     fn new(inner: Arc<Inner>, actor: ActorId, from: Version) -> Self {
         let subject = inner.events.subject(&actor);
+        let last_valid = Version::new(from.get().max(1) - 1);
+        let guard = HistoryGuard::new(&inner.namespace, &actor, last_valid, inner.policy);
         Reader {
             inner,
             actor,
             subject,
             from,
             phase: Phase::Start,
-            last: None,
+            guard,
+            admitted: None,
+            seen: 0,
+            next_seq: 1,
+            target: None,
             read: 0,
             no_hint: false,
+            failing_since: None,
         }
     }
 
     async fn next(&mut self) -> Option<Result<Event, StoreError>> {
         loop {
-            match std::mem::replace(&mut self.phase, Phase::Done) {
+            let step = match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => {
                     self.finish();
                     return None;
                 }
                 Phase::Start => match self.start().await {
-                    Ok(Started::Direct(open)) => self.phase = Phase::Open(open),
-                    Ok(Started::Consumer { start, target }) => {
-                        match Self::tail(self.inner.clone(), self.subject.clone(), start, target)
-                            .await
-                        {
-                            Ok(tail) => self.phase = Phase::Tail(Box::new(tail)),
-                            Err(e) => return Some(Err(e)),
-                        }
-                    }
-                    Ok(Started::Empty) => return None,
-                    Err(e) => return Some(Err(e)),
-                },
-                Phase::Open(mut open) => match self.step(&mut open).await {
-                    Ok(Step::Item(item)) => {
+                    Ok(Started::Empty) => Ok(Step::Finished),
+                    Ok(Started::Direct(open)) => {
                         self.phase = Phase::Open(open);
-                        return Some(item);
+                        Ok(Step::Continue)
                     }
-                    Ok(Step::Continue) => self.phase = Phase::Open(open),
-                    Ok(Step::Reseek) => {
-                        self.inner.hints.invalidate(&self.actor);
-                        self.no_hint = true;
-                        self.phase = Phase::Start;
-                    }
-                    Ok(Step::SwitchToConsumer) => match Self::tail(
-                        self.inner.clone(),
-                        self.subject.clone(),
-                        open.next_seq,
-                        open.target,
-                    )
-                    .await
+                    Ok(Started::Consumer { start }) => self.switch_to_consumer(start).await,
+                    Err(e) => Err(e),
+                },
+                Phase::Open(mut open) => {
+                    let step = self.step(&mut open).await;
+                    self.phase = Phase::Open(open);
+                    step
+                }
+                Phase::Tail(mut tail) => {
+                    let step = self.tail_step(&mut tail).await;
+                    self.phase = Phase::Tail(tail);
+                    step
+                }
+                Phase::Resume => self.resume().await,
+            };
+            match step {
+                Ok(Step::Item(e)) => {
+                    self.failing_since = None;
+                    return Some(Ok(e));
+                }
+                Ok(Step::Continue) => {}
+                Ok(Step::SwitchToConsumer) => {
+                    if let Err(e) = self.switch_to_consumer(self.next_seq).await
+                        && let Some(e) = self.failed(e)
                     {
-                        Ok(tail) => self.phase = Phase::Tail(Box::new(tail)),
-                        Err(e) => return Some(Err(e)),
-                    },
-                    Ok(Step::Finished) => {
-                        self.finish();
-                        return None;
+                        return Some(Err(e));
                     }
-                    Err(e) => return Some(Err(e)),
-                },
-                Phase::Tail(mut tail) => match self.tail_step(&mut tail).await {
-                    Ok(Step::Item(item)) => {
-                        self.phase = Phase::Tail(tail);
-                        return Some(item);
+                }
+                Ok(Step::Reseek) => {
+                    self.inner.hints.invalidate(&self.actor);
+                    self.no_hint = true;
+                    self.phase = Phase::Start;
+                }
+                Ok(Step::Finished) => {
+                    self.phase = Phase::Done;
+                    self.finish();
+                    return None;
+                }
+                Err(e) => {
+                    if let Some(e) = self.failed(e) {
+                        return Some(Err(e));
                     }
-                    Ok(Step::Continue | Step::SwitchToConsumer | Step::Reseek) => {
-                        self.phase = Phase::Tail(tail);
-                    }
-                    Ok(Step::Finished) => {
-                        self.finish();
-                        return None;
-                    }
-                    Err(e) => return Some(Err(e)),
-                },
+                }
             }
         }
     }
 
+    /// After an error: resume (`None`) while it is transient, the read has
+    /// begun and the failure is younger than the request timeout; otherwise
+    /// end the read with the error.
+    fn failed(&mut self, e: StoreError) -> Option<StoreError> {
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if e.is_transient() && self.target.is_some() && since.elapsed() < self.inner.timeout {
+            tracing::debug!(actor = %self.actor, error = %e, next_seq = self.next_seq, "read interrupted; resuming");
+            self.phase = Phase::Resume;
+            return None;
+        }
+        self.phase = Phase::Done;
+        self.finish();
+        Some(e)
+    }
+
+    /// Opens the read again at the message after the last one processed.
+    async fn resume(&mut self) -> Result<Step, StoreError> {
+        tokio::time::sleep(jittered(Duration::from_millis(200))).await;
+        self.inner.metrics.read_resumes.increment(1);
+        let Some(target) = self.target else {
+            self.phase = Phase::Start;
+            return Ok(Step::Continue);
+        };
+        if self.next_seq > target {
+            return Ok(Step::Finished);
+        }
+        let remaining = target - self.next_seq + 1;
+        if remaining > CONSUMER_AFTER_BATCHES * self.inner.read_batch as u64 {
+            return self.switch_to_consumer(self.next_seq).await;
+        }
+        let open = self.open_direct(self.next_seq, None).await?;
+        self.phase = Phase::Open(open);
+        Ok(Step::Continue)
+    }
+
+    async fn switch_to_consumer(&mut self, start: u64) -> Result<Step, StoreError> {
+        let tail = Self::tail(self.inner.clone(), self.subject.clone(), start).await?;
+        self.phase = Phase::Tail(Box::new(tail));
+        Ok(Step::Continue)
+    }
+
+    /// The tip this read saw: the last admitted event and the last message
+    /// processed (`None` when that says nothing).
+    fn tip(&self) -> Option<Tip> {
+        match self.admitted {
+            Some(t) => Some(Tip {
+                last: self.seen.max(t.seq),
+                ..t
+            }),
+            None if self.from.get() <= 1 && self.seen > 0 => Some(Tip {
+                last: self.seen,
+                ..Tip::EMPTY
+            }),
+            None => None,
+        }
+    }
+
     fn finish(&mut self) {
-        if let Some(t) = self.last.take() {
+        if let Some(t) = self.tip() {
             self.inner.cache.observe(&self.actor, t);
         }
         if self.read > 0 {
@@ -1034,46 +1407,50 @@ impl Reader {
 
     /// Reads the actor's tip and decides where and how the read starts.
     async fn start(&mut self) -> Result<Started, StoreError> {
-        let inner = &*self.inner;
+        let inner = self.inner.clone();
         let from = self.from.get().max(1);
         let Some(last) = inner.last_msg(&inner.events, &self.subject).await? else {
             return Ok(Started::Empty);
         };
+        self.target = Some(last.seq);
         let threshold = CONSUMER_AFTER_BATCHES * inner.read_batch as u64;
-        let (start, remaining, verify) = match inner.event_version(&last) {
-            Ok(v) => {
-                let tip = Tip {
-                    version: v.get(),
-                    seq: last.seq,
-                };
-                inner.cache.observe(&self.actor, tip);
-                if from > tip.version {
-                    return Ok(Started::Empty);
-                }
-                let remaining = tip.version - from + 1;
-                // A short read right after a snapshot that recorded where its
-                // event is: start there, and check that the first message is
-                // that event (else search after all).
-                let hint = inner
-                    .hints
-                    .get(&self.actor)
-                    .filter(|h| !self.no_hint && h.version + 1 == from && h.seq < tip.seq);
-                match hint {
-                    _ if from == 1 => (1, remaining, None),
-                    Some(h) if remaining <= threshold => (h.seq, remaining, Some(h)),
-                    _ => (inner.seek(&self.subject, from, tip).await?, remaining, None),
-                }
+        let (start, remaining, verify) = if from == 1 {
+            // The whole history; the last message's version (if it has one)
+            // only chooses how to read it.
+            let estimate = inner.event_version(&last).map_or(0, Version::get);
+            (1, estimate, None)
+        } else {
+            let tip = match inner.cache.get(&self.actor) {
+                Some(t) if t.last == last.seq => t,
+                _ => Box::pin(inner.tip(&self.actor, &self.subject)).await?,
+            };
+            self.target = Some(tip.last.max(last.seq));
+            if from > tip.version {
+                return Ok(Started::Empty);
             }
-            // A foreign last message: read everything up to it (skipping
-            // versions before `from`); it becomes a Codec item at the end.
-            Err(_) => (1, 0, None),
+            let remaining = tip.version - from + 1;
+            // A short read right after a snapshot that recorded where its
+            // event is: start there, and check that the first message is
+            // that event (else search after all).
+            let hint = inner
+                .hints
+                .get(&self.actor)
+                .filter(|h| !self.no_hint && h.version + 1 == from && h.seq < tip.seq);
+            match hint {
+                Some(h) if remaining <= threshold => (h.seq, remaining, Some(h)),
+                _ => (inner.seek(&self.subject, from, tip).await?, remaining, None),
+            }
         };
+        self.next_seq = start;
         if remaining > threshold {
-            return Ok(Started::Consumer {
-                start,
-                target: last.seq,
-            });
+            return Ok(Started::Consumer { start });
         }
+        Ok(Started::Direct(self.open_direct(start, verify).await?))
+    }
+
+    /// Subscribes to a fresh inbox and asks for the first batch from `start`.
+    async fn open_direct(&mut self, start: u64, verify: Option<Tip>) -> Result<Open, StoreError> {
+        let inner = &*self.inner;
         let inbox = inner.client.new_inbox();
         let sub = inner
             .client
@@ -1083,21 +1460,20 @@ impl Reader {
         let mut open = Open {
             sub,
             inbox,
-            next_seq: start,
-            target: last.seq,
             in_batch: 0,
             stale_since: None,
             verify,
         };
+        self.next_seq = start;
         self.request(&mut open).await?;
-        Ok(Started::Direct(open))
+        Ok(open)
     }
 
     async fn request(&self, open: &mut Open) -> Result<(), StoreError> {
         let inner = &*self.inner;
         let payload = Bytes::from(
             serde_json::to_vec(&DirectBatchRequest {
-                seq: open.next_seq,
+                seq: self.next_seq,
                 batch: inner.read_batch,
                 next_by_subj: &self.subject,
             })
@@ -1117,12 +1493,7 @@ impl Reader {
 
     /// Opens an ordered consumer on the actor's subject from `start` (a free
     /// function of the inner store, so the reader need not be `Sync`).
-    async fn tail(
-        inner: Arc<Inner>,
-        subject: String,
-        start: u64,
-        target: u64,
-    ) -> Result<Tail, StoreError> {
+    async fn tail(inner: Arc<Inner>, subject: String, start: u64) -> Result<Tail, StoreError> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
         let what = format!("reading {subject} through an ordered consumer");
         let consumer = inner
@@ -1143,7 +1514,6 @@ impl Reader {
             .map_err(|e| StoreError::unavailable(what, e))?;
         Ok(Tail {
             messages: std::sync::Mutex::new(messages),
-            target,
             finished: false,
         })
     }
@@ -1194,48 +1564,56 @@ impl Reader {
                 });
             }
         };
-        tail.finished = seq >= tail.target;
+        if seq < self.next_seq {
+            // Redelivered after the consumer was recreated.
+            return Ok(Step::Continue);
+        }
+        let target = self.target.unwrap_or(seq);
+        tail.finished = seq >= target;
         let origin = Origin {
             stream: &self.inner.events.name,
             sequence: seq,
         };
         let msg = msg.message;
-        Ok(self.decoded(
-            decode_event(msg.headers.as_ref(), &msg.payload, &self.actor, origin),
-            seq,
-            tail.finished,
-        ))
+        let event = decode_event(msg.headers.as_ref(), &msg.payload, &self.actor, origin);
+        self.decoded(event, seq, tail.finished)
     }
 
-    /// Turns a decoded message into a step, skipping versions before `from`.
+    /// Judges a decoded message through the trust rule; versions before
+    /// `from` (of a read that starts past the first event) are passed over.
     fn decoded(
         &mut self,
-        event: Result<Event, aether_core::CodecError>,
+        event: Result<Event, ForeignReason>,
         seq: u64,
         last: bool,
-    ) -> Step {
-        match event {
-            Ok(e) if e.version < self.from => {
-                if last {
-                    Step::Finished
-                } else {
-                    Step::Continue
-                }
+    ) -> Result<Step, StoreError> {
+        self.next_seq = seq + 1;
+        let skip = if last { Step::Finished } else { Step::Continue };
+        let step = match event {
+            Ok(e) if self.admitted.is_none() && self.from.get() > 1 && e.version < self.from => {
+                skip
             }
             Ok(e) => {
-                self.last = Some(Tip {
-                    version: e.version.get(),
-                    seq,
-                });
-                self.read += 1;
-                Step::Item(Ok(e))
+                if self.guard.admit(seq, &e)? {
+                    self.admitted = Some(Tip::at(e.version.get(), seq));
+                    self.read += 1;
+                    Step::Item(e)
+                } else {
+                    skip
+                }
             }
-            Err(e) => Step::Item(Err(e.into())),
-        }
+            Err(reason) => {
+                self.guard.reject(seq, reason)?;
+                skip
+            }
+        };
+        self.seen = seq;
+        Ok(step)
     }
 
     async fn step(&mut self, open: &mut Open) -> Result<Step, StoreError> {
         let timeout = self.inner.timeout;
+        let target = self.target.unwrap_or(0);
         let msg = match tokio::time::timeout(timeout, open.sub.next()).await {
             Err(_) => {
                 return Err(StoreError::Timeout(format!(
@@ -1269,13 +1647,17 @@ impl Reader {
                         source: None,
                     });
                 };
-                open.next_seq = seq + 1;
                 open.in_batch += 1;
+                if seq < self.next_seq {
+                    // A reply to a request made before a resume.
+                    return Ok(Step::Continue);
+                }
                 let origin = Origin {
                     stream: &self.inner.events.name,
                     sequence: seq,
                 };
                 if let Some(hint) = open.verify.take() {
+                    self.next_seq = seq + 1;
                     let found = read_version(&msg.payload, origin).ok().map(Version::get);
                     return Ok(if seq == hint.seq && found == Some(hint.version) {
                         Step::Continue
@@ -1285,7 +1667,7 @@ impl Reader {
                     });
                 }
                 let event = decode_event(msg.headers.as_ref(), &msg.payload, &self.actor, origin);
-                Ok(self.decoded(event, seq, false))
+                self.decoded(event, seq, false)
             }
             Some(status) if status.as_u16() == 204 || status == StatusCode::NOT_FOUND => {
                 let pending = msg
@@ -1293,13 +1675,12 @@ impl Reader {
                     .as_ref()
                     .and_then(|h| h.get("Nats-Num-Pending"))
                     .and_then(|v| v.as_str().parse::<u64>().ok());
-                if open.next_seq > open.target {
+                if self.next_seq > target {
                     return Ok(Step::Finished);
                 }
                 // More than the estimate remains (the history has holes the
                 // estimate did not see): stream the rest.
-                let remaining =
-                    pending.unwrap_or_else(|| open.target.saturating_sub(open.next_seq) + 1);
+                let remaining = pending.unwrap_or_else(|| target.saturating_sub(self.next_seq) + 1);
                 if remaining > CONSUMER_AFTER_BATCHES * self.inner.read_batch as u64 {
                     return Ok(Step::SwitchToConsumer);
                 }
@@ -1308,8 +1689,8 @@ impl Reader {
                     let since = *open.stale_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > timeout {
                         return Err(StoreError::Timeout(format!(
-                            "reading {}: replicas did not reach sequence {} within {timeout:?}",
-                            self.subject, open.target
+                            "reading {}: replicas did not reach sequence {target} within {timeout:?}",
+                            self.subject
                         )));
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;

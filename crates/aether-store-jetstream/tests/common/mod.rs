@@ -11,12 +11,17 @@
     reason = "each test binary uses a different subset"
 )]
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
+use aether_core::testkit::conformance::sized_event;
 use aether_core::testkit::{ForeignRecord, StoreFactory};
-use aether_core::{ActorId, Namespace, TrustPolicy};
+use aether_core::{ActorId, ActorSnapshot, Event, Namespace, TrustPolicy};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsCluster, NatsServer, connect};
+use async_nats::HeaderMap;
+use serde::{Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
 static SERVER: Mutex<Weak<NatsServer>> = Mutex::const_new(Weak::new());
@@ -81,6 +86,78 @@ impl JetStreamFactory {
     }
 }
 
+/// Serializes bytes as MessagePack `bin`.
+struct Bin<'a>(&'a [u8]);
+
+impl Serialize for Bin<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// The documented event envelope, written independently of the store (as
+/// another program would): `{aether, type, actor, version, ts, data}`.
+pub fn forged_envelope(e: &Event) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        aether: u8,
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        actor: &'a str,
+        version: u64,
+        ts: String,
+        meta: BTreeMap<String, String>,
+        data: Bin<'a>,
+    }
+    rmp_serde::to_vec_named(&Envelope {
+        aether: 1,
+        event_type: &e.event_type,
+        actor: e.actor_id.as_str(),
+        version: e.version.get(),
+        ts: e.timestamp.format(&Rfc3339).expect("timestamp"),
+        meta: e.metadata.custom.clone(),
+        data: Bin(&e.data),
+    })
+    .expect("encode a forged envelope")
+}
+
+/// The documented snapshot envelope `{aether, version, ts, schema, state}`.
+pub fn forged_snapshot(s: &ActorSnapshot) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        aether: u8,
+        version: u64,
+        ts: String,
+        schema: u32,
+        state: Bin<'a>,
+    }
+    rmp_serde::to_vec_named(&Envelope {
+        aether: 1,
+        version: s.version.get(),
+        ts: s.timestamp.format(&Rfc3339).expect("timestamp"),
+        schema: s.schema_version,
+        state: Bin(&s.state),
+    })
+    .expect("encode a forged snapshot")
+}
+
+/// Publishes `payload` (with `headers`) on `subject` with a plain JetStream
+/// publish, bypassing the store, and waits for the acknowledgement.
+pub async fn raw_publish(
+    client: &async_nats::Client,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish_with_headers(subject.clone(), headers, payload.into())
+        .await
+        .unwrap_or_else(|e| panic!("raw publish to {subject}: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("raw publish to {subject}: no ack: {e}"))
+        .sequence
+}
+
 impl StoreFactory for JetStreamFactory {
     type Store = JetStreamEventStore;
 
@@ -89,28 +166,74 @@ impl StoreFactory for JetStreamFactory {
         namespace: Namespace,
         policy: TrustPolicy,
     ) -> JetStreamEventStore {
-        // The store does not take a trust policy yet; the strict rules fail
-        // until it does.
-        let _ = policy;
         JetStreamEventStore::builder(self.client.clone())
             .namespace(namespace)
             .replicas(self.replicas)
+            .trust_policy(policy)
             .open()
             .await
             .expect("open the JetStream store")
     }
 
+    /// Raw JetStream publishes on the actor's subject (or its snapshot
+    /// subject), as any client allowed to publish there could.
     async fn inject_foreign(
         &self,
         store: &JetStreamEventStore,
         actor: &ActorId,
         record: ForeignRecord,
     ) {
-        let _ = (store, actor, record);
-        panic!("inject_foreign is not implemented for the JetStream store yet");
+        match record {
+            ForeignRecord::Garbage(bytes) => {
+                raw_publish(
+                    &self.client,
+                    store.event_subject(actor),
+                    HeaderMap::new(),
+                    bytes,
+                )
+                .await;
+            }
+            ForeignRecord::Forged(e) => {
+                let mut h = HeaderMap::new();
+                h.insert("Nats-Msg-Id", e.id.to_string().as_str());
+                raw_publish(
+                    &self.client,
+                    store.event_subject(actor),
+                    h,
+                    forged_envelope(&e),
+                )
+                .await;
+            }
+            ForeignRecord::SnapshotAhead(s) => {
+                raw_publish(
+                    &self.client,
+                    store.snapshot_subject(actor),
+                    HeaderMap::new(),
+                    forged_snapshot(&s),
+                )
+                .await;
+            }
+            other => panic!("no way to inject {other:?} on JetStream"),
+        }
     }
 
+    /// The largest payload of `sized_event` whose stored size (envelope and
+    /// headers) fits the server's `max_payload`.
     fn max_event_size(&self) -> usize {
-        self.client.server_info().max_payload
+        let max = self.client.server_info().max_payload;
+        let fits = |len: usize| {
+            JetStreamEventStore::stored_size(&sized_event(1, len)).expect("size of an event") <= max
+        };
+        let (mut lo, mut hi) = (0usize, max);
+        assert!(fits(lo), "an empty event must fit max_payload {max}");
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
     }
 }
