@@ -763,6 +763,13 @@ impl Inner {
             .headers(headers)
             .payload(payload)
             .timeout(Some(self.timeout));
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            // Known lost: fail now, before anything is sent.
+            return Err(StoreError::Unavailable {
+                message: format!("{}: not connected to NATS (nothing was sent)", what()),
+                source: None,
+            });
+        }
         let lost = self.connection.lost(&self.client);
         let reply = tokio::select! {
             reply = self.client.send_request(subject.to_owned(), request) => {

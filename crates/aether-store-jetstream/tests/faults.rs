@@ -220,6 +220,9 @@ async fn connection_cut_mid_append_retry_succeeds_without_duplicate() {
         .await
         .expect("open observer");
     let actor = ActorId::new("cut-actor").unwrap();
+    let raw_client = connect(&server.url()).await;
+    let subject = store.event_subject(&actor);
+    let raw = || common::raw_messages(&raw_client, store.events_stream_name(), &subject);
     let errors = Arc::new(AtomicUsize::new(0));
     let mut acked = Vec::new();
     let mut v = 0u64;
@@ -237,24 +240,41 @@ async fn connection_cut_mid_append_retry_succeeds_without_duplicate() {
                 tokio::task::yield_now().await;
             }
         } else {
-            // Cut as soon as the server has stored the events, racing the
-            // acknowledgement on its way back.
-            while !first.is_finished()
-                && observer.get_latest_version(&actor).await.unwrap().get() < v + len
-            {}
+            // Cut as soon as the server has stored the events (or the append
+            // has returned), racing the acknowledgement on its way back.
+            wait_until(
+                Duration::from_secs(10),
+                format!("round {round}: the append is stored or returns"),
+                async || {
+                    first.is_finished()
+                        || observer.get_latest_version(&actor).await.unwrap().get() >= v + len
+                },
+            )
+            .await;
         }
         proxy.cut().await;
         let first = first.await.expect("append task");
         proxy.restore();
+        // What an independent reader finds before the retry.
+        let before = raw().await;
+        let stored_now = before.len() as u64 == v + len;
         match &first {
-            Ok(nv) => assert_eq!(nv.get(), v + len),
+            Ok(nv) => {
+                assert_eq!(nv.get(), v + len);
+                assert!(stored_now, "round {round}: acknowledged but not stored");
+            }
             Err(e) => {
                 assert!(
                     e.is_transient(),
                     "round {round}: a cut connection must be a transient error, got {e:?}"
                 );
                 interrupted += 1;
-                if observer.get_latest_version(&actor).await.unwrap().get() == v + len {
+                assert!(
+                    stored_now || before.len() as u64 == v,
+                    "round {round}: an interrupted append is stored whole or not at all ({} messages, {v} before)",
+                    before.len()
+                );
+                if stored_now {
                     stored_but_unacknowledged += 1;
                 }
             }
@@ -271,6 +291,19 @@ async fn connection_cut_mid_append_retry_succeeds_without_duplicate() {
         )
         .await;
         assert_eq!(nv.get(), v + len, "round {round}");
+        // Independently: exactly this round's events were added, once each,
+        // whether the first try had landed (the retry stored nothing) or not.
+        let after = raw().await;
+        assert_eq!(after.len() as u64, v + len, "round {round}: stored twice?");
+        let added: Vec<(Option<u64>, Option<String>)> = after[v as usize..]
+            .iter()
+            .map(|m| (m.version, m.event_id().map(str::to_owned)))
+            .collect();
+        let want: Vec<(Option<u64>, Option<String>)> = events
+            .iter()
+            .map(|e| (Some(e.version.get()), Some(e.id.to_string())))
+            .collect();
+        assert_eq!(added, want, "round {round}");
         acked.extend(events.iter().map(|e| (e.version.get(), e.id)));
         v = nv.get();
     }

@@ -17,7 +17,7 @@ use aether_testkit_nats::connect;
 use async_nats::HeaderMap;
 use futures::StreamExt;
 
-use common::{forged_envelope, raw_publish};
+use common::{forged_envelope, raw_messages, raw_publish};
 
 async fn open(
     client: &async_nats::Client,
@@ -30,32 +30,6 @@ async fn open(
         .open()
         .await
         .expect("open")
-}
-
-/// Every message on `subject`, in stream order, read with plain direct gets:
-/// `(sequence, Nats-Msg-Id, payload)`.
-async fn raw_messages(
-    client: &async_nats::Client,
-    stream: &str,
-    subject: &str,
-) -> Vec<(u64, Option<String>, Vec<u8>)> {
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream(stream).await.expect("stream");
-    let mut out = Vec::new();
-    let mut seq = 1;
-    loop {
-        match stream.direct_get_next_for_subject(subject, Some(seq)).await {
-            Ok(m) => {
-                seq = m.sequence + 1;
-                let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned());
-                out.push((m.sequence, id, m.payload.to_vec()));
-            }
-            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
-                return out;
-            }
-            Err(e) => panic!("raw read of {subject}: {e}"),
-        }
-    }
 }
 
 fn ids(events: &[Event]) -> Vec<(u64, EventId)> {
@@ -192,7 +166,7 @@ async fn foreign_messages_at_the_tip_are_skipped_and_the_actor_keeps_working() {
     assert_eq!(raw.len(), 6);
     for (i, e) in [(0, &all[0]), (1, &all[1]), (5, &all[2])] {
         let id = raw[i]
-            .1
+            .msg_id
             .as_deref()
             .expect("an Aether event has a message id");
         assert!(id.starts_with(&format!("{}.", e.id)), "{id}");

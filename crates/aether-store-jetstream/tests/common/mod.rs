@@ -237,3 +237,59 @@ impl StoreFactory for JetStreamFactory {
         lo
     }
 }
+
+/// One message of an actor's subject as an independent raw reader sees it.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub seq: u64,
+    /// The `Nats-Msg-Id` header.
+    pub msg_id: Option<String>,
+    /// The envelope's `version`, if the payload is an envelope.
+    pub version: Option<u64>,
+    pub payload: Vec<u8>,
+}
+
+impl RawMessage {
+    /// The event id part of the message id (`<event id>.<actor scope>`).
+    pub fn event_id(&self) -> Option<&str> {
+        self.msg_id
+            .as_deref()
+            .map(|id| id.split_once('.').map_or(id, |(id, _)| id))
+    }
+}
+
+/// Every message on `subject` of `stream`, in stream order, read with plain
+/// async-nats direct gets (not through the store under test).
+pub async fn raw_messages(
+    client: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+) -> Vec<RawMessage> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: u64,
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream(stream).await.expect("stream");
+    let mut out = Vec::new();
+    let mut seq = 1;
+    loop {
+        match stream.direct_get_next_for_subject(subject, Some(seq)).await {
+            Ok(m) => {
+                seq = m.sequence + 1;
+                out.push(RawMessage {
+                    seq: m.sequence,
+                    msg_id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
+                    version: rmp_serde::from_slice::<Version>(&m.payload)
+                        .ok()
+                        .map(|v| v.version),
+                    payload: m.payload.to_vec(),
+                });
+            }
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+                return out;
+            }
+            Err(e) => panic!("raw read of {subject}: {e}"),
+        }
+    }
+}
