@@ -246,6 +246,8 @@ pub struct RawMessage {
     pub msg_id: Option<String>,
     /// The envelope's `version`, if the payload is an envelope.
     pub version: Option<u64>,
+    /// The envelope's causation id (`cause`), if any.
+    pub cause: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -268,6 +270,8 @@ pub async fn raw_messages(
     #[derive(serde::Deserialize)]
     struct Version {
         version: u64,
+        #[serde(default)]
+        cause: Option<String>,
     }
     let js = async_nats::jetstream::new(client.clone());
     let stream = js.get_stream(stream).await.expect("stream");
@@ -277,12 +281,12 @@ pub async fn raw_messages(
         match stream.direct_get_next_for_subject(subject, Some(seq)).await {
             Ok(m) => {
                 seq = m.sequence + 1;
+                let envelope = rmp_serde::from_slice::<Version>(&m.payload).ok();
                 out.push(RawMessage {
                     seq: m.sequence,
                     msg_id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
-                    version: rmp_serde::from_slice::<Version>(&m.payload)
-                        .ok()
-                        .map(|v| v.version),
+                    version: envelope.as_ref().map(|v| v.version),
+                    cause: envelope.and_then(|v| v.cause),
                     payload: m.payload.to_vec(),
                 });
             }
