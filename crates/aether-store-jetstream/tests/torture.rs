@@ -25,13 +25,16 @@ struct Issued {
     len: u32,
 }
 
+/// An acknowledged command: its actor, first version, id and event ids.
+type Acked = (ActorId, u64, CommandId, Vec<EventId>);
+
 /// What the writers share with the test.
 #[derive(Default)]
 struct Ledger {
     /// Every command ever attempted (acknowledged or not).
     issued: Mutex<HashMap<CommandId, Issued>>,
     /// Acknowledged commands: (actor, first version, event ids).
-    acked: Mutex<Vec<(ActorId, u64, CommandId, Vec<EventId>)>>,
+    acked: Mutex<Vec<Acked>>,
     acked_count: AtomicUsize,
     transient_errors: AtomicUsize,
     conflicts: AtomicUsize,
