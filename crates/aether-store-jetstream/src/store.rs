@@ -1368,6 +1368,12 @@ impl Reader {
             self.phase = Phase::Start;
             return Ok(Step::Continue);
         };
+        if self.admitted.is_none() && (self.seen == 0 || self.from.get() > 1) {
+            // Nothing of the requested range read yet (the start position
+            // may be unsettled, e.g. after a wrong hint): start over.
+            self.phase = Phase::Start;
+            return Ok(Step::Continue);
+        }
         if self.next_seq > target {
             return Ok(Step::Finished);
         }
