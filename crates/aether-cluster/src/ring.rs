@@ -84,3 +84,76 @@ impl ConsistentHashRing {
             .map(|(_, n)| n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(i: usize) -> NodeId {
+        NodeId::new(format!("node-{i}")).unwrap()
+    }
+
+    fn keys() -> impl Iterator<Item = Vec<u8>> {
+        (0..2000u32).map(|k| format!("key-{k}").into_bytes())
+    }
+
+    #[test]
+    fn empty_ring_has_no_owner() {
+        let ring = ConsistentHashRing::new(16);
+        assert!(ring.is_empty());
+        assert_eq!(ring.node_for(b"x"), None);
+        assert_eq!(ConsistentHashRing::new(0).vnodes(), 1);
+    }
+
+    #[test]
+    fn one_node_owns_everything_and_add_is_idempotent() {
+        let mut ring = ConsistentHashRing::new(8);
+        ring.add(node(1));
+        ring.add(node(1));
+        assert_eq!(ring.len(), 1);
+        assert!(keys().all(|k| ring.node_for(&k) == Some(&node(1))));
+        assert!(ring.remove(&node(1)));
+        assert!(!ring.remove(&node(1)));
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn insertion_order_does_not_matter() {
+        let mut a = ConsistentHashRing::new(32);
+        let mut b = ConsistentHashRing::new(32);
+        for i in 0..6 {
+            a.add(node(i));
+            b.add(node(5 - i));
+        }
+        assert_eq!(a, b);
+        assert!(keys().all(|k| a.node_for(&k) == b.node_for(&k)));
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_its_keys_and_adding_moves_only_to_it() {
+        let mut ring = ConsistentHashRing::new(64);
+        for i in 0..5 {
+            ring.add(node(i));
+        }
+        let before: Vec<NodeId> = keys().map(|k| ring.node_for(&k).unwrap().clone()).collect();
+        let mut smaller = ring.clone();
+        assert!(smaller.remove(&node(2)));
+        let mut bigger = ring.clone();
+        bigger.add(node(9));
+        let mut lost = 0;
+        for (k, owner) in keys().zip(&before) {
+            let after = smaller.node_for(&k).unwrap();
+            if *owner == node(2) {
+                lost += 1;
+                assert_ne!(after, &node(2));
+            } else {
+                assert_eq!(after, owner);
+            }
+            let joined = bigger.node_for(&k).unwrap();
+            assert!(joined == owner || *joined == node(9));
+        }
+        assert!(lost > 0);
+        assert_eq!(smaller.len(), 4);
+        assert!(smaller.contains(&node(1)) && !smaller.contains(&node(2)));
+    }
+}
