@@ -46,8 +46,10 @@ pub mod ring;
 pub mod shard_map;
 pub mod types;
 
+pub use coordinator::{HandoffRequest, LeaderAction};
 pub use error::{ClusterError, Result};
 pub use hash::{shard_of, stable_hash};
+pub use manager::{ClusterManager, ClusterManagerBuilder};
 pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;
 pub use shard_map::{Move, ShardChange, ShardMap};
