@@ -359,19 +359,23 @@ impl Leading {
         let tick =
             (self.handoff_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
         loop {
-            let mut membership_changed = false;
+            let mut burst = false;
             tokio::select! {
                 changed = self.view.changed() => {
                     if changed.is_err() { return }
-                    membership_changed = true;
+                    burst = true;
                 }
                 changed = self.lease.changed() => if changed.is_err() { return },
-                changed = map_rx.changed() => if changed.is_err() { return },
+                changed = map_rx.changed() => {
+                    if changed.is_err() { return }
+                    burst = true;
+                }
                 () = tokio::time::sleep(tick) => {}
                 () = stopped(&mut shutdown) => return,
             }
-            // Debounce: let a burst of joins and leaves settle into one map.
-            if membership_changed && sleep_or_stop(self.debounce, &mut shutdown).await {
+            // Debounce: let a burst of joins and leaves, or of handoff
+            // acknowledgements, settle into one map.
+            if burst && sleep_or_stop(self.debounce, &mut shutdown).await {
                 return;
             }
             self.view.borrow_and_update();
