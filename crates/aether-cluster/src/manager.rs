@@ -447,8 +447,9 @@ struct Single {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // No goodbye: abort every task before the shutdown sender goes (a task that
+        // saw it would release the lease or stop heartbeats gracefully).
         if let Some(nats) = &self.nats {
-            let _ = nats.shutdown.send(true);
             for slot in [&nats.heartbeat, &nats.campaign] {
                 if let Ok(mut slot) = slot.lock()
                     && let Some(task) = slot.take()

@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_cluster::{ClusterError, ClusterEvent, ClusterManager, ShardId, ShardMap};
+use aether_cluster::{
+    ClusterError, ClusterEvent, ClusterManager, HandoffRequest, ShardId, ShardMap,
+};
 use aether_testkit_nats::{NatsServer, unique_name, wait_until};
 use common::*;
 
@@ -247,4 +250,119 @@ async fn embedded_single_node_owns_every_shard() {
     assert_eq!((map.term, map.epoch, map.shard_count), (1, 1, 1024));
     node.shutdown().await.expect("nothing to leave");
     let _ = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_map_format_is_refused_at_join() {
+    #[derive(serde::Serialize)]
+    struct Future {
+        format: u32,
+    }
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let cluster = unique_name("format");
+    let a = start(&url, &cluster, "a").await;
+    wait_until(SOON, "a writes the map", async || a.shard_map().is_some()).await;
+    a.shutdown().await.expect("leave");
+    let js = async_nats::jetstream::new(client(&url).await);
+    let token = aether_core::name::encode_token(&cluster);
+    let maps = js
+        .get_key_value(format!("AETHER_CLUSTER_{token}_MAP"))
+        .await
+        .unwrap();
+    let newer = rmp_serde::to_vec_named(&Future {
+        format: ShardMap::FORMAT + 1,
+    })
+    .unwrap();
+    maps.put("map", newer.into()).await.unwrap();
+    match builder(client(&url).await, &cluster, "b").start().await {
+        Err(ClusterError::IncompatibleFormat { found, supported }) => {
+            assert_eq!((found, supported), (ShardMap::FORMAT + 1, ShardMap::FORMAT));
+        }
+        other => panic!("expected IncompatibleFormat, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_waits_for_the_release_and_times_out_on_a_silent_owner() {
+    let counters = Counters::global();
+    let timeout = Duration::from_millis(1500);
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let cluster = unique_name("handoff");
+    let requests: Arc<Mutex<Vec<HandoffRequest>>> = Arc::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let a = {
+        let (requests, gate) = (Arc::clone(&requests), Arc::clone(&gate));
+        builder(client(&url).await, &cluster, "a")
+            .handoff_timeout(timeout)
+            .handoff_handler(move |request| {
+                requests.lock().unwrap().push(request);
+                let gate = Arc::clone(&gate);
+                async move {
+                    // Held until the test lets one release finish.
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
+                }
+            })
+            .start()
+            .await
+            .expect("a starts")
+    };
+    wait_converged(&[&a], SOON, "a alone").await;
+
+    // b joins: half of a's shards are marked moving, and stay a's while a drains.
+    let b = builder(client(&url).await, &cluster, "b")
+        .handoff_timeout(timeout)
+        .start()
+        .await
+        .expect("b starts");
+    let marked = a
+        .wait_for_map(|map| !map.moving.is_empty())
+        .await
+        .expect("a map with moves");
+    let moving = marked.moving.len();
+    wait_until(
+        SOON,
+        "a is asked to release every moving shard",
+        async || requests.lock().unwrap().len() == moving,
+    )
+    .await;
+    for request in requests.lock().unwrap().iter() {
+        assert_eq!(&request.to, b.node_id());
+        assert!(marked.moving.contains_key(&request.shard.get()));
+        assert!(request.epoch >= marked.epoch);
+    }
+    assert!(
+        b.owned_shards().is_empty(),
+        "b owns shards before a released them"
+    );
+    assert_eq!(a.moving_shards().len(), moving);
+    // a drains: every shard lands on b well before the timeout.
+    let released = Instant::now();
+    gate.add_permits(moving);
+    wait_converged(&[&a, &b], SOON, "a and b after the release").await;
+    assert!(
+        released.elapsed() < timeout,
+        "took {:?}",
+        released.elapsed()
+    );
+    assert_eq!(b.owned_shards().len(), SHARDS as usize / 2);
+
+    // c joins; a never finishes releasing now (no more permits): its shards go to c
+    // after the handoff timeout, b's at once.
+    let timed_out = counters.get("aether_cluster_handoffs_timed_out_total", &[]);
+    let joined = Instant::now();
+    let c = builder(client(&url).await, &cluster, "c")
+        .handoff_timeout(timeout)
+        .start()
+        .await
+        .expect("c starts");
+    wait_converged(&[&a, &b, &c], SOON, "a, b and c after the timeout").await;
+    assert!(joined.elapsed() >= timeout, "converged before the timeout");
+    assert!(counters.get("aether_cluster_handoffs_timed_out_total", &[]) > timed_out);
+    for node in [a, b, c] {
+        node.shutdown().await.expect("leave");
+    }
 }
