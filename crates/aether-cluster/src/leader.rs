@@ -7,7 +7,7 @@
 //! - **Step down** when a renewal meets `WrongLastRevision`, or when the local
 //!   monotonic time since the last successful renewal was *sent* passes the TTL minus
 //!   a margin, whichever comes first. The check runs before anything else when a
-//!   paused process resumes, and [`LeaseStatus::acting_term`] checks the deadline on
+//!   paused process resumes, and [`ClusterManager::is_leader`](crate::ClusterManager::is_leader) checks the deadline on
 //!   every call, so a node frozen past its lease never believes it still leads.
 //! - **Act** only after a settle delay, so a deposed leader has stopped first.
 //! - Leadership is never decided from a read: only a create or a CAS that succeeded.

@@ -1,4 +1,46 @@
 //! [`ClusterManager`]: one handle on membership, the leader lease and the shard map.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use aether_cluster::{ClusterManager, NodeId, ShardId};
+//!
+//! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let node = ClusterManager::builder(client, "shop", NodeId::new("node-1")?)
+//!     .member_ttl(Duration::from_secs(3))
+//!     .lease_ttl(Duration::from_secs(5))
+//!     .kinds(["account"])
+//!     .start()
+//!     .await?;
+//! let events = node.events(); // joins, leaves, leader and map changes
+//! println!("leader: {}, owns {} shards", node.is_leader(), node.owned_shards().len());
+//! println!("shard 17 is on {:?}", node.owner_of(ShardId::new(17)));
+//! node.shutdown().await?; // leaves at once instead of after the member TTL
+//! # Ok(()) }
+//! ```
+//!
+//! Embedded, with no NATS, behind the same API:
+//!
+//! ```
+//! use aether_cluster::{ClusterManager, NodeId};
+//!
+//! let node = ClusterManager::single_node(NodeId::new("solo")?);
+//! assert!(node.is_leader());
+//! assert_eq!(node.owned_shards().len(), 1024);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Timing
+//!
+//! | setting | default | a node that stops is … | shorter costs |
+//! |---|---|---|---|
+//! | member TTL | 3 s | out of every view within the TTL (+ the server's expiry tick, ≤ 0.25 s) | more heartbeats (TTL / 3), false departures on a slow link |
+//! | lease TTL | 5 s | replaced as leader within TTL + settle | more renewals (TTL / 3), step-downs on a slow link |
+//! | settle delay | lease TTL / 10 | — | less room for clock-rate drift between nodes |
+//! | handoff timeout | 10 s | — (a live but silent owner loses a moving shard after it) | drains cut short |
+//!
+//! The buckets are made by the first node; later nodes use the TTLs stored in
+//! them ([`ClusterManager::ttls`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -600,8 +642,8 @@ impl ClusterManager {
     }
 
     /// Whether this node claims membership: its last heartbeat landed less than the
-    /// member TTL (minus a margin) ago. While it does not, [`owned_shards`]
-    /// (Self::owned_shards) is empty.
+    /// member TTL (minus a margin) ago. While it does not,
+    /// [`owned_shards`](Self::owned_shards) is empty.
     pub fn is_member(&self) -> bool {
         self.inner.view.borrow().claiming()
     }

@@ -8,8 +8,8 @@
 //! delete missed during a reconnect cannot strand a member.
 //!
 //! A node whose last successful heartbeat was *sent* more than the TTL minus a
-//! margin ago stops claiming membership locally ([`MemberView::claiming`] turns
-//! false): the other nodes may already have dropped it, and it must not act on a
+//! margin ago stops claiming membership locally ([`ClusterManager::is_member`](crate::ClusterManager::is_member)
+//! turns false): the other nodes may already have dropped it, and it must not act on a
 //! view it cannot refresh. When a heartbeat succeeds again it rejoins with a new
 //! [`Incarnation`].
 
