@@ -108,6 +108,9 @@ pub(crate) async fn run(
     let mut seen = status.subscribe();
     // `Some(revision)`: take over from a silent holder whose last revision it is.
     let mut takeover: Option<u64> = None;
+    // The revision of the last takeover tried: never tried twice (a watch that
+    // stalled would otherwise make this node retry it in a tight loop).
+    let mut tried: Option<u64> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -131,7 +134,10 @@ pub(crate) async fn run(
         let sent = Instant::now();
         let attempt = async {
             match takeover.take() {
-                Some(revision) => bucket.update(LEADER_KEY, body.into(), revision).await,
+                Some(revision) => {
+                    tried = Some(revision);
+                    bucket.update(LEADER_KEY, body.into(), revision).await
+                }
                 None => bucket.create(LEADER_KEY, body.into()).await,
             }
         };
@@ -175,7 +181,17 @@ pub(crate) async fn run(
             };
             let silent_from = at + timing.ttl;
             if Instant::now() >= silent_from {
-                takeover = Some(revision);
+                if tried != Some(revision) {
+                    takeover = Some(revision);
+                    break;
+                }
+                // Tried already: the view of the key is stale. Campaign plainly,
+                // at most every `retry`.
+                tokio::select! {
+                    () = vacant.notified() => {}
+                    () = tokio::time::sleep(retry) => {}
+                    () = stopped(&mut shutdown) => return,
+                }
                 break;
             }
             tokio::select! {
