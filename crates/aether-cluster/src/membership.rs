@@ -389,3 +389,42 @@ pub(crate) async fn sleep_or_stop(
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(node: &str, capacity: u32) -> NodeInfo {
+        NodeInfo {
+            node_id: NodeId::new(node).unwrap(),
+            incarnation: Incarnation::new(),
+            subject: "s".to_owned(),
+            kinds: Vec::new(),
+            capacity,
+            version: "0".to_owned(),
+            started_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn member_records_are_checked_against_their_key() {
+        let good = rmp_serde::to_vec_named(&info("a.b", 1)).unwrap();
+        let token = aether_core::name::encode_token("a.b");
+        assert_eq!(
+            decode_member(&token, &good).unwrap().node_id.as_str(),
+            "a.b"
+        );
+        // Someone else's record under this key, garbage, a zero capacity.
+        assert!(decode_member("a_5Fb", &good).is_err());
+        assert!(decode_member(&token, b"garbage").is_err());
+        let zero = rmp_serde::to_vec_named(&info("a.b", 0)).unwrap();
+        assert!(decode_member(&token, &zero).is_err());
+    }
+
+    #[test]
+    fn the_claim_ends_a_margin_before_the_ttl() {
+        let ttl = Duration::from_secs(3);
+        assert!(claim_margin(ttl) > Duration::ZERO);
+        assert!(claim_margin(ttl) < ttl / 3);
+    }
+}
