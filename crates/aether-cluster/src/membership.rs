@@ -109,6 +109,7 @@ pub(crate) async fn heartbeat(
             outcome = tokio::time::timeout(limit.max(Duration::from_millis(10)), bucket.put(&key, body.into())) => outcome,
             () = stopped(&mut shutdown) => return,
         };
+        let landed = matches!(outcome, Ok(Ok(_)));
         match outcome {
             Ok(Ok(_revision)) => {
                 if claim_until.is_none() {
@@ -127,10 +128,15 @@ pub(crate) async fn heartbeat(
                 tracing::warn!(node, "heartbeat timed out");
             }
         }
+        // After a failure (or while not a member) retry sooner than the interval.
+        let pause = if landed {
+            interval
+        } else {
+            (interval / 3).max(Duration::from_millis(10))
+        };
         let next = match claim_until {
-            Some(until) => (sent + interval).min(until),
-            // Not a member: retry sooner.
-            None => sent + (interval / 2).max(Duration::from_millis(10)),
+            Some(until) => (sent + pause).min(until),
+            None => sent + pause,
         };
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
