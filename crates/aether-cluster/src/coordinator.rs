@@ -587,9 +587,14 @@ fn next_map(
     if term == current.term && owners == current.owners && moving == current.moving {
         return None;
     }
+    let Some(epoch) = current.epoch.checked_add(1) else {
+        // Only a forged map can get here: never wrap around to an older epoch.
+        tracing::error!(epoch = current.epoch, "the shard map's epoch cannot grow; not writing");
+        return None;
+    };
     Some(ShardMap {
         term,
-        epoch: current.epoch + 1,
+        epoch,
         shard_count,
         owners,
         moving,
