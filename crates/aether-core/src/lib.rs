@@ -77,7 +77,8 @@ pub use version::Version;
 /// Everything an application usually imports.
 pub mod prelude {
     pub use crate::{
-        ActorId, ActorSnapshot, Aggregate, DomainEvent, Event, EventBus, EventFilter, EventStore,
-        EventStoreExt, Namespace, Repository, SnapshotStore, StoreError, Version,
+        ActorId, ActorSnapshot, Aggregate, Command, CommandId, DomainEvent, Event, EventBus,
+        EventFilter, EventStore, EventStoreExt, Namespace, Repository, SnapshotStore, StoreError,
+        Version,
     };
 }
