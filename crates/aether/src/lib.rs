@@ -33,7 +33,7 @@
 //! | `jetstream` | `jetstream::JetStreamEventStore`, the NATS JetStream store |
 //! | `bus` | `bus::LocalEventBus`, the in-process event bus |
 //! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
-//! | `cluster` | reserved for cluster membership, leader election and sharding |
+//! | `cluster` | `cluster`: membership, leader lease and shard placement on NATS KV |
 //! | `model` | `model`: EventStorming models, validation and rendering |
 //! | `model-toml` | TOML files for models, besides JSON (implies `model`) |
 //! | `prometheus` | `metrics_prometheus::install`, a Prometheus exporter for the `aether_*` metrics |
@@ -43,7 +43,7 @@
 //! # Picking crates
 //!
 //! Each part is also its own crate: `aether-core` (contracts), `aether-store-memory`,
-//! `aether-store-jetstream`, `aether-bus`, `aether-model`. Depend on those
+//! `aether-store-jetstream`, `aether-bus`, `aether-cluster`, `aether-model`. Depend on those
 //! directly to keep a dependency tree minimal, or on this facade for one
 //! version to manage.
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
@@ -81,6 +81,11 @@ pub use aether_store_jetstream as jetstream;
 #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 #[doc(inline)]
 pub use aether_bus as bus;
+
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+#[doc(inline)]
+pub use aether_cluster as cluster;
 
 #[cfg(feature = "model")]
 #[cfg_attr(docsrs, doc(cfg(feature = "model")))]

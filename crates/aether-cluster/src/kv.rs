@@ -1,0 +1,1 @@
+//! The KV buckets of a cluster: names, configurations, typed get/CAS/watch helpers.

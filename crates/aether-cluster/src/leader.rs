@@ -1,0 +1,1 @@
+//! The leader lease: campaign, renew, step down, term, settle delay.

@@ -1,0 +1,1 @@
+//! Membership: heartbeats, the live view, join and leave.
