@@ -43,6 +43,7 @@ pub mod manager;
 pub mod membership;
 pub mod placement;
 pub mod ring;
+pub mod runtime;
 pub mod shard_map;
 pub mod types;
 
@@ -50,5 +51,6 @@ pub use error::{ClusterError, Result};
 pub use hash::{shard_of, stable_hash};
 pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;
+pub use runtime::{ActorRef, ActorSystem, AskError, AskOutcome};
 pub use shard_map::{Move, ShardChange, ShardMap};
 pub use types::{ClusterEvent, Incarnation, NodeId, NodeInfo, ShardId};

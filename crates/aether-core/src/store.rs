@@ -302,7 +302,7 @@ pub trait DynStore: DynEventStore + DynSnapshotStore {}
 
 impl<T: DynEventStore + DynSnapshotStore> DynStore for T {}
 
-impl EventStore for dyn DynStore {
+impl<'d> EventStore for dyn DynStore + 'd {
     fn namespace(&self) -> &Namespace {
         DynEventStore::namespace(self)
     }
@@ -332,7 +332,7 @@ impl EventStore for dyn DynStore {
     }
 }
 
-impl SnapshotStore for dyn DynStore {
+impl<'d> SnapshotStore for dyn DynStore + 'd {
     fn save_snapshot(&self, snapshot: ActorSnapshot) -> impl Future<Output = Result<()>> + Send {
         self.save_snapshot_dyn(snapshot)
     }
