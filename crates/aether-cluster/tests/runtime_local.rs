@@ -520,3 +520,64 @@ async fn after_shutdown_asks_are_unavailable() {
         Version::new(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .max_active_actors(1)
+        .build()
+        .expect("system");
+    let a = system.actor::<Counter>(id("a"));
+    let b = system.actor::<Counter>(id("b"));
+    store.close();
+    let spawn_ask = |r: &aether_cluster::ActorRef<Counter>, n: u64| {
+        let r = r.clone();
+        tokio::spawn(async move { r.ask(Cmd::Add(n)).await })
+    };
+    let a1 = spawn_ask(&a, 1);
+    wait_until(WAIT, "a's first command reaches the store", async || {
+        store.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let a2 = spawn_ask(&a, 2);
+    let a3 = spawn_ask(&a, 4);
+    wait_until(WAIT, "two commands wait in a's mailbox", async || {
+        a.queued() == 2
+    })
+    .await;
+    // Activating b evicts a while a is busy and has a full queue.
+    let b1 = spawn_ask(&b, 8);
+    wait_until(WAIT, "b's command reaches the store", async || {
+        store.entered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(a.queued(), 0, "a left the table when it was evicted");
+    store.open();
+    let versions: Vec<u64> = [a1, a2, a3]
+        .into_iter()
+        .map(|t| async {
+            t.await
+                .expect("task")
+                .expect("a's commands succeed")
+                .version
+                .get()
+        })
+        .collect::<futures::stream::FuturesOrdered<_>>()
+        .collect()
+        .await;
+    let mut sorted = versions.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![1, 2, 3]);
+    assert_eq!(b1.await.expect("task").expect("b").version, Version::new(1));
+    let a_log = inner
+        .get_events(&id("counter:a"), Version::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(a_log.len(), 3, "nothing lost, nothing doubled");
+    let out = a.ask(Cmd::Nothing).await.expect("a");
+    assert_eq!(out.state.total, 7);
+    system.shutdown().await;
+}

@@ -68,7 +68,7 @@ pub(crate) async fn run<A>(
                     last = Instant::now();
                     metrics::histogram!("aether_actor_mailbox_depth", "kind" => A::KIND)
                         .record(rx.len() as f64);
-                    if let Flow::Stop(reason) = actor.process(env).await {
+                    if let Flow::Stop(reason) = actor.process(env, last).await {
                         break reason;
                     }
                 }
@@ -101,13 +101,13 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    async fn process(&mut self, env: Envelope<A>) -> Flow {
+    async fn process(&mut self, env: Envelope<A>, now: Instant) -> Flow {
         let Envelope {
             command,
             deadline,
             reply,
         } = env;
-        if Instant::now() >= deadline {
+        if now >= deadline {
             // The caller has stopped waiting: do not run what it gave up on.
             count_command::<A>("expired");
             let _ = reply.send(Err(AskError::Timeout));
