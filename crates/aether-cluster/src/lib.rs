@@ -47,8 +47,10 @@ pub mod runtime;
 pub mod shard_map;
 pub mod types;
 
+pub use coordinator::{HandoffRequest, LeaderAction};
 pub use error::{ClusterError, Result};
 pub use hash::{shard_of, stable_hash};
+pub use manager::{ClusterManager, ClusterManagerBuilder};
 pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;
 pub use runtime::{ActorRef, ActorSystem, AskError, AskOutcome};

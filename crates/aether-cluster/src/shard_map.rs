@@ -411,3 +411,339 @@ impl ShardMap {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+    use crate::hash::avalanche;
+    use crate::placement::{Member, place};
+
+    fn node(i: usize) -> NodeId {
+        NodeId::new(format!("node-{i}")).unwrap()
+    }
+
+    fn placed(n: usize, shards: u32) -> ShardMap {
+        let members: Vec<Member> = (0..n).map(|i| Member::new(node(i), 1)).collect();
+        let mut map = ShardMap::empty(shards);
+        map.owners = place(None, &members, shards);
+        map.term = 7;
+        map.epoch = 3;
+        map
+    }
+
+    #[test]
+    fn round_trips_and_is_compact() {
+        let mut map = placed(10, 1024);
+        map.owners[5] = None;
+        let map = map.begin_move(ShardId::new(9), node(10)).unwrap();
+        let bytes = map.encode();
+        assert_eq!(ShardMap::decode(&bytes).unwrap(), map);
+        assert!(bytes.len() < 2048, "{} bytes", bytes.len());
+        let empty = ShardMap::empty(16);
+        assert_eq!(ShardMap::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn ordering_is_term_then_epoch() {
+        let base = placed(2, 8);
+        let at = |term, epoch| ShardMap {
+            term,
+            epoch,
+            ..base.clone()
+        };
+        assert!(at(2, 0).is_newer_than(&at(1, 99)));
+        assert!(at(1, 5).is_newer_than(&at(1, 4)));
+        assert!(!at(1, 4).is_newer_than(&at(1, 4)));
+        assert!(!at(1, 99).is_newer_than(&at(2, 0)));
+    }
+
+    #[test]
+    fn queries() {
+        let map = placed(3, 12);
+        let load = map.load();
+        assert_eq!(load.values().sum::<usize>(), 12);
+        for (n, count) in &load {
+            let shards = map.shards_of(n);
+            assert_eq!(shards.len(), *count);
+            assert!(shards.iter().all(|s| map.owner(*s) == Some(n)));
+        }
+        assert_eq!(map.owner(ShardId::new(12)), None);
+        assert!(map.check_shard_count(12).is_ok());
+        assert!(matches!(
+            map.check_shard_count(1024),
+            Err(ClusterError::IncompatibleShardCount {
+                ours: 1024,
+                theirs: 12
+            })
+        ));
+    }
+
+    #[test]
+    fn two_step_handoff_bumps_the_epoch_each_step() {
+        let map = placed(2, 8);
+        let shard = ShardId::new(3);
+        let from = map.owner(shard).unwrap().clone();
+        let to = if from == node(0) { node(1) } else { node(0) };
+
+        let moving = map.begin_move(shard, to.clone()).unwrap();
+        assert_eq!(moving.epoch, map.epoch + 1);
+        assert_eq!(moving.term, map.term);
+        assert_eq!(
+            moving.owner(shard),
+            Some(&from),
+            "the old owner keeps it while moving"
+        );
+        assert_eq!(
+            moving.moving(shard),
+            Some(&Move {
+                from: from.clone(),
+                to: to.clone()
+            })
+        );
+        assert!(moving.is_newer_than(&map));
+        assert_eq!(ShardMap::decode(&moving.encode()).unwrap(), moving);
+
+        let done = moving.finish_move(shard).unwrap();
+        assert_eq!(done.epoch, map.epoch + 2);
+        assert_eq!(done.owner(shard), Some(&to));
+        assert!(done.moving.is_empty());
+        // Nothing else changed.
+        assert_eq!(map.changes(&done.owners).len(), 1);
+
+        let cancelled = moving.cancel_move(shard).unwrap();
+        assert_eq!(cancelled.owner(shard), Some(&from));
+        assert!(cancelled.moving.is_empty());
+    }
+
+    #[test]
+    fn invalid_moves_are_refused() {
+        let map = placed(2, 8);
+        let shard = ShardId::new(1);
+        let owner = map.owner(shard).unwrap().clone();
+        let other = if owner == node(0) { node(1) } else { node(0) };
+        let refused = |r: Result<ShardMap>| matches!(r, Err(ClusterError::InvalidMove { .. }));
+        assert!(refused(map.begin_move(ShardId::new(8), other.clone())));
+        assert!(refused(map.begin_move(shard, owner.clone())));
+        assert!(refused(map.finish_move(shard)));
+        assert!(refused(map.cancel_move(shard)));
+        let moving = map.begin_move(shard, other.clone()).unwrap();
+        assert!(refused(moving.begin_move(shard, node(2))));
+        let unowned = map.assign(shard, None).unwrap();
+        assert!(refused(unowned.begin_move(shard, other)));
+        assert!(refused(map.assign(ShardId::new(99), None)));
+        assert!(refused(map.with_term(map.term - 1)));
+        let last = ShardMap {
+            epoch: u64::MAX,
+            ..map.clone()
+        };
+        assert!(refused(last.assign(shard, None)));
+    }
+
+    #[test]
+    fn assign_and_with_term() {
+        let map = placed(2, 8);
+        let shard = ShardId::new(2);
+        let moving = map.begin_move(shard, node(5)).unwrap();
+        let assigned = moving.assign(shard, Some(node(9))).unwrap();
+        assert_eq!(assigned.owner(shard), Some(&node(9)));
+        assert!(assigned.moving.is_empty(), "assigning cancels the move");
+        assert_eq!(assigned.epoch, moving.epoch + 1);
+
+        let restamped = map.with_term(map.term + 10).unwrap();
+        assert_eq!(
+            (restamped.term, restamped.epoch),
+            (map.term + 10, map.epoch + 1)
+        );
+        assert_eq!(restamped.owners, map.owners);
+    }
+
+    #[test]
+    fn changes_lists_differing_owners() {
+        let map = placed(2, 8);
+        let mut target = map.owners.clone();
+        target[0] = Some(node(7));
+        target[6] = None;
+        let changes = map.changes(&target);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].shard, ShardId::new(0));
+        assert_eq!(changes[0].to, Some(node(7)));
+        assert_eq!(changes[1].shard, ShardId::new(6));
+        assert_eq!(changes[1].from, map.owners[6]);
+        assert_eq!(changes[1].to, None);
+        // A short target counts as unassigned for the missing shards.
+        assert_eq!(map.changes(&[]).len(), 8);
+    }
+
+    #[derive(Serialize)]
+    struct FakeWire<'a> {
+        format: u32,
+        term: u64,
+        epoch: u64,
+        shard_count: u32,
+        nodes: Vec<&'a str>,
+        owners: Vec<Option<u32>>,
+        moving: Vec<(u32, u32, u32)>,
+    }
+
+    fn fake() -> FakeWire<'static> {
+        FakeWire {
+            format: 1,
+            term: 1,
+            epoch: 1,
+            shard_count: 2,
+            nodes: vec!["a", "b"],
+            owners: vec![Some(0), Some(1)],
+            moving: vec![],
+        }
+    }
+
+    fn decode_fake(f: &FakeWire<'_>) -> Result<ShardMap> {
+        ShardMap::decode(&rmp_serde::to_vec_named(f).unwrap())
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        assert!(decode_fake(&fake()).is_ok());
+        let newer = FakeWire {
+            format: ShardMap::FORMAT + 1,
+            ..fake()
+        };
+        assert!(matches!(
+            decode_fake(&newer),
+            Err(ClusterError::IncompatibleFormat {
+                found: 2,
+                supported: 1
+            })
+        ));
+        // A newer format is recognised even when the rest is unreadable to us.
+        #[derive(Serialize)]
+        struct Future {
+            format: u32,
+            layout: &'static str,
+        }
+        let future = rmp_serde::to_vec_named(&Future {
+            format: 9,
+            layout: "new",
+        })
+        .unwrap();
+        assert!(matches!(
+            ShardMap::decode(&future),
+            Err(ClusterError::IncompatibleFormat { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn broken_invariants_are_refused() {
+        let corrupt =
+            |f: FakeWire<'_>| matches!(decode_fake(&f), Err(ClusterError::Corrupt { .. }));
+        assert!(corrupt(FakeWire {
+            format: 0,
+            ..fake()
+        }));
+        assert!(corrupt(FakeWire {
+            shard_count: 0,
+            owners: vec![],
+            ..fake()
+        }));
+        assert!(corrupt(FakeWire {
+            shard_count: 3,
+            ..fake()
+        }));
+        assert!(corrupt(FakeWire {
+            owners: vec![Some(0), Some(2)],
+            ..fake()
+        }));
+        assert!(corrupt(FakeWire {
+            nodes: vec!["a", "b c"],
+            ..fake()
+        }));
+        assert!(
+            corrupt(FakeWire {
+                moving: vec![(0, 1, 0)],
+                ..fake()
+            }),
+            "from is not the owner"
+        );
+        assert!(
+            corrupt(FakeWire {
+                moving: vec![(0, 0, 0)],
+                ..fake()
+            }),
+            "moves to itself"
+        );
+        assert!(
+            corrupt(FakeWire {
+                moving: vec![(5, 0, 1)],
+                ..fake()
+            }),
+            "shard out of range"
+        );
+        assert!(corrupt(FakeWire {
+            moving: vec![(0, 0, 1), (0, 0, 1)],
+            ..fake()
+        }));
+        assert!(corrupt(FakeWire {
+            moving: vec![(0, 0, 7)],
+            ..fake()
+        }));
+        assert!(!corrupt(FakeWire {
+            moving: vec![(0, 0, 1)],
+            ..fake()
+        }));
+    }
+
+    /// Garbage, truncations and bit flips decode to an error or to a map that
+    /// keeps the invariants; never a panic.
+    #[test]
+    fn decode_never_panics_on_garbage() {
+        let mut state = 1u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            avalanche(state)
+        };
+        let mut good = placed(5, 64).begin_move(ShardId::new(0), node(9)).unwrap();
+        good.owners[3] = None;
+        let bytes = good.encode();
+        let mut accepted = 0;
+        let mut check = |input: &[u8]| {
+            if let Ok(map) = ShardMap::decode(input) {
+                accepted += 1;
+                assert_eq!(map.owners.len(), map.shard_count as usize);
+                for (s, m) in &map.moving {
+                    assert_eq!(map.owners[*s as usize].as_ref(), Some(&m.from));
+                    assert_ne!(m.from, m.to);
+                }
+            }
+        };
+        for len in 0..bytes.len() {
+            assert!(
+                ShardMap::decode(&bytes[..len]).is_err(),
+                "truncated to {len}"
+            );
+        }
+        for _ in 0..5_000 {
+            let mut flipped = bytes.clone();
+            for _ in 0..=next() % 4 {
+                let i = usize::try_from(next() % bytes.len() as u64).unwrap();
+                flipped[i] = u8::try_from(next() & 0xff).unwrap();
+            }
+            check(&flipped);
+        }
+        for _ in 0..5_000 {
+            let len = usize::try_from(next() % 300).unwrap();
+            let random: Vec<u8> = (0..len)
+                .map(|_| u8::try_from(next() & 0xff).unwrap())
+                .collect();
+            check(&random);
+        }
+        // Huge declared lengths must not allocate without bound either:
+        // a map with a `nodes` array announcing 2^32-1 entries.
+        check(&[
+            0x81, 0xa5, b'n', b'o', b'd', b'e', b's', 0xdd, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        check(&bytes);
+        assert!(accepted >= 1, "the untouched encoding decodes");
+    }
+}

@@ -65,6 +65,26 @@ impl NodeId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id as one NATS subject token / KV key segment, with `.` and `_`
+    /// escaped by [`aether_core::name::encode_token`] (`node.1` → `node_2E1`).
+    /// Injective; [`Self::from_encoded`] reverses it.
+    pub fn encoded(&self) -> String {
+        aether_core::name::encode_token(&self.0)
+    }
+
+    /// The node id from a token made by [`Self::encoded`] (e.g. the last
+    /// segment of a member key).
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidName`] if the token is not a valid encoding or does
+    /// not decode to a valid node id.
+    pub fn from_encoded(token: &str) -> Result<Self, ClusterError> {
+        let decoded = aether_core::name::decode_token(token).ok_or_else(|| {
+            ClusterError::invalid_name("node id", token, "is not a valid encoded token")
+        })?;
+        Self::new(decoded)
+    }
 }
 
 impl fmt::Display for NodeId {
@@ -254,6 +274,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn node_id_encoding_round_trips() {
+        for id in ["n1", "node.1", "a_b", "A-z.0_9", "..."] {
+            let node = NodeId::new(id).unwrap();
+            let token = node.encoded();
+            assert!(!token.contains('.'), "{token}");
+            assert_eq!(NodeId::from_encoded(&token).unwrap(), node);
+        }
+        assert_ne!(
+            NodeId::new("a.b").unwrap().encoded(),
+            NodeId::new("a_b").unwrap().encoded()
+        );
+        assert!(NodeId::from_encoded("_zz").is_err());
+        assert!(NodeId::from_encoded("a_20b").is_err(), "decodes to a space");
+        assert!(NodeId::from_encoded("").is_err());
     }
 
     #[test]
