@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::directory::ShardDirectory;
+use super::router::Nats;
 use super::{AskError, AskOutcome, actor};
 
 /// The settings every host shares (see `ActorSystemBuilder`).
@@ -46,6 +47,7 @@ pub(crate) struct Shared {
     pub(crate) bus: Option<Arc<dyn DynEventBus>>,
     pub(crate) directory: Arc<dyn ShardDirectory>,
     pub(crate) settings: Settings,
+    pub(crate) nats: Option<Nats>,
     /// The LRU clock: ticks once per routed command.
     clock: AtomicU64,
     closed: AtomicBool,
@@ -59,6 +61,7 @@ impl Shared {
         bus: Option<Arc<dyn DynEventBus>>,
         directory: Arc<dyn ShardDirectory>,
         settings: Settings,
+        nats: Option<Nats>,
     ) -> Self {
         let repo = Repository::new(store.clone()).recent_commands(settings.recent_commands);
         Shared {
@@ -67,6 +70,7 @@ impl Shared {
             bus,
             directory,
             settings,
+            nats,
             clock: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             running: watch::Sender::new(0),
@@ -210,6 +214,33 @@ where
                     return Err((AskError::Busy, env));
                 }
             }
+        }
+    }
+
+    /// Runs `command` on the local incarnation of `id` and waits for its
+    /// answer until `deadline`.
+    pub(crate) async fn ask_local(
+        self: &Arc<Self>,
+        id: &ActorId,
+        store_id: &ActorId,
+        command: Command<A::Command>,
+        deadline: Instant,
+        wait: bool,
+    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
+        let (reply, rx) = oneshot::channel();
+        let env = Envelope {
+            command,
+            deadline,
+            reply,
+        };
+        if let Err((e, _)) = self.enqueue(id, store_id, env, wait).await {
+            return Err(e);
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            // A reply is dropped unsent only by an incarnation that died.
+            Ok(Err(_)) => Err(AskError::ActorPanicked),
+            Err(_) => Err(AskError::Timeout),
         }
     }
 

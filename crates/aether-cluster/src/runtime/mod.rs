@@ -107,7 +107,9 @@
 mod actor;
 mod directory;
 mod host;
+mod router;
 mod system;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -116,8 +118,9 @@ use aether_core::{
     Version,
 };
 
-pub use directory::{Placement, ShardDirectory, SingleNodeDirectory};
+pub use directory::{Placement, ShardDirectory, SingleNodeDirectory, StaticDirectory};
 pub use system::{ActorRef, ActorSystem, ActorSystemBuilder, SystemError};
+pub use wire::{WIRE_FORMAT, WireError};
 
 #[doc(no_inline)]
 pub use aether_core::Aggregate;
@@ -198,6 +201,13 @@ pub enum AskError<E> {
     /// [`persistence_id`]).
     #[error(transparent)]
     InvalidId(NameError),
+    /// A remote request or reply could not be encoded or read.
+    #[error(transparent)]
+    Wire(WireError),
+    /// The owner failed in a way that has no local variant (its history
+    /// could not be folded, its state not encoded); the text says why.
+    #[error("remote failure: {0}")]
+    Remote(String),
 }
 
 impl<E: std::error::Error> AskError<E> {

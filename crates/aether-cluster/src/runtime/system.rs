@@ -11,11 +11,12 @@ use aether_core::{
     ActorId, Aggregate, Command, DynEventBus, DynStore, EventBus, EventStore, NameError,
     SnapshotStore,
 };
-use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::directory::{Placement, ShardDirectory, SingleNodeDirectory};
-use super::host::{Envelope, HostControl, KindHost, Settings, Shared};
+use super::host::{HostControl, KindHost, Settings, Shared, count_retry};
+use super::router::{self, Attempt, Nats, RemoteKind};
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
 use crate::types::ShardId;
@@ -37,11 +38,26 @@ pub enum SystemError {
     /// histories.
     #[error("actor kind {0:?} is registered twice")]
     DuplicateKind(&'static str),
+    /// A system on NATS must be started with
+    /// [`ActorSystemBuilder::start`] (it subscribes to its request subject).
+    #[error("an actor system on NATS is started with `start().await`, not `build()`")]
+    NeedsStart,
+    /// The node's request subject could not be subscribed to.
+    #[error("cannot serve remote asks: {0}")]
+    Nats(String),
 }
 
-type HostFactory = Box<
-    dyn FnOnce(&Arc<Shared>) -> (TypeId, Arc<dyn Any + Send + Sync>, Arc<dyn HostControl>) + Send,
->;
+struct Registered {
+    type_id: TypeId,
+    host: Arc<dyn Any + Send + Sync>,
+    control: Arc<dyn HostControl>,
+    remote: Arc<dyn RemoteKind>,
+}
+
+type HostFactory = Box<dyn FnOnce(&Arc<Shared>) -> Registered + Send>;
+
+/// The kinds a node serves to other nodes, by name.
+type RemoteKinds = HashMap<String, Arc<dyn RemoteKind>>;
 
 /// Builds an [`ActorSystem`]: the store, optionally a bus and a directory,
 /// the aggregate kinds it hosts, and the settings.
@@ -51,6 +67,8 @@ pub struct ActorSystemBuilder {
     directory: Option<Arc<dyn ShardDirectory>>,
     settings: Settings,
     kinds: Vec<(&'static str, HostFactory)>,
+    nats: Option<(async_nats::Client, String)>,
+    subject_prefix: String,
 }
 
 impl fmt::Debug for ActorSystemBuilder {
@@ -83,6 +101,23 @@ impl ActorSystemBuilder {
         self
     }
 
+    /// Routes commands for shards owned by other nodes over NATS
+    /// request/reply and answers other nodes' commands for this node's
+    /// shards (on `<prefix>.rt.<encoded cluster>.<encoded node id>`). A
+    /// system with NATS is started with [`start`](Self::start).
+    #[must_use]
+    pub fn nats(mut self, client: async_nats::Client, cluster: impl Into<String>) -> Self {
+        self.nats = Some((client, cluster.into()));
+        self
+    }
+
+    /// The first token of the request subjects (default `aether`).
+    #[must_use]
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
+        self
+    }
+
     /// Hosts aggregate kind `A`. Its `KIND` must be non-empty and free of `:`
     /// and control characters (checked by [`build`](Self::build)).
     #[must_use]
@@ -95,11 +130,12 @@ impl ActorSystemBuilder {
             A::KIND,
             Box::new(|shared: &Arc<Shared>| {
                 let host = Arc::new(KindHost::<A>::new(shared.clone()));
-                (
-                    TypeId::of::<A>(),
-                    host.clone() as Arc<dyn Any + Send + Sync>,
-                    host as Arc<dyn HostControl>,
-                )
+                Registered {
+                    type_id: TypeId::of::<A>(),
+                    host: host.clone(),
+                    control: host.clone(),
+                    remote: host,
+                }
             }),
         ));
         self
@@ -163,8 +199,51 @@ impl ActorSystemBuilder {
     /// command, so this starts no task.
     ///
     /// # Errors
-    /// [`SystemError::InvalidKind`], [`SystemError::DuplicateKind`].
+    /// [`SystemError::InvalidKind`], [`SystemError::DuplicateKind`];
+    /// [`SystemError::NeedsStart`] if NATS is set.
     pub fn build(self) -> Result<ActorSystem, SystemError> {
+        if self.nats.is_some() {
+            return Err(SystemError::NeedsStart);
+        }
+        self.assemble().map(|(system, _)| system)
+    }
+
+    /// Builds the system and, with NATS, subscribes to this node's request
+    /// subject and starts serving other nodes' commands (must run inside a
+    /// tokio runtime). Without NATS it is [`build`](Self::build).
+    ///
+    /// # Errors
+    /// As [`build`](Self::build); [`SystemError::Nats`] if the subscription
+    /// fails.
+    pub async fn start(self) -> Result<ActorSystem, SystemError> {
+        let (system, remote) = self.assemble()?;
+        let Some(nats) = &system.inner.shared.nats else {
+            return Ok(system);
+        };
+        let subject = nats.subject(system.inner.shared.directory.local_node());
+        let subscriber = nats
+            .client
+            .subscribe(subject)
+            .await
+            .map_err(|e| SystemError::Nats(e.to_string()))?;
+        // Make sure the server has the subscription before anyone is told
+        // this node is ready.
+        nats.client
+            .flush()
+            .await
+            .map_err(|e| SystemError::Nats(e.to_string()))?;
+        let task = tokio::spawn(router::serve(
+            nats.client.clone(),
+            subscriber,
+            Arc::new(remote),
+        ));
+        if let Ok(mut slot) = system.inner.server.lock() {
+            *slot = Some(task);
+        }
+        Ok(system)
+    }
+
+    fn assemble(self) -> Result<(ActorSystem, RemoteKinds), SystemError> {
         let mut seen: Vec<&'static str> = Vec::new();
         for (kind, _) in &self.kinds {
             validate_kind(kind)?;
@@ -176,21 +255,34 @@ impl ActorSystemBuilder {
         let directory = self
             .directory
             .unwrap_or_else(|| Arc::new(SingleNodeDirectory::default()));
-        let shared = Arc::new(Shared::new(self.store, self.bus, directory, self.settings));
+        let nats = self
+            .nats
+            .map(|(client, cluster)| Nats::new(client, &self.subject_prefix, &cluster));
+        let shared = Arc::new(Shared::new(
+            self.store,
+            self.bus,
+            directory,
+            self.settings,
+            nats,
+        ));
         let mut hosts = HashMap::new();
         let mut controls = Vec::new();
-        for (_, factory) in self.kinds {
-            let (type_id, host, control) = factory(&shared);
-            hosts.insert(type_id, host);
-            controls.push(control);
+        let mut remote = HashMap::new();
+        for (kind, factory) in self.kinds {
+            let r = factory(&shared);
+            hosts.insert(r.type_id, r.host);
+            controls.push(r.control);
+            remote.insert(kind.to_owned(), r.remote);
         }
-        Ok(ActorSystem {
+        let system = ActorSystem {
             inner: Arc::new(Inner {
                 shared,
                 hosts,
                 controls,
+                server: std::sync::Mutex::new(None),
             }),
-        })
+        };
+        Ok((system, remote))
     }
 }
 
@@ -213,6 +305,18 @@ struct Inner {
     shared: Arc<Shared>,
     hosts: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     controls: Vec<Arc<dyn HostControl>>,
+    /// The task answering other nodes' commands, with NATS.
+    server: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.server.lock()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
+    }
 }
 
 /// Hosts event-sourced actors on this node: see the
@@ -250,6 +354,8 @@ impl ActorSystem {
             directory: None,
             settings: Settings::default(),
             kinds: Vec::new(),
+            nats: None,
+            subject_prefix: "aether".to_owned(),
         }
     }
 
@@ -291,6 +397,11 @@ impl ActorSystem {
     /// are answered [`AskError::Unavailable`], never run) and waits for their
     /// tasks to end. A command being run when this is called finishes first.
     pub async fn shutdown(&self) {
+        if let Ok(mut slot) = self.inner.server.lock()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
         self.inner.shared.close();
         for c in &self.inner.controls {
             c.stop_all("shutdown");
@@ -427,62 +538,77 @@ where
             Err(RefError::InvalidId(e)) => return Err(AskError::InvalidId(e.clone())),
         };
         let shared = &target.host.shared;
+        let directory = shared.directory.as_ref();
         let started = Instant::now();
         let deadline = started + timeout.unwrap_or(shared.settings.ask_deadline);
-        wait_until_local(shared.directory.as_ref(), target.shard, deadline)
-            .await
-            .map_err(AskError::Unavailable)?;
-        let (reply, rx) = oneshot::channel();
-        let env = Envelope {
-            command,
-            deadline,
-            reply,
-        };
-        if let Err((e, _)) = target
-            .host
-            .enqueue(&self.id, &target.store_id, env, wait)
-            .await
-        {
-            return Err(e);
-        }
-        let result = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            // A reply is dropped unsent only by an incarnation that died.
-            Ok(Err(_)) => Err(AskError::ActorPanicked),
-            Err(_) => Err(AskError::Timeout),
-        };
-        metrics::histogram!("aether_actor_ask_duration_seconds", "kind" => A::KIND, "route" => "local")
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-}
-
-/// Waits (until `deadline`) for `shard` to be local; a shard owned by
-/// another node is an error (this system has no remote router).
-async fn wait_until_local(
-    directory: &dyn ShardDirectory,
-    shard: ShardId,
-    deadline: Instant,
-) -> Result<(), String> {
-    let mut changes = None;
-    loop {
-        match directory.placement(shard) {
-            Placement::Local => return Ok(()),
-            Placement::Remote(node) => {
-                return Err(format!(
-                    "shard {shard} is owned by node {node}; this system does not route to other nodes"
-                ));
-            }
-            Placement::Moving | Placement::Unassigned => {
-                let rx = changes.get_or_insert_with(|| directory.changes());
-                match tokio::time::timeout_at(deadline, rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(format!("shard {shard} has no owner")),
-                    Err(_) => {
-                        return Err(format!("shard {shard} found no owner before the deadline"));
+        // Whether a request may have reached an owner: then running out of
+        // time is a `Timeout` (maybe applied), else `Unavailable` (not run).
+        let mut maybe_sent = false;
+        let mut attempt = 0;
+        loop {
+            match directory.placement(target.shard) {
+                Placement::Local => {
+                    let result = target
+                        .host
+                        .ask_local(&self.id, &target.store_id, command, deadline, wait)
+                        .await;
+                    record_ask::<A>("local", started);
+                    return result;
+                }
+                Placement::Remote(node) => {
+                    let Some(nats) = &shared.nats else {
+                        return Err(AskError::Unavailable(format!(
+                            "shard {} is owned by node {node}; this system has no NATS to reach it",
+                            target.shard
+                        )));
+                    };
+                    let epoch = directory.epoch();
+                    match router::ask_remote::<A>(nats, &node, &self.id, &command, deadline, epoch)
+                        .await
+                    {
+                        Attempt::Done(result) => {
+                            record_ask::<A>("remote", started);
+                            return result;
+                        }
+                        Attempt::Retry(reason) => {
+                            maybe_sent |= reason != "no_responders";
+                            count_retry::<A>(reason);
+                            tracing::debug!(kind = A::KIND, actor = %self.id, %node, reason, "retrying a remote ask");
+                            if !router::backoff(attempt, deadline).await {
+                                return Err(out_of_time(maybe_sent, target.shard));
+                            }
+                            attempt += 1;
+                        }
+                    }
+                }
+                Placement::Moving | Placement::Unassigned => {
+                    // Subscribe before looking again, so a change in between
+                    // is not missed.
+                    let changed = directory.changed();
+                    if matches!(
+                        directory.placement(target.shard),
+                        Placement::Moving | Placement::Unassigned
+                    ) && tokio::time::timeout_at(deadline, changed).await.is_err()
+                    {
+                        return Err(out_of_time(maybe_sent, target.shard));
                     }
                 }
             }
         }
     }
+}
+
+fn out_of_time<E>(maybe_sent: bool, shard: ShardId) -> AskError<E> {
+    if maybe_sent {
+        AskError::Timeout
+    } else {
+        AskError::Unavailable(format!(
+            "shard {shard} could not be reached before the deadline"
+        ))
+    }
+}
+
+fn record_ask<A: Aggregate>(route: &'static str, started: Instant) {
+    metrics::histogram!("aether_actor_ask_duration_seconds", "kind" => A::KIND, "route" => route)
+        .record(started.elapsed().as_secs_f64());
 }
