@@ -71,7 +71,7 @@ async fn commands_reach_the_owner_of_their_shard_from_any_node() {
     for round in 1..=2u64 {
         for a in 0..ACTORS {
             // Alternate the node the command is sent to.
-            let via = if (a + round as usize) % 2 == 0 {
+            let via = if (a + round as usize).is_multiple_of(2) {
                 &s1
             } else {
                 &s2
