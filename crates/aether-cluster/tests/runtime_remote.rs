@@ -299,3 +299,45 @@ async fn garbage_on_a_nodes_subject_gets_a_typed_error_reply() {
     p.a.shutdown().await;
     p.b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_of_a_shard_that_moves_away_passivate_and_their_commands_follow() {
+    let p = pair().await;
+    let acct = actor_in(1, "mover");
+    let first =
+        p.b.actor::<Counter>(acct.clone())
+            .ask(Cmd::Add(1))
+            .await
+            .expect("on b");
+    assert_eq!(first.version, Version::new(1));
+    assert_eq!(p.b.active_actors(), 1);
+    // The shard moves from node-b to node-a.
+    p.dir_a.inner.assign(ShardId::new(1), Placement::Local);
+    p.dir_b
+        .inner
+        .assign(ShardId::new(1), Placement::Remote(node("node-a")));
+    wait_until(WAIT, "node-b passivates the moved actor", async || {
+        p.b.active_actors() == 0
+    })
+    .await;
+    // Sent to the old owner, the command is routed to the new one.
+    let next =
+        p.b.actor::<Counter>(acct.clone())
+            .ask(Cmd::Add(2))
+            .await
+            .expect("follows");
+    assert_eq!((next.version, next.state.total), (Version::new(2), 3));
+    assert_eq!(p.a.active_actors(), 1);
+    assert_eq!(p.b.active_actors(), 0);
+    // A handoff releases the shard's actors and returns once they stopped.
+    p.a.release_shard(ShardId::new(1)).await;
+    assert_eq!(p.a.active_actors(), 0);
+    let again =
+        p.a.actor::<Counter>(acct)
+            .ask(Cmd::Add(4))
+            .await
+            .expect("reactivated");
+    assert_eq!((again.version, again.state.total), (Version::new(3), 7));
+    p.a.shutdown().await;
+    p.b.shutdown().await;
+}

@@ -10,9 +10,11 @@ use aether_core::{ActorId, Aggregate, Command, DynEventBus, DynStore, Repository
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::directory::ShardDirectory;
+use super::directory::{Placement, ShardDirectory};
 use super::router::Nats;
 use super::{AskError, AskOutcome, actor};
+use crate::hash::shard_of;
+use crate::types::ShardId;
 
 /// The settings every host shares (see `ActorSystemBuilder`).
 #[derive(Debug, Clone)]
@@ -107,12 +109,21 @@ pub(crate) struct Envelope<A: Aggregate> {
     pub(crate) reply: oneshot::Sender<Result<AskOutcome<A>, AskError<A::Error>>>,
 }
 
+/// What a local ask came to.
+pub(crate) enum Local<A: Aggregate> {
+    Answer(Result<AskOutcome<A>, AskError<A::Error>>),
+    /// The shard is not local: the command, back for the router.
+    NotHere(Command<A::Command>),
+}
+
 /// Why an actor stops, as a metric label.
 pub(crate) type StopReason = &'static str;
 
 struct Slot<A: Aggregate> {
     tx: mpsc::Sender<Envelope<A>>,
     incarnation: u64,
+    shard: ShardId,
+    task: tokio::task::JoinHandle<()>,
     last_used: u64,
     /// Tells the actor to passivate (with the reason), e.g. when evicted.
     stop: Option<oneshot::Sender<StopReason>>,
@@ -131,6 +142,13 @@ pub(crate) trait HostControl: Send + Sync {
     fn stop_all(&self, reason: StopReason);
     /// How many actors of this kind are active.
     fn active(&self) -> usize;
+    /// Passivates the actors whose shard passes `moved` (each finishes the
+    /// command it runs) and returns their tasks, to wait for.
+    fn stop_shards(
+        &self,
+        moved: &dyn Fn(ShardId) -> bool,
+        reason: StopReason,
+    ) -> Vec<tokio::task::JoinHandle<()>>;
 }
 
 impl<A> KindHost<A>
@@ -176,7 +194,18 @@ where
                 let mut table = self.table();
                 let tick = self.shared.clock.fetch_add(1, Ordering::Relaxed);
                 if !table.contains_key(id) {
-                    self.activate(&mut table, id, store_id);
+                    let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
+                    if self.shared.directory.placement(shard) != Placement::Local {
+                        // The shard left this node (or is moving): the
+                        // caller's router looks again.
+                        return Err((
+                            AskError::NotHere {
+                                epoch: self.shared.directory.epoch(),
+                            },
+                            env,
+                        ));
+                    }
+                    self.activate(&mut table, id, store_id, shard);
                 }
                 let Some(slot) = table.get_mut(id) else {
                     continue;
@@ -218,7 +247,8 @@ where
     }
 
     /// Runs `command` on the local incarnation of `id` and waits for its
-    /// answer until `deadline`.
+    /// answer until `deadline`; hands the command back if the shard is not
+    /// local (any more) and no incarnation is active.
     pub(crate) async fn ask_local(
         self: &Arc<Self>,
         id: &ActorId,
@@ -226,22 +256,24 @@ where
         command: Command<A::Command>,
         deadline: Instant,
         wait: bool,
-    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
+    ) -> Local<A> {
         let (reply, rx) = oneshot::channel();
         let env = Envelope {
             command,
             deadline,
             reply,
         };
-        if let Err((e, _)) = self.enqueue(id, store_id, env, wait).await {
-            return Err(e);
+        match self.enqueue(id, store_id, env, wait).await {
+            Ok(()) => {}
+            Err((AskError::NotHere { .. }, env)) => return Local::NotHere(env.command),
+            Err((e, _)) => return Local::Answer(Err(e)),
         }
-        match tokio::time::timeout_at(deadline, rx).await {
+        Local::Answer(match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             // A reply is dropped unsent only by an incarnation that died.
             Ok(Err(_)) => Err(AskError::ActorPanicked),
             Err(_) => Err(AskError::Timeout),
-        }
+        })
     }
 
     /// Sends a command taken from a passivating actor's mailbox to the next
@@ -265,6 +297,7 @@ where
         table: &mut HashMap<ActorId, Slot<A>>,
         id: &ActorId,
         store_id: &ActorId,
+        shard: ShardId,
     ) {
         if table.len() >= self.shared.settings.max_active_actors.max(1)
             && let Some(victim) = table
@@ -279,17 +312,8 @@ where
         let (tx, rx) = mpsc::channel(self.shared.settings.mailbox_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
-        table.insert(
-            id.clone(),
-            Slot {
-                tx,
-                incarnation,
-                last_used: 0,
-                stop: Some(stop_tx),
-            },
-        );
         self.shared.task_started();
-        tokio::spawn(actor::run(
+        let task = tokio::spawn(actor::run(
             self.clone(),
             id.clone(),
             store_id.clone(),
@@ -297,6 +321,17 @@ where
             rx,
             stop_rx,
         ));
+        table.insert(
+            id.clone(),
+            Slot {
+                tx,
+                incarnation,
+                shard,
+                task,
+                last_used: 0,
+                stop: Some(stop_tx),
+            },
+        );
     }
 
     /// Commands waiting in the mailbox of `id`'s active incarnation.
@@ -332,6 +367,31 @@ where
 
     fn active(&self) -> usize {
         self.table().len()
+    }
+
+    fn stop_shards(
+        &self,
+        moved: &dyn Fn(ShardId) -> bool,
+        reason: StopReason,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let slots: Vec<Slot<A>> = {
+            let mut table = self.table();
+            let ids: Vec<ActorId> = table
+                .iter()
+                .filter(|(_, s)| moved(s.shard))
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.iter().filter_map(|k| table.remove(k)).collect()
+        };
+        slots
+            .into_iter()
+            .map(|mut slot| {
+                if let Some(stop) = slot.stop.take() {
+                    let _ = stop.send(reason);
+                }
+                slot.task
+            })
+            .collect()
     }
 }
 

@@ -83,6 +83,30 @@
 //! mailbox and sends every command still queued in it to the next
 //! incarnation: no command is lost.
 //!
+//! # Shards, routing and handoff
+//!
+//! An actor lives in shard [`crate::shard_of`]`(A::KIND, id, shard_count)`,
+//! and the [`ShardDirectory`] says where that shard is: the embedded
+//! [`SingleNodeDirectory`] (the default: every shard local), a
+//! [`crate::ClusterManager`] (the NATS cluster's shard map; a node that does
+//! not claim membership hosts nothing), or a hand-set [`StaticDirectory`].
+//! With [`ActorSystemBuilder::nats`], a command for a shard owned by another
+//! node crosses NATS request/reply to it (envelope in [`wire`]) and the
+//! system answers other nodes' commands for its own shards. A "not here"
+//! answer (the owner's view differs), no responders and transport time-outs
+//! are retried with jittered exponential backoff (5 ms to 200 ms) after
+//! reading the directory again, inside the caller's deadline; commands for a
+//! moving or unassigned shard wait for the directory to change. The same
+//! command id travels with every retry, so a retry after a lost reply is
+//! answered from the owner's window, not applied twice.
+//!
+//! When a shard stops being local, its actors passivate (each finishes its
+//! command in flight); commands still queued are answered "not here" and
+//! routed again. [`ActorSystem::release_shard`] does the same for one shard
+//! and waits for its actors to stop: the handoff handler of a
+//! [`crate::ClusterManager`]. A stale owner that still appends is fenced by
+//! the store's expected-version check (see above).
+//!
 //! # Panics in user code
 //!
 //! A panic in `handle`, `apply` or a serde impl of the aggregate stops that
@@ -95,14 +119,18 @@
 //!
 //! `aether_actors_active{kind}` (gauge), `aether_actor_activations_total{kind}`,
 //! `aether_actor_passivations_total{kind, reason}` (`idle`, `lru`, `panic`,
-//! `conflict`, `stale`, `moved`, `shutdown`),
+//! `conflict`, `moved`, `handoff`, `shutdown`),
 //! `aether_actor_mailbox_depth{kind}` (histogram, sampled when a command is
 //! taken), `aether_actor_ask_duration_seconds{kind, route}` (histogram,
-//! `route="local"`), `aether_actor_retries_total{kind, reason}` (`conflict`,
-//! `passivated`), `aether_actor_busy_total{kind}`,
-//! `aether_actor_commands_total{kind, outcome}`,
-//! `aether_actor_bus_failures_total{kind}`. Each command runs in a tracing
-//! span `aether.actor.command` with the kind, actor id and command id.
+//! `route` = `local` or `remote`), `aether_actor_retries_total{kind, reason}`
+//! (`conflict`, `passivated`, `not_here`, `no_responders`, `timeout`,
+//! `transport`, `unavailable`), `aether_actor_busy_total{kind}`,
+//! `aether_actor_commands_total{kind, outcome}` (`applied`, `duplicate`,
+//! `rejected`, `error`, `expired`, `panicked`),
+//! `aether_actor_bus_failures_total{kind}`,
+//! `aether_actor_wire_rejected_total{reason}` (`malformed`,
+//! `no_reply_subject`). Each command runs in a tracing span
+//! `aether.actor.command` with the kind, actor id and command id.
 
 mod actor;
 mod directory;
@@ -201,6 +229,14 @@ pub enum AskError<E> {
     /// [`persistence_id`]).
     #[error(transparent)]
     InvalidId(NameError),
+    /// The actor's shard is not hosted by the node that got the command
+    /// (it moved, or is moving). Routers retry it after a refresh within the
+    /// deadline; a caller sees it only from a raw host. Nothing was run.
+    #[error("the actor's shard is not hosted here (map epoch {epoch})")]
+    NotHere {
+        /// The epoch of the placement the node acted on.
+        epoch: u64,
+    },
     /// A remote request or reply could not be encoded or read.
     #[error(transparent)]
     Wire(WireError),
@@ -236,7 +272,10 @@ impl<E: std::error::Error> AskError<E> {
     /// transient store failures.
     pub fn is_retryable(&self) -> bool {
         match self {
-            AskError::Timeout | AskError::Busy | AskError::Unavailable(_) => true,
+            AskError::Timeout
+            | AskError::Busy
+            | AskError::Unavailable(_)
+            | AskError::NotHere { .. } => true,
             AskError::Store(e) => e.is_transient() || e.is_conflict(),
             _ => false,
         }

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::directory::Placement;
-use super::host::KindHost;
+use super::host::{KindHost, Local};
 use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
@@ -203,10 +203,15 @@ where
             if let Some(c) = request.correlation_id {
                 command = command.correlation_id(c);
             }
-            let result = self
+            match self
                 .ask_local(&id, &store_id, command, deadline, true)
-                .await;
-            to_reply(result)
+                .await
+            {
+                Local::Answer(result) => to_reply(result),
+                Local::NotHere(_) => Reply::NotHere {
+                    epoch: directory.epoch(),
+                },
+            }
         })
     }
 }
@@ -237,6 +242,7 @@ fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> 
         Err(AskError::ActorPanicked) => failed(Failure::Panicked, "the actor panicked".into()),
         Err(AskError::NotRegistered(k)) => failed(Failure::NotRegistered, k.to_owned()),
         Err(AskError::InvalidId(e)) => failed(Failure::InvalidId, e.to_string()),
+        Err(AskError::NotHere { epoch }) => Reply::NotHere { epoch },
         Err(AskError::Wire(e)) => Reply::BadRequest(e),
         Err(AskError::Remote(m)) => failed(Failure::Codec, m),
     }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::directory::{Placement, ShardDirectory, SingleNodeDirectory};
-use super::host::{HostControl, KindHost, Settings, Shared, count_retry};
+use super::host::{HostControl, KindHost, Local, Settings, Shared, count_retry};
 use super::router::{self, Attempt, Nats, RemoteKind};
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
@@ -237,8 +237,8 @@ impl ActorSystemBuilder {
             subscriber,
             Arc::new(remote),
         ));
-        if let Ok(mut slot) = system.inner.server.lock() {
-            *slot = Some(task);
+        if let Ok(mut tasks) = system.inner.server.lock() {
+            tasks.push(task);
         }
         Ok(system)
     }
@@ -274,12 +274,15 @@ impl ActorSystemBuilder {
             controls.push(r.control);
             remote.insert(kind.to_owned(), r.remote);
         }
+        let watcher = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|rt| rt.spawn(follow_placements(shared.clone(), controls.clone())));
         let system = ActorSystem {
             inner: Arc::new(Inner {
                 shared,
                 hosts,
                 controls,
-                server: std::sync::Mutex::new(None),
+                server: std::sync::Mutex::new(watcher.into_iter().collect()),
             }),
         };
         Ok((system, remote))
@@ -305,16 +308,37 @@ struct Inner {
     shared: Arc<Shared>,
     hosts: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     controls: Vec<Arc<dyn HostControl>>,
-    /// The task answering other nodes' commands, with NATS.
-    server: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The system's own tasks: the placement follower and, with NATS, the
+    /// server of other nodes' commands.
+    server: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn stop_tasks(&self) {
+        if let Ok(mut tasks) = self.server.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(mut slot) = self.server.lock()
-            && let Some(task) = slot.take()
-        {
-            task.abort();
+        self.stop_tasks();
+    }
+}
+
+/// Passivates, on every change of the directory, the actors whose shard is
+/// no longer local (reason `moved`): each finishes its command in flight,
+/// and the commands still queued are answered "not here", so routers send
+/// them to the new owner.
+async fn follow_placements(shared: Arc<Shared>, controls: Vec<Arc<dyn HostControl>>) {
+    loop {
+        shared.directory.changed().await;
+        let directory = shared.directory.as_ref();
+        for c in &controls {
+            let _ = c.stop_shards(&|s| directory.placement(s) != Placement::Local, "moved");
         }
     }
 }
@@ -388,6 +412,30 @@ impl ActorSystem {
         }
     }
 
+    /// Releases `shard` for a handoff: passivates its active actors (each
+    /// finishes the command it runs; commands still queued are answered
+    /// "not here" if the shard is no longer local, so routers retry them at
+    /// the new owner) and waits until their tasks have ended. Use it as the
+    /// cluster's handoff handler:
+    ///
+    /// ```no_run
+    /// # async fn wire(system: aether_cluster::ActorSystem, manager: aether_cluster::ClusterManager) {
+    /// manager.set_handoff_handler(move |req| {
+    ///     let system = system.clone();
+    ///     async move { system.release_shard(req.shard).await }
+    /// });
+    /// # }
+    /// ```
+    pub async fn release_shard(&self, shard: ShardId) {
+        let mut tasks = Vec::new();
+        for c in &self.inner.controls {
+            tasks.extend(c.stop_shards(&|s| s == shard, "handoff"));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// How many actors are active on this node, all kinds together.
     pub fn active_actors(&self) -> usize {
         self.inner.controls.iter().map(|c| c.active()).sum()
@@ -397,11 +445,7 @@ impl ActorSystem {
     /// are answered [`AskError::Unavailable`], never run) and waits for their
     /// tasks to end. A command being run when this is called finishes first.
     pub async fn shutdown(&self) {
-        if let Ok(mut slot) = self.inner.server.lock()
-            && let Some(task) = slot.take()
-        {
-            task.abort();
-        }
+        self.inner.stop_tasks();
         self.inner.shared.close();
         for c in &self.inner.controls {
             c.stop_all("shutdown");
@@ -528,7 +572,7 @@ where
 
     async fn send(
         &self,
-        command: Command<A::Command>,
+        mut command: Command<A::Command>,
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<AskOutcome<A>, AskError<A::Error>> {
@@ -548,12 +592,25 @@ where
         loop {
             match directory.placement(target.shard) {
                 Placement::Local => {
-                    let result = target
+                    match target
                         .host
                         .ask_local(&self.id, &target.store_id, command, deadline, wait)
-                        .await;
-                    record_ask::<A>("local", started);
-                    return result;
+                        .await
+                    {
+                        Local::NotHere(back) => {
+                            // The shard left between the look and the send.
+                            command = back;
+                            count_retry::<A>("not_here");
+                            if !router::backoff(attempt, deadline).await {
+                                return Err(out_of_time(maybe_sent, target.shard));
+                            }
+                            attempt += 1;
+                        }
+                        Local::Answer(result) => {
+                            record_ask::<A>("local", started);
+                            return result;
+                        }
+                    }
                 }
                 Placement::Remote(node) => {
                     let Some(nats) = &shared.nats else {
