@@ -228,8 +228,11 @@ where
                     for e in &events {
                         state.apply(e);
                     }
+                    // The batch's causation id is `command_id` (as
+                    // `command_events` wrote it), so this is what a reload
+                    // rebuilds, without parsing it back.
                     for e in &batch {
-                        loaded.window.note_event(e);
+                        loaded.window.note(command_id, e.version);
                     }
                     loaded.version = version;
                     if let Some(n) = shared.settings.snapshot_every
