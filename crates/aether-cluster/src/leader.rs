@@ -108,6 +108,9 @@ pub(crate) async fn run(
     let mut seen = status.subscribe();
     // `Some(revision)`: take over from a silent holder whose last revision it is.
     let mut takeover: Option<u64> = None;
+    // The revision of the last takeover tried: never tried twice (a watch that
+    // stalled would otherwise make this node retry it in a tight loop).
+    let mut tried: Option<u64> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -131,7 +134,10 @@ pub(crate) async fn run(
         let sent = Instant::now();
         let attempt = async {
             match takeover.take() {
-                Some(revision) => bucket.update(LEADER_KEY, body.into(), revision).await,
+                Some(revision) => {
+                    tried = Some(revision);
+                    bucket.update(LEADER_KEY, body.into(), revision).await
+                }
                 None => bucket.create(LEADER_KEY, body.into()).await,
             }
         };
@@ -175,7 +181,17 @@ pub(crate) async fn run(
             };
             let silent_from = at + timing.ttl;
             if Instant::now() >= silent_from {
-                takeover = Some(revision);
+                if tried != Some(revision) {
+                    takeover = Some(revision);
+                    break;
+                }
+                // Tried already: the view of the key is stale. Campaign plainly,
+                // at most every `retry`.
+                tokio::select! {
+                    () = vacant.notified() => {}
+                    () = tokio::time::sleep(retry) => {}
+                    () = stopped(&mut shutdown) => return,
+                }
                 break;
             }
             tokio::select! {
@@ -433,5 +449,132 @@ fn apply(
             }
             vacant.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(revision: u64, operation: kv::Operation, value: &[u8]) -> kv::Entry {
+        kv::Entry {
+            bucket: "b".to_owned(),
+            key: LEADER_KEY.to_owned(),
+            value: bytes::Bytes::copy_from_slice(value),
+            revision,
+            delta: 0,
+            created: time::OffsetDateTime::UNIX_EPOCH,
+            operation,
+            seen_current: true,
+        }
+    }
+
+    fn record(node: &str, term: Option<u64>) -> Vec<u8> {
+        rmp_serde::to_vec_named(&LeaderRecord {
+            node: NodeId::new(node).unwrap(),
+            incarnation: Incarnation::new(),
+            term,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn follows_higher_terms_only_and_reports_vacancy() {
+        let status = watch::Sender::new(LeaseStatus::default());
+        let vacant = Notify::new();
+        let (events, mut rx) = broadcast::channel(16);
+        // A create: the term is its revision.
+        apply(
+            &entry(5, kv::Operation::Put, &record("a", None)),
+            &status,
+            &vacant,
+            &events,
+        );
+        assert_eq!(
+            status.borrow().observed,
+            Some((Some(NodeId::new("a").unwrap()), 5))
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            ClusterEvent::LeaderChanged {
+                leader: Some(NodeId::new("a").unwrap()),
+                term: 5
+            }
+        );
+        // A renewal carries its term: same term, no event.
+        apply(
+            &entry(8, kv::Operation::Put, &record("a", Some(5))),
+            &status,
+            &vacant,
+            &events,
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(
+            status.borrow().last_put.map(|(revision, _)| revision),
+            Some(8)
+        );
+        // A lower term (the bucket was made again) is not followed.
+        apply(
+            &entry(2, kv::Operation::Put, &record("b", None)),
+            &status,
+            &vacant,
+            &events,
+        );
+        assert_eq!(
+            status.borrow().observed,
+            Some((Some(NodeId::new("a").unwrap()), 5))
+        );
+        assert!(rx.try_recv().is_err());
+        // Expiry: vacant, announced, campaigners woken.
+        apply(
+            &entry(9, kv::Operation::Purge, b""),
+            &status,
+            &vacant,
+            &events,
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            ClusterEvent::LeaderChanged {
+                leader: None,
+                term: 5
+            }
+        );
+        assert!(status.borrow().last_put.is_none());
+        // The permit is stored: the next wait returns at once.
+        let woken = futures::FutureExt::now_or_never(vacant.notified());
+        assert!(woken.is_some());
+        // Garbage under the key: held by nobody known, at the revision's term.
+        apply(
+            &entry(10, kv::Operation::Put, b"garbage"),
+            &status,
+            &vacant,
+            &events,
+        );
+        assert_eq!(status.borrow().observed, Some((None, 10)));
+    }
+
+    #[test]
+    fn acting_term_needs_the_settle_and_the_deadline() {
+        let mut status = LeaseStatus::default();
+        assert_eq!(status.acting_term(), None);
+        let later = Instant::now() + Duration::from_secs(60);
+        status.held = Some(Held {
+            term: 3,
+            valid_until: later,
+            acting: false,
+        });
+        assert_eq!(status.acting_term(), None, "settling");
+        status.held = Some(Held {
+            term: 3,
+            valid_until: later,
+            acting: true,
+        });
+        assert_eq!(status.acting_term(), Some(3));
+        status.held = Some(Held {
+            term: 3,
+            valid_until: Instant::now(),
+            acting: true,
+        });
+        assert_eq!(status.acting_term(), None, "past the deadline");
     }
 }

@@ -771,6 +771,10 @@ impl ClusterManager {
     /// another node campaigns at once), deletes its member key (so every view drops
     /// it at once), and stops every task. Other handles on this node see it stopped.
     ///
+    /// The leader then assigns this node's shards to the others at once, without a
+    /// handoff (the node is gone): an actor host should passivate its actors before
+    /// calling this.
+    ///
     /// # Errors
     ///
     /// [`ClusterError::Backend`] / [`ClusterError::Timeout`] when the member key

@@ -109,6 +109,7 @@ pub(crate) async fn heartbeat(
             outcome = tokio::time::timeout(limit.max(Duration::from_millis(10)), bucket.put(&key, body.into())) => outcome,
             () = stopped(&mut shutdown) => return,
         };
+        let landed = matches!(outcome, Ok(Ok(_)));
         match outcome {
             Ok(Ok(_revision)) => {
                 if claim_until.is_none() {
@@ -127,10 +128,15 @@ pub(crate) async fn heartbeat(
                 tracing::warn!(node, "heartbeat timed out");
             }
         }
+        // After a failure (or while not a member) retry sooner than the interval.
+        let pause = if landed {
+            interval
+        } else {
+            (interval / 3).max(Duration::from_millis(10))
+        };
         let next = match claim_until {
-            Some(until) => (sent + interval).min(until),
-            // Not a member: retry sooner.
-            None => sent + (interval / 2).max(Duration::from_millis(10)),
+            Some(until) => (sent + pause).min(until),
+            None => sent + pause,
         };
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -388,4 +394,43 @@ pub(crate) async fn sleep_or_stop(
 /// Completes when `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(node: &str, capacity: u32) -> NodeInfo {
+        NodeInfo {
+            node_id: NodeId::new(node).unwrap(),
+            incarnation: Incarnation::new(),
+            subject: "s".to_owned(),
+            kinds: Vec::new(),
+            capacity,
+            version: "0".to_owned(),
+            started_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn member_records_are_checked_against_their_key() {
+        let good = rmp_serde::to_vec_named(&info("a.b", 1)).unwrap();
+        let token = aether_core::name::encode_token("a.b");
+        assert_eq!(
+            decode_member(&token, &good).unwrap().node_id.as_str(),
+            "a.b"
+        );
+        // Someone else's record under this key, garbage, a zero capacity.
+        assert!(decode_member("a_5Fb", &good).is_err());
+        assert!(decode_member(&token, b"garbage").is_err());
+        let zero = rmp_serde::to_vec_named(&info("a.b", 0)).unwrap();
+        assert!(decode_member(&token, &zero).is_err());
+    }
+
+    #[test]
+    fn the_claim_ends_a_margin_before_the_ttl() {
+        let ttl = Duration::from_secs(3);
+        assert!(claim_margin(ttl) > Duration::ZERO);
+        assert!(claim_margin(ttl) < ttl / 3);
+    }
 }

@@ -87,6 +87,9 @@ async fn one_node_of_a_three_node_nats_cluster_killed_r3_buckets_converge_again(
         })
         .await,
     );
+    // Opening a bucket waits for its stream to elect a new leader when the dead
+    // server led it.
+    println!("n3 started {:?} after the kill", killed.elapsed());
     let refs: Vec<&ClusterManager> = nodes.iter().collect();
     wait_converged(
         &refs,
