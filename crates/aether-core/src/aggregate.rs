@@ -846,17 +846,26 @@ pub fn command_events<E: DomainEvent>(
     correlation_id: Option<&str>,
 ) -> Result<Vec<Event>, StoreError> {
     let causation = id.to_string();
-    Event::sequence(actor, expected, events)?
-        .into_iter()
+    let mut version = expected;
+    events
+        .iter()
         .enumerate()
-        .map(|(i, mut e)| {
+        .map(|(i, domain)| {
+            version = version
+                .next()
+                .ok_or(crate::error::InvalidInput::VersionOverflow { after: version })?;
             let index = u32::try_from(i).map_err(|_| {
                 StoreError::InvalidInput(crate::error::InvalidInput::Other(format!(
                     "a command produced more than {} events",
                     u32::MAX
                 )))
             })?;
-            e.id = EventId::for_command(id, actor, index);
+            let mut e = Event::from_domain_with_id(
+                EventId::for_command(id, actor, index),
+                actor.clone(),
+                version,
+                domain,
+            )?;
             e.metadata.causation_id = Some(causation.clone());
             if let Some(c) = correlation_id {
                 e.metadata.correlation_id = Some(c.to_owned());
