@@ -348,7 +348,11 @@ async fn follow_placements(shared: Arc<Shared>, controls: Vec<Arc<dyn HostContro
 /// deadlines and the persistence identity.
 ///
 /// Cloning is cheap; clones share the actors. Must be used inside a tokio
-/// runtime (actors are tokio tasks).
+/// runtime (actors are tokio tasks). Keep a handle for as long as its
+/// [`ActorRef`]s are used: dropping the last one stops following the
+/// directory and, with NATS, stops answering other nodes (active actors end
+/// at their idle timeout); [`shutdown`](Self::shutdown) stops everything at
+/// once.
 #[derive(Clone)]
 pub struct ActorSystem {
     inner: Arc<Inner>,
