@@ -52,7 +52,7 @@ pub fn shard_of(kind: &str, actor: &ActorId, shard_count: u32) -> ShardId {
 /// `stable_hash(kind ++ [0x00] ++ actor)`, without allocating for the usual sizes.
 pub(crate) fn shard_hash(kind: &str, actor: &str) -> u64 {
     let len = kind.len() + 1 + actor.len();
-    let mut stack = [0u8; 256];
+    let mut stack = [0u8; 64];
     let mut heap;
     let buf: &mut [u8] = if len <= stack.len() {
         &mut stack[..len]

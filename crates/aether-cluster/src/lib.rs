@@ -13,7 +13,9 @@
 //!   node without a leader.
 //! * **On NATS**: the KV buckets ([`kv`]), membership ([`membership`]), the
 //!   leader lease ([`leader`]), the leader's map maintenance ([`coordinator`]),
-//!   and the [`manager`] that starts them (or an embedded single node).
+//!   and the [`ClusterManager`] that starts them from a NATS client, a cluster
+//!   name and a node id — or runs an embedded single node owning every shard,
+//!   behind the same API ([`manager`]).
 //!
 //! The crate has no feature flags.
 //!

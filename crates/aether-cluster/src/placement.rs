@@ -112,7 +112,8 @@ pub fn place(
         }
         for (i, mut shards_held) in held.into_iter().enumerate() {
             if shards_held.len() > caps[i] {
-                shards_held.sort_by_key(|&s| (std::cmp::Reverse(rendezvous_score(s, nodes[i])), s));
+                shards_held
+                    .sort_by_cached_key(|&s| (std::cmp::Reverse(rendezvous_score(s, nodes[i])), s));
                 shards_held.truncate(caps[i]);
             }
             load[i] = shards_held.len();
