@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::host::{Envelope, KindHost, StopReason, count_retry};
+use super::host::{Answer, Envelope, KindHost, StopReason, count_retry};
 use super::{AskError, AskOutcome};
 
 /// The state an active actor keeps between commands.
@@ -110,7 +110,7 @@ where
         if now >= deadline {
             // The caller has stopped waiting: do not run what it gave up on.
             count_command::<A>("expired");
-            let _ = reply.send(Err(AskError::Timeout));
+            let _ = reply.send(Answer::Done(Err(AskError::Timeout)));
             return Flow::Continue;
         }
         let span = tracing::debug_span!(
@@ -128,14 +128,14 @@ where
                     Err(AskError::Rejected(_)) => "rejected",
                     Err(_) => "error",
                 });
-                let _ = reply.send(result);
+                let _ = reply.send(Answer::Done(result));
                 flow
             }
             Err(_) => {
                 count_command::<A>("panicked");
                 tracing::error!(kind = A::KIND, actor = %self.id, "user code panicked; stopping the actor");
                 self.loaded = None;
-                let _ = reply.send(Err(AskError::ActorPanicked));
+                let _ = reply.send(Answer::Done(Err(AskError::ActorPanicked)));
                 Flow::Stop("panic")
             }
         }

@@ -106,7 +106,16 @@ impl Shared {
 pub(crate) struct Envelope<A: Aggregate> {
     pub(crate) command: Command<A::Command>,
     pub(crate) deadline: Instant,
-    pub(crate) reply: oneshot::Sender<Result<AskOutcome<A>, AskError<A::Error>>>,
+    pub(crate) reply: oneshot::Sender<Answer<A>>,
+}
+
+/// What an envelope's sender hears back.
+pub(crate) enum Answer<A: Aggregate> {
+    /// The actor's answer (or why it gave none).
+    Done(Result<AskOutcome<A>, AskError<A::Error>>),
+    /// The command, unrun: it was queued in an actor whose shard left this
+    /// node, and no local incarnation may take it.
+    Bounced(Command<A::Command>),
 }
 
 /// What a local ask came to.
@@ -269,7 +278,8 @@ where
             Err((e, _)) => return Local::Answer(Err(e)),
         }
         Local::Answer(match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(Answer::Done(result))) => result,
+            Ok(Ok(Answer::Bounced(command))) => return Local::NotHere(command),
             // A reply is dropped unsent only by an incarnation that died.
             Ok(Err(_)) => Err(AskError::ActorPanicked),
             Err(_) => Err(AskError::Timeout),
@@ -285,8 +295,14 @@ where
         env: Envelope<A>,
     ) {
         count_retry::<A>("passivated");
-        if let Err((e, env)) = self.enqueue(id, store_id, env, true).await {
-            let _ = env.reply.send(Err(e));
+        match self.enqueue(id, store_id, env, true).await {
+            Ok(()) => {}
+            Err((AskError::NotHere { .. }, env)) => {
+                let _ = env.reply.send(Answer::Bounced(env.command));
+            }
+            Err((e, env)) => {
+                let _ = env.reply.send(Answer::Done(Err(e)));
+            }
         }
     }
 
