@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A counter aggregate: the cheapest real fold, so benches measure the
 /// store and not the domain.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Counter {
     /// Sum of every amount added.
     pub total: u64,

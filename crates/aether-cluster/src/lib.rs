@@ -45,6 +45,7 @@ pub mod manager;
 pub mod membership;
 pub mod placement;
 pub mod ring;
+pub mod runtime;
 pub mod shard_map;
 pub mod types;
 
@@ -54,5 +55,6 @@ pub use hash::{shard_of, stable_hash};
 pub use manager::{ClusterManager, ClusterManagerBuilder};
 pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;
+pub use runtime::{ActorRef, ActorSystem, AskError, AskOutcome};
 pub use shard_map::{Move, ShardChange, ShardMap};
 pub use types::{ClusterEvent, Incarnation, NodeId, NodeInfo, ShardId};

@@ -249,15 +249,39 @@ fn ignore_snapshot<A: Aggregate>(
     );
 }
 
-/// The bounded window of recent commands while folding.
-struct Window {
+/// An actor's bounded window of the commands it applied most recently, with
+/// the versions of their events: what makes a repeated command recognisable.
+///
+/// [`rehydrate_with_window`] and [`Repository::load`] rebuild it (as
+/// [`Rehydrated::recent_commands`]); a host that keeps an actor in memory
+/// turns that into a `CommandWindow` and notes each appended event, so its
+/// window follows exactly the rule a reload would rebuild.
+///
+/// ```
+/// use aether_core::{ActorId, CommandId, CommandWindow, Version, command_events};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Added(u64);
+/// # impl aether_core::DomainEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+///
+/// let actor = ActorId::new("a")?;
+/// let id = CommandId::new();
+/// let batch = command_events(&actor, Version::ZERO, &[Added(1), Added(2)], id, None)?;
+/// let mut window = CommandWindow::new(128, Vec::new());
+/// batch.iter().for_each(|e| window.note_event(e));
+/// let done = window.find(id).expect("noted");
+/// assert_eq!((done.first, done.last), (Version::new(1), Version::new(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandWindow {
     cap: usize,
     items: VecDeque<RecentCommand>,
 }
 
-impl Window {
-    fn new(cap: usize, seed: Vec<RecentCommand>) -> Self {
-        let mut w = Window {
+impl CommandWindow {
+    /// A window of at most `cap` commands, seeded with `seed` (oldest first;
+    /// the oldest beyond `cap` are dropped).
+    pub fn new(cap: usize, seed: Vec<RecentCommand>) -> Self {
+        let mut w = CommandWindow {
             cap,
             items: seed.into(),
         };
@@ -271,8 +295,10 @@ impl Window {
         }
     }
 
-    /// Notes that the event of `version` was caused by command `id`.
-    fn note(&mut self, id: CommandId, version: Version) {
+    /// Notes that the event of `version` was caused by command `id`. The
+    /// consecutive events of one command make one entry; the oldest entry
+    /// leaves when the window is full.
+    pub fn note(&mut self, id: CommandId, version: Version) {
         if let Some(last) = self.items.back_mut()
             && last.id == id
             && last.last.next() == Some(version)
@@ -288,7 +314,9 @@ impl Window {
         self.trim();
     }
 
-    fn note_event(&mut self, e: &Event) {
+    /// Notes an appended event under its causation id, if that is a
+    /// [`CommandId`]; other events leave the window unchanged.
+    pub fn note_event(&mut self, e: &Event) {
         if let Some(id) = e
             .metadata
             .causation_id
@@ -297,6 +325,26 @@ impl Window {
         {
             self.note(id, e.version);
         }
+    }
+
+    /// The versions written by command `id`, if it is in the window.
+    pub fn find(&self, id: CommandId) -> Option<RecentCommand> {
+        self.items.iter().rev().find(|c| c.id == id).copied()
+    }
+
+    /// The commands in the window, oldest first (as snapshots store them).
+    pub fn to_vec(&self) -> Vec<RecentCommand> {
+        self.items.iter().copied().collect()
+    }
+
+    /// How many commands the window holds.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the window holds no command.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 }
 
@@ -310,7 +358,7 @@ fn fold<'e, A: Aggregate>(
         Some(s) => (s.state, s.version, Some(s.version), s.recent),
         None => (A::default(), Version::ZERO, None, Vec::new()),
     };
-    let mut recent = Window::new(window, recent);
+    let mut recent = CommandWindow::new(window, recent);
     let mut events_applied = 0;
     for e in events {
         if e.actor_id != *actor {
@@ -394,6 +442,16 @@ impl<C> Command<C> {
     /// The command itself.
     pub fn inner(&self) -> &C {
         &self.command
+    }
+
+    /// The correlation id, if one was set.
+    pub fn correlation(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// Takes the command out, dropping its id and correlation id.
+    pub fn into_inner(self) -> C {
+        self.command
     }
 }
 
@@ -644,13 +702,7 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
         let command_id = command.id;
         if let Some(done) = loaded.find_command(command_id) {
-            let events: Vec<Event> = self
-                .store
-                .get_events(actor, done.first)
-                .await?
-                .into_iter()
-                .take_while(|e| e.version <= done.last)
-                .collect();
+            let events = self.read_command(actor, done).await?;
             return Ok(CommandOutcome {
                 state: loaded.state,
                 version: done.last,
@@ -681,7 +733,7 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
                 duplicate: false,
             });
         }
-        let batch = command_batch(
+        let batch = command_events(
             actor,
             version,
             &new_events,
@@ -698,11 +750,11 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         }
         let snapshotted = match self.snapshot_every {
             Some(n) if version.get() / n != new_version.get() / n => {
-                let mut window = Window::new(self.window, recent_commands);
+                let mut window = CommandWindow::new(self.window, recent_commands);
                 for e in &batch {
                     window.note_event(e);
                 }
-                self.try_snapshot::<A>(actor, new_version, &state, window.items.into())
+                self.write_snapshot::<A>(actor, new_version, &state, window.to_vec())
                     .await
             }
             _ => false,
@@ -718,9 +770,34 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
         })
     }
 
-    /// Writes a snapshot; a failure is counted and logged, never returned:
-    /// the events are already stored and a snapshot only bounds replay.
-    async fn try_snapshot<A: Aggregate>(
+    /// The events an already applied command wrote (versions
+    /// `done.first..=done.last`), read back from the store: the original
+    /// outcome a repeated command is answered with.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn read_command(
+        &self,
+        actor: &ActorId,
+        done: RecentCommand,
+    ) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .store
+            .get_events(actor, done.first)
+            .await?
+            .into_iter()
+            .take_while(|e| e.version <= done.last)
+            .collect())
+    }
+
+    /// Writes a snapshot of `state` at `version` with the window `recent`
+    /// (oldest first) and the aggregate's [`Aggregate::SNAPSHOT_VERSION`];
+    /// returns whether it was stored. A failure is counted
+    /// (`aether_snapshot_failures_total{kind, stage}`) and logged, never
+    /// returned: the events are already stored and a snapshot only bounds
+    /// replay. Hosts that keep actors in memory use it to snapshot by the
+    /// same rule as [`Repository::execute`].
+    pub async fn write_snapshot<A: Aggregate>(
         &self,
         actor: &ActorId,
         version: Version,
@@ -751,9 +828,17 @@ fn count_command<A: Aggregate>(outcome: &'static str) {
         .increment(1);
 }
 
-/// The events of command `id`: consecutive versions after `expected`, ids
-/// derived from the command id, the command id as causation.
-fn command_batch<E: DomainEvent>(
+/// The batch command `id` appends after `expected`: the events stamped with
+/// consecutive versions, ids derived from the command id
+/// ([`EventId::for_command`]), the command id as causation id (so a
+/// [`CommandWindow`] and a reload recognise it) and the correlation id, if
+/// any. This is the one rule every host of actors writes commands with.
+///
+/// # Errors
+/// [`StoreError::Codec`] if a payload cannot be serialized;
+/// [`StoreError::InvalidInput`] if the versions would run past `u64::MAX` or
+/// a command produced more than `u32::MAX` events.
+pub fn command_events<E: DomainEvent>(
     actor: &ActorId,
     expected: Version,
     events: &[E],
@@ -761,17 +846,26 @@ fn command_batch<E: DomainEvent>(
     correlation_id: Option<&str>,
 ) -> Result<Vec<Event>, StoreError> {
     let causation = id.to_string();
-    Event::sequence(actor, expected, events)?
-        .into_iter()
+    let mut version = expected;
+    events
+        .iter()
         .enumerate()
-        .map(|(i, mut e)| {
+        .map(|(i, domain)| {
+            version = version
+                .next()
+                .ok_or(crate::error::InvalidInput::VersionOverflow { after: version })?;
             let index = u32::try_from(i).map_err(|_| {
                 StoreError::InvalidInput(crate::error::InvalidInput::Other(format!(
                     "a command produced more than {} events",
                     u32::MAX
                 )))
             })?;
-            e.id = EventId::for_command(id, actor, index);
+            let mut e = Event::from_domain_with_id(
+                EventId::for_command(id, actor, index),
+                actor.clone(),
+                version,
+                domain,
+            )?;
             e.metadata.causation_id = Some(causation.clone());
             if let Some(c) = correlation_id {
                 e.metadata.correlation_id = Some(c.to_owned());
@@ -823,7 +917,7 @@ mod tests {
         let mut version = Version::ZERO;
         let mut out = Vec::new();
         for (id, n) in commands {
-            let batch = command_batch(actor, version, &[Added(*n), Added(0)], *id, None).unwrap();
+            let batch = command_events(actor, version, &[Added(*n), Added(0)], *id, None).unwrap();
             version = batch.last().unwrap().version;
             out.extend(batch);
         }

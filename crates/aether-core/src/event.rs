@@ -183,6 +183,28 @@ impl Event {
         Ok(e)
     }
 
+    /// [`Event::from_domain`] with the given id, so no fresh id is drawn
+    /// for an event whose id is derived (see [`EventId::for_command`]).
+    pub(crate) fn from_domain_with_id<E: DomainEvent>(
+        id: EventId,
+        actor_id: ActorId,
+        version: Version,
+        event: &E,
+    ) -> Result<Self, CodecError> {
+        let event_type = event.event_type();
+        let data = encode_payload(event, event_type)?;
+        Ok(Event {
+            id,
+            event_type: event_type.into(),
+            actor_id,
+            version,
+            schema_version: E::SCHEMA_VERSION,
+            timestamp: OffsetDateTime::now_utc(),
+            metadata: Metadata::default(),
+            data,
+        })
+    }
+
     /// Creates an event around an already encoded payload.
     pub fn from_raw(
         actor_id: ActorId,

@@ -18,7 +18,7 @@
 //! * Trust: the [`trust`] rule every store applies to records it did not
 //!   write ([`TrustPolicy`], [`HistoryGuard`]).
 //! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
-//!   [`EventId::for_command`].
+//!   [`EventId::for_command`], [`command_events`], [`CommandWindow`].
 //! * Errors: [`StoreError`], [`BusError`], [`NameError`], [`CodecError`],
 //!   [`RehydrateError`], [`CommandError`].
 //!
@@ -55,8 +55,8 @@ pub mod trust;
 pub mod version;
 
 pub use aggregate::{
-    Aggregate, Command, CommandOutcome, DEFAULT_COMMAND_WINDOW, Rehydrated, Repository, rehydrate,
-    rehydrate_with_window,
+    Aggregate, Command, CommandOutcome, CommandWindow, DEFAULT_COMMAND_WINDOW, Rehydrated,
+    Repository, command_events, rehydrate, rehydrate_with_window,
 };
 pub use bus::{BusEvent, DynEventBus, EventBus, EventFilter, NamespacePattern};
 pub use command::{CommandId, RecentCommand};

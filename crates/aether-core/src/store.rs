@@ -296,10 +296,54 @@ impl SnapshotStore for dyn DynSnapshotStore {
 }
 
 /// A store that keeps both events and snapshots, held as one trait object:
-/// `Arc<dyn DynStore>`.
+/// `Arc<dyn DynStore>` (which is itself an [`EventStore`] and a
+/// [`SnapshotStore`], so a [`crate::Repository`] can run on it).
 pub trait DynStore: DynEventStore + DynSnapshotStore {}
 
 impl<T: DynEventStore + DynSnapshotStore> DynStore for T {}
+
+impl<'d> EventStore for dyn DynStore + 'd {
+    fn namespace(&self) -> &Namespace {
+        DynEventStore::namespace(self)
+    }
+    fn append(
+        &self,
+        actor: &ActorId,
+        expected: Version,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Version>> + Send {
+        let actor = actor.clone();
+        async move { self.append_dyn(&actor, expected, events).await }
+    }
+    fn get_events(
+        &self,
+        actor: &ActorId,
+        from: Version,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send {
+        let actor = actor.clone();
+        async move { self.get_events_dyn(&actor, from).await }
+    }
+    fn stream_events(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>> {
+        self.stream_events_dyn(actor, from)
+    }
+    fn get_latest_version(&self, actor: &ActorId) -> impl Future<Output = Result<Version>> + Send {
+        let actor = actor.clone();
+        async move { self.get_latest_version_dyn(&actor).await }
+    }
+}
+
+impl<'d> SnapshotStore for dyn DynStore + 'd {
+    fn save_snapshot(&self, snapshot: ActorSnapshot) -> impl Future<Output = Result<()>> + Send {
+        self.save_snapshot_dyn(snapshot)
+    }
+    fn get_latest_snapshot(
+        &self,
+        actor: &ActorId,
+    ) -> impl Future<Output = Result<Option<ActorSnapshot>>> + Send {
+        let actor = actor.clone();
+        async move { self.get_latest_snapshot_dyn(&actor).await }
+    }
+}
 
 macro_rules! forward_store {
     ($($wrapper:ident),*) => {$(

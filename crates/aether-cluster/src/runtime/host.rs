@@ -1,0 +1,417 @@
+//! The active actors of one kind on this node: the table from actor id to
+//! mailbox, activation, least-recently-used eviction and passivation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aether_core::{ActorId, Aggregate, Command, DynEventBus, DynStore, Repository};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::directory::{Placement, ShardDirectory};
+use super::router::Nats;
+use super::{AskError, AskOutcome, actor};
+use crate::hash::shard_of;
+use crate::types::ShardId;
+
+/// The settings every host shares (see `ActorSystemBuilder`).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_active_actors: usize,
+    pub(crate) snapshot_every: Option<u64>,
+    pub(crate) ask_deadline: Duration,
+    pub(crate) recent_commands: usize,
+    pub(crate) max_conflict_retries: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mailbox_capacity: 64,
+            idle_timeout: Duration::from_secs(120),
+            max_active_actors: 100_000,
+            snapshot_every: Some(100),
+            ask_deadline: Duration::from_secs(5),
+            recent_commands: aether_core::DEFAULT_COMMAND_WINDOW,
+            max_conflict_retries: 3,
+        }
+    }
+}
+
+/// What every host and actor of one system shares.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) repo: Repository<Arc<dyn DynStore>>,
+    pub(crate) bus: Option<Arc<dyn DynEventBus>>,
+    pub(crate) directory: Arc<dyn ShardDirectory>,
+    pub(crate) settings: Settings,
+    pub(crate) nats: Option<Nats>,
+    /// The LRU clock: ticks once per routed command.
+    clock: AtomicU64,
+    closed: AtomicBool,
+    /// How many actor tasks are running (shutdown waits for 0).
+    running: watch::Sender<usize>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        store: Arc<dyn DynStore>,
+        bus: Option<Arc<dyn DynEventBus>>,
+        directory: Arc<dyn ShardDirectory>,
+        settings: Settings,
+        nats: Option<Nats>,
+    ) -> Self {
+        let repo = Repository::new(store.clone()).recent_commands(settings.recent_commands);
+        Shared {
+            store,
+            repo,
+            bus,
+            directory,
+            settings,
+            nats,
+            clock: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            running: watch::Sender::new(0),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn task_started(&self) {
+        self.running.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn task_ended(&self) {
+        self.running.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    pub(crate) async fn all_tasks_ended(&self) {
+        let mut rx = self.running.subscribe();
+        // The sender lives in `self`, so the wait cannot fail.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One command on its way to an actor.
+pub(crate) struct Envelope<A: Aggregate> {
+    pub(crate) command: Command<A::Command>,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: oneshot::Sender<Answer<A>>,
+}
+
+/// What an envelope's sender hears back.
+pub(crate) enum Answer<A: Aggregate> {
+    /// The actor's answer (or why it gave none).
+    Done(Result<AskOutcome<A>, AskError<A::Error>>),
+    /// The command, unrun: it was queued in an actor whose shard left this
+    /// node, and no local incarnation may take it.
+    Bounced(Command<A::Command>),
+}
+
+/// What a local ask came to.
+pub(crate) enum Local<A: Aggregate> {
+    Answer(Result<AskOutcome<A>, AskError<A::Error>>),
+    /// The shard is not local: the command, back for the router.
+    NotHere(Command<A::Command>),
+}
+
+/// Why an actor stops, as a metric label.
+pub(crate) type StopReason = &'static str;
+
+struct Slot<A: Aggregate> {
+    tx: mpsc::Sender<Envelope<A>>,
+    incarnation: u64,
+    shard: ShardId,
+    task: tokio::task::JoinHandle<()>,
+    last_used: u64,
+    /// Tells the actor to passivate (with the reason), e.g. when evicted.
+    stop: Option<oneshot::Sender<StopReason>>,
+}
+
+/// The host of one aggregate kind.
+pub(crate) struct KindHost<A: Aggregate> {
+    pub(crate) shared: Arc<Shared>,
+    actors: Mutex<HashMap<ActorId, Slot<A>>>,
+    next_incarnation: AtomicU64,
+}
+
+/// The kind-independent controls the system needs over every host.
+pub(crate) trait HostControl: Send + Sync {
+    /// Passivates every active actor (for shutdown): their mailboxes drain first.
+    fn stop_all(&self, reason: StopReason);
+    /// How many actors of this kind are active.
+    fn active(&self) -> usize;
+    /// Passivates the actors whose shard passes `moved` (each finishes the
+    /// command it runs) and returns their tasks, to wait for.
+    fn stop_shards(
+        &self,
+        moved: &dyn Fn(ShardId) -> bool,
+        reason: StopReason,
+    ) -> Vec<tokio::task::JoinHandle<()>>;
+}
+
+impl<A> KindHost<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        KindHost {
+            shared,
+            actors: Mutex::new(HashMap::new()),
+            next_incarnation: AtomicU64::new(1),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<ActorId, Slot<A>>> {
+        // A panic while holding this lock can only come from the standard
+        // library (the table runs no user code), so poisoning is ignored.
+        self.actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts `env` into the mailbox of actor `id` (store id `store_id`),
+    /// activating it if needed. With `wait`, a full mailbox is waited on
+    /// until the envelope's deadline. On failure the envelope is handed back
+    /// with the error, unsent.
+    pub(crate) async fn enqueue(
+        self: &Arc<Self>,
+        id: &ActorId,
+        store_id: &ActorId,
+        mut env: Envelope<A>,
+        wait: bool,
+    ) -> Result<(), (AskError<A::Error>, Envelope<A>)> {
+        loop {
+            if self.shared.is_closed() {
+                return Err((
+                    AskError::Unavailable("the actor system is shut down".into()),
+                    env,
+                ));
+            }
+            let full = {
+                let mut table = self.table();
+                let tick = self.shared.clock.fetch_add(1, Ordering::Relaxed);
+                if !table.contains_key(id) {
+                    let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
+                    if self.shared.directory.placement(shard) != Placement::Local {
+                        // The shard left this node (or is moving): the
+                        // caller's router looks again.
+                        return Err((
+                            AskError::NotHere {
+                                epoch: self.shared.directory.epoch(),
+                            },
+                            env,
+                        ));
+                    }
+                    self.activate(&mut table, id, store_id, shard);
+                }
+                let Some(slot) = table.get_mut(id) else {
+                    continue;
+                };
+                slot.last_used = tick;
+                match slot.tx.try_send(env) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(back)) => {
+                        // An incarnation that ended without leaving the
+                        // table (it died): forget it and start another.
+                        env = back;
+                        table.remove(id);
+                        count_retry::<A>("passivated");
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        env = back;
+                        slot.tx.clone()
+                    }
+                }
+            };
+            if !wait {
+                metrics::counter!("aether_actor_busy_total", "kind" => A::KIND).increment(1);
+                return Err((AskError::Busy, env));
+            }
+            match tokio::time::timeout_at(env.deadline, full.reserve()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(env);
+                    return Ok(());
+                }
+                // Closed while we waited: the actor passivated; go again.
+                Ok(Err(_)) => count_retry::<A>("passivated"),
+                Err(_) => {
+                    metrics::counter!("aether_actor_busy_total", "kind" => A::KIND).increment(1);
+                    return Err((AskError::Busy, env));
+                }
+            }
+        }
+    }
+
+    /// Runs `command` on the local incarnation of `id` and waits for its
+    /// answer until `deadline`; hands the command back if the shard is not
+    /// local (any more) and no incarnation is active.
+    pub(crate) async fn ask_local(
+        self: &Arc<Self>,
+        id: &ActorId,
+        store_id: &ActorId,
+        command: Command<A::Command>,
+        deadline: Instant,
+        wait: bool,
+    ) -> Local<A> {
+        let (reply, rx) = oneshot::channel();
+        let env = Envelope {
+            command,
+            deadline,
+            reply,
+        };
+        match self.enqueue(id, store_id, env, wait).await {
+            Ok(()) => {}
+            Err((AskError::NotHere { .. }, env)) => return Local::NotHere(env.command),
+            Err((e, _)) => return Local::Answer(Err(e)),
+        }
+        Local::Answer(match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Answer::Done(result))) => result,
+            Ok(Ok(Answer::Bounced(command))) => return Local::NotHere(command),
+            // A reply is dropped unsent only by an incarnation that died.
+            Ok(Err(_)) => Err(AskError::ActorPanicked),
+            Err(_) => Err(AskError::Timeout),
+        })
+    }
+
+    /// Sends a command taken from a passivating actor's mailbox to the next
+    /// incarnation, or answers it with the reason it cannot go there.
+    pub(crate) async fn reroute(
+        self: &Arc<Self>,
+        id: &ActorId,
+        store_id: &ActorId,
+        env: Envelope<A>,
+    ) {
+        count_retry::<A>("passivated");
+        match self.enqueue(id, store_id, env, true).await {
+            Ok(()) => {}
+            Err((AskError::NotHere { .. }, env)) => {
+                let _ = env.reply.send(Answer::Bounced(env.command));
+            }
+            Err((e, env)) => {
+                let _ = env.reply.send(Answer::Done(Err(e)));
+            }
+        }
+    }
+
+    /// Starts a new incarnation of `id`, evicting the least recently used
+    /// actor first if the table is full.
+    fn activate(
+        self: &Arc<Self>,
+        table: &mut HashMap<ActorId, Slot<A>>,
+        id: &ActorId,
+        store_id: &ActorId,
+        shard: ShardId,
+    ) {
+        if table.len() >= self.shared.settings.max_active_actors.max(1)
+            && let Some(victim) = table
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            && let Some(mut slot) = table.remove(&victim)
+            && let Some(stop) = slot.stop.take()
+        {
+            let _ = stop.send("lru");
+        }
+        let (tx, rx) = mpsc::channel(self.shared.settings.mailbox_capacity.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+        self.shared.task_started();
+        let task = tokio::spawn(actor::run(
+            self.clone(),
+            id.clone(),
+            store_id.clone(),
+            incarnation,
+            rx,
+            stop_rx,
+        ));
+        table.insert(
+            id.clone(),
+            Slot {
+                tx,
+                incarnation,
+                shard,
+                task,
+                last_used: 0,
+                stop: Some(stop_tx),
+            },
+        );
+    }
+
+    /// Commands waiting in the mailbox of `id`'s active incarnation.
+    pub(crate) fn queued(&self, id: &ActorId) -> usize {
+        self.table()
+            .get(id)
+            .map_or(0, |s| s.tx.max_capacity() - s.tx.capacity())
+    }
+
+    /// Removes incarnation `incarnation` of `id` from the table, if it is
+    /// still there (an evicted actor is already gone).
+    pub(crate) fn leave(&self, id: &ActorId, incarnation: u64) {
+        let mut table = self.table();
+        if table.get(id).is_some_and(|s| s.incarnation == incarnation) {
+            table.remove(id);
+        }
+    }
+}
+
+impl<A> HostControl for KindHost<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    fn stop_all(&self, reason: StopReason) {
+        let slots: Vec<Slot<A>> = self.table().drain().map(|(_, s)| s).collect();
+        for mut slot in slots {
+            if let Some(stop) = slot.stop.take() {
+                let _ = stop.send(reason);
+            }
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.table().len()
+    }
+
+    fn stop_shards(
+        &self,
+        moved: &dyn Fn(ShardId) -> bool,
+        reason: StopReason,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let slots: Vec<Slot<A>> = {
+            let mut table = self.table();
+            let ids: Vec<ActorId> = table
+                .iter()
+                .filter(|(_, s)| moved(s.shard))
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.iter().filter_map(|k| table.remove(k)).collect()
+        };
+        slots
+            .into_iter()
+            .map(|mut slot| {
+                if let Some(stop) = slot.stop.take() {
+                    let _ = stop.send(reason);
+                }
+                slot.task
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn count_retry<A: Aggregate>(reason: &'static str) {
+    metrics::counter!("aether_actor_retries_total", "kind" => A::KIND, "reason" => reason)
+        .increment(1);
+}

@@ -1,0 +1,283 @@
+//! The sharded actor runtime: an [`ActorSystem`] hosts event-sourced actors
+//! ([`Aggregate`]s), one task and one bounded mailbox per active actor, with
+//! its state kept in memory between commands.
+//!
+//! ```
+//! use aether_cluster::runtime::ActorSystem;
+//! use aether_core::{ActorId, Aggregate, DomainEvent};
+//! use aether_store_memory::InMemoryEventStore;
+//! use serde::{Deserialize, Serialize};
+//! use std::sync::Arc;
+//!
+//! #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+//! struct Counter { value: u64 }
+//! #[derive(Serialize, Deserialize)]
+//! struct Added(u64);
+//! impl DomainEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+//! #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+//! #[error("never")]
+//! struct Never;
+//! impl Aggregate for Counter {
+//!     type Command = u64;
+//!     type Event = Added;
+//!     type Error = Never;
+//!     const KIND: &'static str = "counter";
+//!     fn handle(&self, n: u64) -> Result<Vec<Added>, Never> { Ok(vec![Added(n)]) }
+//!     fn apply(&mut self, e: &Added) { self.value += e.0 }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let system = ActorSystem::builder(Arc::new(InMemoryEventStore::new()))
+//!     .register::<Counter>()
+//!     .build()?;
+//! let counter = system.actor::<Counter>(ActorId::new("c-1")?);
+//! counter.ask(5).await?;
+//! let outcome = counter.ask(2).await?;
+//! assert_eq!((outcome.version.get(), outcome.state.value), (2, 7));
+//! system.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a command does
+//!
+//! `ask` routes the command to the actor's mailbox (activating the actor if
+//! it is not active: the latest usable snapshot plus the later events,
+//! rebuilt by [`aether_core::Repository::load`]). The actor runs commands one
+//! at a time: the command-id window check (a repeated [`CommandId`] gets its
+//! original outcome, `duplicate: true`), [`Aggregate::handle`], one
+//! `append(expected = cached version)` of [`aether_core::command_events`],
+//! then [`Aggregate::apply`] on the cached state. There is no read on this
+//! path. A `VersionConflict` means another writer exists: the actor reloads
+//! and decides again (at most [`ActorSystemBuilder::max_conflict_retries`]
+//! times, counted), then gives up with the conflict and passivates.
+//!
+//! # Persistence identity
+//!
+//! An actor is addressed by `(A::KIND, ActorId)`. In the store it is the
+//! actor id **`<kind>:<id>`** (see [`persistence_id`]). Kinds are validated
+//! at registration to be non-empty and free of `:` and control characters,
+//! so the mapping is injective: the store id splits at its first `:` into the
+//! kind and the id, and two kinds with one id never share a history. The
+//! whole store id obeys [`ActorId::MAX_LEN`], so an id may be at most
+//! `MAX_LEN - kind.len() - 1` bytes long.
+//!
+//! # Deadlines, `Busy` and `Timeout`
+//!
+//! Every ask has a deadline (its own or [`ActorSystemBuilder::ask_deadline`]).
+//! [`ActorRef::ask`] waits for room in a full mailbox until the deadline and
+//! then returns [`AskError::Busy`]; [`ActorRef::try_ask`] returns `Busy` at
+//! once. `Busy` always means the command was **never queued and never run**.
+//! [`AskError::Timeout`] means it was queued but no reply came in time: it
+//! may or may not have been applied. An actor skips a command whose deadline
+//! passed while it waited in the mailbox. Retrying with the same
+//! [`CommandId`] ([`ActorRef::ask_command`]) is always safe: it is applied
+//! at most once while it stays in the actor's window of recent commands.
+//!
+//! # Passivation
+//!
+//! An actor passivates after [`ActorSystemBuilder::idle_timeout`] without a
+//! command, and the least recently used actor of a kind is passivated when
+//! activating one more would pass [`ActorSystemBuilder::max_active_actors`].
+//! A passivating actor first leaves the host's table, then closes its
+//! mailbox and sends every command still queued in it to the next
+//! incarnation: no command is lost.
+//!
+//! # Shards, routing and handoff
+//!
+//! An actor lives in shard [`crate::shard_of`]`(A::KIND, id, shard_count)`,
+//! and the [`ShardDirectory`] says where that shard is: the embedded
+//! [`SingleNodeDirectory`] (the default: every shard local), a
+//! [`crate::ClusterManager`] (the NATS cluster's shard map; a node that does
+//! not claim membership hosts nothing), or a hand-set [`StaticDirectory`].
+//! With [`ActorSystemBuilder::nats`], a command for a shard owned by another
+//! node crosses NATS request/reply to it (envelope in [`wire`]) and the
+//! system answers other nodes' commands for its own shards. A "not here"
+//! answer (the owner's view differs), no responders and transport time-outs
+//! are retried with jittered exponential backoff (5 ms to 200 ms) after
+//! reading the directory again, inside the caller's deadline; commands for a
+//! moving or unassigned shard wait for the directory to change. The same
+//! command id travels with every retry, so a retry after a lost reply is
+//! answered from the owner's window, not applied twice.
+//!
+//! When a shard stops being local, its actors passivate (each finishes its
+//! command in flight); commands still queued are answered "not here" and
+//! routed again. [`ActorSystem::release_shard`] does the same for one shard
+//! and waits for its actors to stop: the handoff handler of a
+//! [`crate::ClusterManager`]. A stale owner that still appends is fenced by
+//! the store's expected-version check (see above).
+//!
+//! # Panics in user code
+//!
+//! A panic in `handle`, `apply` or a serde impl of the aggregate stops that
+//! actor's incarnation (never the node); the caller gets
+//! [`AskError::ActorPanicked`]. Commands queued behind it go to the next
+//! incarnation, which rehydrates from the store. A panic in `apply` happens
+//! after the append, so the command's events are stored.
+//!
+//! # Metrics
+//!
+//! `aether_actors_active{kind}` (gauge), `aether_actor_activations_total{kind}`,
+//! `aether_actor_passivations_total{kind, reason}` (`idle`, `lru`, `panic`,
+//! `conflict`, `moved`, `handoff`, `shutdown`),
+//! `aether_actor_mailbox_depth{kind}` (histogram, sampled when a command is
+//! taken), `aether_actor_ask_duration_seconds{kind, route}` (histogram,
+//! `route` = `local` or `remote`), `aether_actor_retries_total{kind, reason}`
+//! (`conflict`, `passivated`, `not_here`, `no_responders`, `timeout`,
+//! `transport`, `unavailable`), `aether_actor_busy_total{kind}`,
+//! `aether_actor_commands_total{kind, outcome}` (`applied`, `duplicate`,
+//! `rejected`, `error`, `expired`, `panicked`),
+//! `aether_actor_bus_failures_total{kind}`,
+//! `aether_actor_wire_rejected_total{reason}` (`malformed`,
+//! `no_reply_subject`). Each command runs in a tracing span
+//! `aether.actor.command` with the kind, actor id and command id.
+
+mod actor;
+mod directory;
+mod host;
+mod router;
+mod system;
+pub mod wire;
+
+use std::sync::Arc;
+
+use aether_core::{
+    ActorId, CodecError, CommandError, CommandId, Event, NameError, RehydrateError, StoreError,
+    Version,
+};
+
+pub use directory::{Placement, ShardDirectory, SingleNodeDirectory, StaticDirectory};
+pub use system::{ActorRef, ActorSystem, ActorSystemBuilder, SystemError};
+pub use wire::{WIRE_FORMAT, WireError};
+
+#[doc(no_inline)]
+pub use aether_core::Aggregate;
+
+/// The store id of actor `id` of kind `kind`: `<kind>:<id>` (see the
+/// [module docs](self#persistence-identity)).
+///
+/// # Errors
+/// [`NameError`] if the result is longer than [`ActorId::MAX_LEN`] bytes.
+pub fn persistence_id(kind: &str, id: &ActorId) -> Result<ActorId, NameError> {
+    let mut s = String::with_capacity(kind.len() + 1 + id.as_str().len());
+    s.push_str(kind);
+    s.push(':');
+    s.push_str(id.as_str());
+    ActorId::new(s)
+}
+
+/// What a command did, as seen by the caller.
+#[derive(Debug, Clone)]
+pub struct AskOutcome<A> {
+    /// The actor's version after the command (for a command that produced
+    /// no event: the version it was decided on; for a duplicate: the version
+    /// of its last event).
+    pub version: Version,
+    /// The events the command appended (stored under the persistence id);
+    /// for a duplicate, the original events read back from the store.
+    pub events: Vec<Event>,
+    /// A read view of the state right after the command (for a duplicate:
+    /// the actor's current state). The actor never mutates a view it handed
+    /// out: it copies the state on its next write if a view is still held.
+    pub state: Arc<A>,
+    /// The command's id.
+    pub command_id: CommandId,
+    /// Whether the command had already been applied: nothing ran this time.
+    pub duplicate: bool,
+    /// How many times the command was decided again after a version conflict.
+    pub retries: u32,
+}
+
+/// Why an ask failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError<E> {
+    /// The aggregate refused the command; nothing was written.
+    #[error("the actor refused the command: {0}")]
+    Rejected(E),
+    /// The command was queued but no reply came before the deadline. It may
+    /// or may not have been applied; retry with the same command id.
+    #[error("no reply before the deadline")]
+    Timeout,
+    /// The actor's mailbox stayed full until the deadline (or at once, for
+    /// `try_ask`): the command was never queued and never run.
+    #[error("the actor's mailbox is full")]
+    Busy,
+    /// The actor cannot be reached from this node (its shard is owned
+    /// elsewhere, unassigned, or the system is shut down). Nothing was run.
+    #[error("actor unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed. After `Unavailable` or `Timeout` of the store the
+    /// command may have been stored; the actor reloads before its next command.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The actor's history could not be folded (activation failed).
+    #[error(transparent)]
+    Rehydrate(RehydrateError),
+    /// A command's event or the state could not be encoded.
+    #[error(transparent)]
+    Codec(CodecError),
+    /// User code (`handle`, `apply`, serde) panicked; that incarnation of the
+    /// actor stopped. A panic in `apply` comes after the append, so the
+    /// command's events may be stored.
+    #[error("the actor panicked while running the command")]
+    ActorPanicked,
+    /// The aggregate kind was not registered with the system.
+    #[error("actor kind {0:?} is not registered with this actor system")]
+    NotRegistered(&'static str),
+    /// The actor id is too long once the kind is prefixed (see
+    /// [`persistence_id`]).
+    #[error(transparent)]
+    InvalidId(NameError),
+    /// The actor's shard is not hosted by the node that got the command
+    /// (it moved, or is moving). Routers retry it after a refresh within the
+    /// deadline; a caller sees it only from a raw host. Nothing was run.
+    #[error("the actor's shard is not hosted here (map epoch {epoch})")]
+    NotHere {
+        /// The epoch of the placement the node acted on.
+        epoch: u64,
+    },
+    /// A remote request or reply could not be encoded or read.
+    #[error(transparent)]
+    Wire(WireError),
+    /// The owner failed in a way that has no local variant (its history
+    /// could not be folded, its state not encoded); the text says why.
+    #[error("remote failure: {0}")]
+    Remote(String),
+}
+
+impl<E: std::error::Error> AskError<E> {
+    fn from_command(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Rejected(e) => AskError::Rejected(e),
+            CommandError::Store(e) => AskError::from_store(e),
+            CommandError::Rehydrate(e) => AskError::Rehydrate(e),
+            CommandError::Codec(e) => AskError::Codec(e),
+            other => AskError::Store(StoreError::Backend {
+                message: other.to_string(),
+                source: None,
+            }),
+        }
+    }
+
+    fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::Codec(c) => AskError::Codec(c),
+            other => AskError::Store(other),
+        }
+    }
+
+    /// Whether the caller may retry the same command (same id) and expect
+    /// it to be applied at most once: `Timeout`, `Busy`, `Unavailable` and
+    /// transient store failures.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AskError::Timeout
+            | AskError::Busy
+            | AskError::Unavailable(_)
+            | AskError::NotHere { .. } => true,
+            AskError::Store(e) => e.is_transient() || e.is_conflict(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Remote asks over NATS request/reply: the caller's side (one attempt,
+//! classified as done or worth a retry, and the jittered backoff between
+//! attempts) and the owner's side (the node's request subject, served per
+//! kind).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_core::name::encode_token;
+use aether_core::{ActorId, Aggregate, Command, StoreError};
+use async_nats::RequestErrorKind;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::directory::Placement;
+use super::host::{KindHost, Local};
+use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
+use super::{AskError, AskOutcome, persistence_id};
+use crate::hash::shard_of;
+use crate::types::NodeId;
+
+/// The NATS side of a system: the client and the subject prefix of its
+/// cluster (`<prefix>.<encoded cluster>`; a node answers on
+/// `<that>.<encoded node id>`).
+pub(crate) struct Nats {
+    pub(crate) client: async_nats::Client,
+    pub(crate) prefix: String,
+}
+
+impl Nats {
+    pub(crate) fn new(client: async_nats::Client, prefix: &str, cluster: &str) -> Self {
+        Nats {
+            client,
+            prefix: format!("{prefix}.rt.{}", encode_token(cluster)),
+        }
+    }
+
+    pub(crate) fn subject(&self, node: &NodeId) -> String {
+        format!("{}.{}", self.prefix, encode_token(node.as_str()))
+    }
+}
+
+/// One remote attempt: a final answer, or a reason to refresh and retry.
+pub(crate) enum Attempt<A: Aggregate> {
+    Done(Result<AskOutcome<A>, AskError<A::Error>>),
+    Retry(&'static str),
+}
+
+/// Sends `command` for actor `id` to `node` and reads the answer.
+pub(crate) async fn ask_remote<A>(
+    nats: &Nats,
+    node: &NodeId,
+    id: &ActorId,
+    command: &Command<A::Command>,
+    deadline: Instant,
+    epoch: u64,
+) -> Attempt<A>
+where
+    A: Aggregate,
+{
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Attempt::Done(Err(AskError::Timeout));
+    }
+    let payload = match rmp_serde::to_vec_named(command.inner()) {
+        Ok(p) => p,
+        Err(e) => return Attempt::Done(Err(AskError::Wire(WireError::Payload(e.to_string())))),
+    };
+    let request = Request {
+        format: WIRE_FORMAT,
+        command_id: command.command_id(),
+        correlation_id: command.correlation().map(str::to_owned),
+        kind: A::KIND.to_owned(),
+        actor: id.as_str().to_owned(),
+        deadline_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+        epoch,
+        trace: Default::default(),
+        command: payload.into(),
+    };
+    let bytes = match request.encode() {
+        Ok(b) => b,
+        Err(e) => return Attempt::Done(Err(AskError::Wire(e))),
+    };
+    let sent = nats.client.request(nats.subject(node), bytes.into());
+    let msg = match tokio::time::timeout_at(deadline, sent).await {
+        Err(_) => return Attempt::Done(Err(AskError::Timeout)),
+        Ok(Err(e)) => {
+            return Attempt::Retry(match e.kind() {
+                RequestErrorKind::NoResponders => "no_responders",
+                RequestErrorKind::TimedOut => "timeout",
+                _ => "transport",
+            });
+        }
+        Ok(Ok(msg)) => msg,
+    };
+    let reply = match Reply::decode(&msg.payload) {
+        Ok(r) => r,
+        Err(e) => return Attempt::Done(Err(AskError::Wire(e))),
+    };
+    Attempt::Done(match reply {
+        Reply::NotHere { .. } => return Attempt::Retry("not_here"),
+        Reply::Unavailable(_) => return Attempt::Retry("unavailable"),
+        Reply::Done {
+            version,
+            events,
+            state,
+            duplicate,
+            retries,
+        } => match rmp_serde::from_slice::<A>(&state) {
+            Ok(state) => Ok(AskOutcome {
+                version,
+                events,
+                state: Arc::new(state),
+                command_id: command.command_id(),
+                duplicate,
+                retries,
+            }),
+            Err(e) => Err(AskError::Wire(WireError::Payload(e.to_string()))),
+        },
+        Reply::Rejected(bytes) => match rmp_serde::from_slice::<A::Error>(&bytes) {
+            Ok(e) => Err(AskError::Rejected(e)),
+            Err(e) => Err(AskError::Wire(WireError::Payload(e.to_string()))),
+        },
+        Reply::Busy => Err(AskError::Busy),
+        Reply::Timeout => Err(AskError::Timeout),
+        Reply::Failed { failure, message } => Err(match failure {
+            Failure::Panicked => AskError::ActorPanicked,
+            Failure::NotRegistered => AskError::NotRegistered(A::KIND),
+            Failure::Store => AskError::Store(StoreError::Backend {
+                message: format!("on node {node}: {message}"),
+                source: None,
+            }),
+            Failure::Rehydrate | Failure::Codec | Failure::InvalidId => {
+                AskError::Remote(format!("on node {node}: {message}"))
+            }
+        }),
+        Reply::BadRequest(e) => Err(AskError::Wire(e)),
+    })
+}
+
+/// Sleeps before retry number `attempt` (from 0): exponential from 5 ms to
+/// 200 ms, jittered over its upper half. Returns `false` (after sleeping to
+/// the deadline) when less than the delay is left, so a last attempt is
+/// never cut short by the deadline mid-flight.
+pub(crate) async fn backoff(attempt: u32, deadline: Instant) -> bool {
+    let cap = Duration::from_millis(5)
+        .saturating_mul(1u32 << attempt.min(6))
+        .min(Duration::from_millis(200));
+    let jitter = u32::try_from(uuid::Uuid::new_v4().as_u128() % 1000).unwrap_or(0);
+    let delay = cap / 2 + (cap / 2) * jitter / 1000;
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining <= delay {
+        tokio::time::sleep(remaining).await;
+        return false;
+    }
+    tokio::time::sleep(delay).await;
+    true
+}
+
+/// A kind as the owner's request loop sees it.
+pub(crate) trait RemoteKind: Send + Sync {
+    /// Runs one request for this kind and answers it.
+    fn serve(self: Arc<Self>, request: Request) -> BoxFuture<'static, Reply>;
+}
+
+impl<A> RemoteKind for KindHost<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    fn serve(self: Arc<Self>, request: Request) -> BoxFuture<'static, Reply> {
+        Box::pin(async move {
+            let Ok(id) = ActorId::new(&request.actor) else {
+                return Reply::BadRequest(WireError::Malformed(format!(
+                    "invalid actor id {:?}",
+                    request.actor
+                )));
+            };
+            let command: A::Command = match rmp_serde::from_slice(&request.command) {
+                Ok(c) => c,
+                Err(e) => return Reply::BadRequest(WireError::Payload(e.to_string())),
+            };
+            let directory = &self.shared.directory;
+            let shard = shard_of(A::KIND, &id, directory.shard_count());
+            if directory.placement(shard) != Placement::Local {
+                return Reply::NotHere {
+                    epoch: directory.epoch(),
+                };
+            }
+            let store_id = match persistence_id(A::KIND, &id) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Reply::Failed {
+                        failure: Failure::InvalidId,
+                        message: e.to_string(),
+                    };
+                }
+            };
+            let deadline = Instant::now() + Duration::from_millis(request.deadline_ms);
+            let mut command = Command::new(command).id(request.command_id);
+            if let Some(c) = request.correlation_id {
+                command = command.correlation_id(c);
+            }
+            match self
+                .ask_local(&id, &store_id, command, deadline, true)
+                .await
+            {
+                Local::Answer(result) => to_reply(result),
+                Local::NotHere(_) => Reply::NotHere {
+                    epoch: directory.epoch(),
+                },
+            }
+        })
+    }
+}
+
+fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> Reply {
+    let failed = |failure, message: String| Reply::Failed { failure, message };
+    match result {
+        Ok(o) => match rmp_serde::to_vec_named(&*o.state) {
+            Ok(state) => Reply::Done {
+                version: o.version,
+                events: o.events,
+                state: state.into(),
+                duplicate: o.duplicate,
+                retries: o.retries,
+            },
+            Err(e) => failed(Failure::Codec, e.to_string()),
+        },
+        Err(AskError::Rejected(e)) => match rmp_serde::to_vec_named(&e) {
+            Ok(bytes) => Reply::Rejected(bytes.into()),
+            Err(e) => failed(Failure::Codec, e.to_string()),
+        },
+        Err(AskError::Busy) => Reply::Busy,
+        Err(AskError::Timeout) => Reply::Timeout,
+        Err(AskError::Unavailable(m)) => Reply::Unavailable(m),
+        Err(AskError::Store(e)) => failed(Failure::Store, e.to_string()),
+        Err(AskError::Rehydrate(e)) => failed(Failure::Rehydrate, e.to_string()),
+        Err(AskError::Codec(e)) => failed(Failure::Codec, e.to_string()),
+        Err(AskError::ActorPanicked) => failed(Failure::Panicked, "the actor panicked".into()),
+        Err(AskError::NotRegistered(k)) => failed(Failure::NotRegistered, k.to_owned()),
+        Err(AskError::InvalidId(e)) => failed(Failure::InvalidId, e.to_string()),
+        Err(AskError::NotHere { epoch }) => Reply::NotHere { epoch },
+        Err(AskError::Wire(e)) => Reply::BadRequest(e),
+        Err(AskError::Remote(m)) => failed(Failure::Codec, m),
+    }
+}
+
+/// The owner's loop: every message on the node's subject is one request,
+/// served in its own task. Garbage and unknown kinds get a typed error
+/// reply; a message without a reply subject is counted and dropped.
+pub(crate) async fn serve(
+    client: async_nats::Client,
+    mut subscriber: async_nats::Subscriber,
+    kinds: Arc<HashMap<String, Arc<dyn RemoteKind>>>,
+) {
+    while let Some(msg) = subscriber.next().await {
+        let Some(reply_to) = msg.reply.clone() else {
+            metrics::counter!("aether_actor_wire_rejected_total", "reason" => "no_reply_subject")
+                .increment(1);
+            continue;
+        };
+        let client = client.clone();
+        let kinds = kinds.clone();
+        tokio::spawn(async move {
+            let reply = match Request::decode(&msg.payload) {
+                Err(e) => {
+                    metrics::counter!("aether_actor_wire_rejected_total", "reason" => "malformed")
+                        .increment(1);
+                    tracing::warn!(subject = %msg.subject, error = %e, "unreadable actor request");
+                    Reply::BadRequest(e)
+                }
+                Ok(request) => match kinds.get(&request.kind) {
+                    Some(kind) => kind.clone().serve(request).await,
+                    None => Reply::Failed {
+                        failure: Failure::NotRegistered,
+                        message: request.kind,
+                    },
+                },
+            };
+            if let Err(error) = client.publish(reply_to, reply.encode().into()).await {
+                tracing::warn!(%error, "actor reply not sent");
+            }
+        });
+    }
+}

@@ -1,0 +1,583 @@
+//! The actor system on the embedded default (in-memory store, single node):
+//! commands, persistence identity, effectively-once, snapshots, passivation,
+//! LRU, panics, full mailboxes, deadlines, conflicts and the bus.
+
+mod runtime_common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aether_cluster::runtime::{ActorSystem, AskError, SystemError, persistence_id};
+use aether_core::{
+    ActorId, Command, CommandId, EventBus, EventFilter, EventStore, Repository, SnapshotStore,
+    Version,
+};
+use aether_store_memory::InMemoryEventStore;
+use aether_testkit_nats::wait_until;
+use futures::StreamExt;
+use runtime_common::{Cmd, Counter, GatedStore, Ledger, Loud, id};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn system(store: &Arc<InMemoryEventStore>) -> ActorSystem {
+    ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .register::<Ledger>()
+        .build()
+        .expect("system")
+}
+
+#[tokio::test]
+async fn commands_are_decided_on_cached_state_and_stored_under_the_kind() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = system(&store);
+    let c = system.actor::<Counter>(id("a"));
+    let first = c.ask(Cmd::Add(5)).await.expect("first");
+    let second = c.ask(Cmd::Add(2)).await.expect("second");
+    assert_eq!(first.version, Version::new(1));
+    assert_eq!(second.version, Version::new(2));
+    assert_eq!(second.state.total, 7);
+    assert!(!second.duplicate);
+    let stored = store
+        .get_events(&id("counter:a"), Version::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(stored, second_and_first(&first.events, &second.events));
+    assert!(
+        store
+            .get_events(&id("a"), Version::ZERO)
+            .await
+            .expect("read")
+            .is_empty(),
+        "nothing is stored under the bare id"
+    );
+    // A command that produces no event writes nothing.
+    let none = c.ask(Cmd::Nothing).await.expect("nothing");
+    assert_eq!((none.version, none.events.len()), (Version::new(2), 0));
+    assert!(matches!(
+        c.ask(Cmd::Refuse).await,
+        Err(AskError::Rejected(_))
+    ));
+    assert_eq!(
+        store.get_latest_version(&id("counter:a")).await.expect("v"),
+        Version::new(2)
+    );
+    system.shutdown().await;
+    assert_eq!(system.active_actors(), 0);
+}
+
+fn second_and_first(a: &[aether_core::Event], b: &[aether_core::Event]) -> Vec<aether_core::Event> {
+    a.iter().chain(b).cloned().collect()
+}
+
+#[tokio::test]
+async fn two_kinds_with_one_id_never_share_a_history() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = system(&store);
+    let same = id("x");
+    for n in 1..=3 {
+        system
+            .actor::<Counter>(same.clone())
+            .ask(Cmd::Add(n))
+            .await
+            .expect("counter");
+    }
+    let ledger = system
+        .actor::<Ledger>(same.clone())
+        .ask(Cmd::Add(100))
+        .await
+        .expect("ledger");
+    assert_eq!(
+        ledger.version,
+        Version::new(1),
+        "the ledger starts its own history"
+    );
+    assert_eq!(ledger.state.entries, vec![100]);
+    let counter_log = store
+        .get_events(
+            &persistence_id("counter", &same).expect("pid"),
+            Version::ZERO,
+        )
+        .await
+        .expect("read");
+    let ledger_log = store
+        .get_events(
+            &persistence_id("ledger", &same).expect("pid"),
+            Version::ZERO,
+        )
+        .await
+        .expect("read");
+    assert_eq!(counter_log.len(), 3);
+    assert_eq!(ledger_log.len(), 1);
+    assert!(
+        counter_log
+            .iter()
+            .all(|e| e.actor_id.as_str() == "counter:x")
+    );
+    assert_eq!(ledger_log[0].actor_id.as_str(), "ledger:x");
+    // An id that contains ':' stays distinct: counter `ledger:x` is stored as
+    // `counter:ledger:x` (split at the first ':'), never as ledger `x`.
+    let tricky = system.actor::<Counter>(id("ledger:x"));
+    assert_eq!(
+        tricky.ask(Cmd::Add(1)).await.expect("tricky").version,
+        Version::new(1)
+    );
+    assert_eq!(
+        store
+            .get_latest_version(&id("counter:ledger:x"))
+            .await
+            .expect("v"),
+        Version::new(1)
+    );
+    assert_eq!(
+        store.get_latest_version(&id("ledger:x")).await.expect("v"),
+        Version::new(1),
+        "ledger x is untouched"
+    );
+    system.shutdown().await;
+}
+
+#[tokio::test]
+async fn kinds_are_validated_and_unregistered_kinds_are_typed_errors() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let err = ActorSystem::builder(store.clone())
+        .register::<Loud>()
+        .build()
+        .expect_err("':' in a kind");
+    assert!(
+        matches!(err, SystemError::InvalidKind { kind: "lo:ud", .. }),
+        "{err}"
+    );
+    let err = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .register::<Counter>()
+        .build()
+        .expect_err("twice");
+    assert!(
+        matches!(err, SystemError::DuplicateKind("counter")),
+        "{err}"
+    );
+    let only_counters = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .build()
+        .expect("system");
+    assert!(matches!(
+        only_counters
+            .actor::<Ledger>(id("a"))
+            .ask(Cmd::Add(1))
+            .await,
+        Err(AskError::NotRegistered("ledger"))
+    ));
+    let long = id("x".repeat(ActorId::MAX_LEN));
+    assert!(matches!(
+        only_counters.actor::<Counter>(long).ask(Cmd::Add(1)).await,
+        Err(AskError::InvalidId(_))
+    ));
+    assert_eq!(store.actor_count(), 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_repeated_command_id_gets_the_original_outcome_even_after_passivation() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .idle_timeout(Duration::from_millis(20))
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("once"));
+    let cid = CommandId::new();
+    let first = c
+        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .await
+        .expect("first");
+    let again = c
+        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .await
+        .expect("again");
+    assert!(again.duplicate);
+    assert_eq!(again.version, first.version);
+    assert_eq!(again.events, first.events);
+    assert_eq!(again.state.total, 10);
+    wait_until(WAIT, "the actor passivates", async || {
+        system.active_actors() == 0
+    })
+    .await;
+    let after = c
+        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .await
+        .expect("after passivation");
+    assert!(after.duplicate, "the next incarnation rebuilt the window");
+    assert_eq!(after.events, first.events);
+    assert_eq!(
+        store
+            .get_latest_version(&id("counter:once"))
+            .await
+            .expect("v"),
+        Version::new(1),
+        "applied once"
+    );
+    system.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshots_bound_replay_and_a_new_system_continues_the_history() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .snapshot_every(4)
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("snap"));
+    for n in 1..=9 {
+        c.ask(Cmd::Add(n)).await.expect("ask");
+    }
+    system.shutdown().await;
+    let snap = store
+        .get_latest_snapshot(&id("counter:snap"))
+        .await
+        .expect("read")
+        .expect("a snapshot");
+    assert_eq!(snap.version, Version::new(8));
+    assert_eq!(
+        snap.recent_commands.len(),
+        8,
+        "the window is in the snapshot"
+    );
+    let again = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .build()
+        .expect("system");
+    let out = again
+        .actor::<Counter>(id("snap"))
+        .ask(Cmd::Add(100))
+        .await
+        .expect("ask");
+    assert_eq!(
+        (out.version, out.state.total, out.state.count),
+        (Version::new(10), 145, 10)
+    );
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_arriving_while_actors_passivate_are_never_lost() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .idle_timeout(Duration::from_millis(1))
+        .mailbox_capacity(4)
+        .build()
+        .expect("system");
+    const ACTORS: u64 = 8;
+    const ROUNDS: u64 = 30;
+    const PER_ROUND: u64 = 10;
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        for a in 0..ACTORS {
+            for k in 0..PER_ROUND {
+                let r = system.actor::<Counter>(id(format!("burst-{a}")));
+                tasks.push(tokio::spawn(async move {
+                    r.ask(Cmd::Add(round * 1000 + k)).await
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.expect("task").expect("every ask succeeds");
+        }
+        if round % 10 == 0 {
+            wait_until(WAIT, "every actor passivates", async || {
+                system.active_actors() == 0
+            })
+            .await;
+        }
+    }
+    let per_actor: u64 = (0..ROUNDS)
+        .map(|r| (0..PER_ROUND).map(|k| r * 1000 + k).sum::<u64>())
+        .sum();
+    for a in 0..ACTORS {
+        let out = system
+            .actor::<Counter>(id(format!("burst-{a}")))
+            .ask(Cmd::Nothing)
+            .await
+            .expect("read");
+        assert_eq!(out.version, Version::new(ROUNDS * PER_ROUND));
+        assert_eq!(
+            (out.state.total, out.state.count),
+            (per_actor, ROUNDS * PER_ROUND)
+        );
+    }
+    system.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_least_recently_used_actor_passivates_beyond_the_maximum() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .max_active_actors(2)
+        .build()
+        .expect("system");
+    for round in 1..=3u64 {
+        for a in ["a", "b", "c", "d"] {
+            let out = system
+                .actor::<Counter>(id(a))
+                .ask(Cmd::Add(round))
+                .await
+                .expect("ask");
+            assert_eq!(out.version, Version::new(round), "{a} keeps its history");
+            assert!(
+                system.active_actors() <= 2,
+                "{} active",
+                system.active_actors()
+            );
+        }
+    }
+    let out = system
+        .actor::<Counter>(id("a"))
+        .ask(Cmd::Nothing)
+        .await
+        .expect("a");
+    assert_eq!(out.state.total, 6);
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_user_code_stops_the_incarnation_not_the_node() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = system(&store);
+    let c = system.actor::<Counter>(id("p"));
+    let other = system.actor::<Counter>(id("q"));
+    c.ask(Cmd::Add(3)).await.expect("before");
+    assert!(matches!(
+        c.ask(Cmd::Panic).await,
+        Err(AskError::ActorPanicked)
+    ));
+    other.ask(Cmd::Add(1)).await.expect("other actors go on");
+    let after = c.ask(Cmd::Add(4)).await.expect("a new incarnation");
+    assert_eq!((after.version, after.state.total), (Version::new(2), 7));
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_is_busy_and_a_busy_command_is_never_run() {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .mailbox_capacity(1)
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("slow"));
+    store.close();
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.ask(Cmd::Add(1)).await }
+    });
+    wait_until(WAIT, "the first command reaches the store", async || {
+        store.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let second = tokio::spawn({
+        let c = c.clone();
+        async move { c.ask(Cmd::Add(2)).await }
+    });
+    wait_until(WAIT, "the second command is queued", async || {
+        c.queued() == 1
+    })
+    .await;
+    assert!(matches!(
+        c.try_ask(Command::new(Cmd::Add(1000))).await,
+        Err(AskError::Busy)
+    ));
+    assert!(matches!(
+        c.ask_within(Command::new(Cmd::Add(1000)), Duration::from_millis(30))
+            .await,
+        Err(AskError::Busy)
+    ));
+    store.open();
+    assert_eq!(
+        first.await.expect("task").expect("first").version,
+        Version::new(1)
+    );
+    assert_eq!(
+        second.await.expect("task").expect("second").version,
+        Version::new(2)
+    );
+    let log = inner
+        .get_events(&id("counter:slow"), Version::ZERO)
+        .await
+        .expect("read");
+    let amounts: Vec<u64> = log
+        .iter()
+        .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
+        .collect();
+    assert_eq!(amounts, vec![1, 2], "the busy commands were never run");
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_deadline_passed_in_the_mailbox_is_not_run() {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("late"));
+    store.close();
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.ask(Cmd::Add(1)).await }
+    });
+    wait_until(WAIT, "the first command reaches the store", async || {
+        store.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let late = c
+        .ask_within(Command::new(Cmd::Add(50)), Duration::from_millis(30))
+        .await;
+    assert!(matches!(late, Err(AskError::Timeout)), "{late:?}");
+    store.open();
+    first.await.expect("task").expect("first");
+    let next = c.ask(Cmd::Add(2)).await.expect("next");
+    assert_eq!((next.version, next.state.total), (Version::new(2), 3));
+    system.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_conflict_with_another_writer_reloads_and_decides_again() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = system(&store);
+    let c = system.actor::<Counter>(id("shared"));
+    c.ask(Cmd::Add(1)).await.expect("first");
+    // Another writer (a stale owner elsewhere) appends behind the actor's back.
+    let other = Repository::new(store.clone());
+    other
+        .execute::<Counter>(&id("counter:shared"), Cmd::Add(10))
+        .await
+        .expect("other writer");
+    let out = c.ask(Cmd::Add(100)).await.expect("after a conflict");
+    assert_eq!(out.retries, 1);
+    assert_eq!((out.version, out.state.total), (Version::new(3), 111));
+    system.shutdown().await;
+}
+
+#[tokio::test]
+async fn appended_events_are_published_and_a_failing_bus_fails_nothing() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let bus = Arc::new(aether_bus::LocalEventBus::new());
+    let mut sub = bus
+        .subscribe(EventFilter::namespace(store.namespace().clone()))
+        .await
+        .expect("subscribe");
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .bus(bus.clone())
+        .build()
+        .expect("system");
+    let out = system
+        .actor::<Counter>(id("pub"))
+        .ask(Cmd::Add(7))
+        .await
+        .expect("ask");
+    let seen = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("published")
+        .expect("open")
+        .expect("event");
+    assert_eq!(*seen.event, out.events[0]);
+    system.shutdown().await;
+
+    let failing = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .bus(Arc::new(runtime_common::FailingBus))
+        .build()
+        .expect("system");
+    let out = failing
+        .actor::<Counter>(id("pub"))
+        .ask(Cmd::Add(1))
+        .await
+        .expect("a bus failure does not fail the command");
+    assert_eq!(out.version, Version::new(2));
+    failing.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_shutdown_asks_are_unavailable() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = system(&store);
+    let c = system.actor::<Counter>(id("s"));
+    c.ask(Cmd::Add(1)).await.expect("ask");
+    system.shutdown().await;
+    assert_eq!(system.active_actors(), 0);
+    assert!(matches!(
+        c.ask(Cmd::Add(1)).await,
+        Err(AskError::Unavailable(_))
+    ));
+    assert_eq!(
+        store.get_latest_version(&id("counter:s")).await.expect("v"),
+        Version::new(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .max_active_actors(1)
+        .build()
+        .expect("system");
+    let a = system.actor::<Counter>(id("a"));
+    let b = system.actor::<Counter>(id("b"));
+    store.close();
+    let spawn_ask = |r: &aether_cluster::ActorRef<Counter>, n: u64| {
+        let r = r.clone();
+        tokio::spawn(async move { r.ask(Cmd::Add(n)).await })
+    };
+    let a1 = spawn_ask(&a, 1);
+    wait_until(WAIT, "a's first command reaches the store", async || {
+        store.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let a2 = spawn_ask(&a, 2);
+    let a3 = spawn_ask(&a, 4);
+    wait_until(WAIT, "two commands wait in a's mailbox", async || {
+        a.queued() == 2
+    })
+    .await;
+    // Activating b evicts a while a is busy and has a full queue.
+    let b1 = spawn_ask(&b, 8);
+    wait_until(WAIT, "b's command reaches the store", async || {
+        store.entered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(a.queued(), 0, "a left the table when it was evicted");
+    store.open();
+    let versions: Vec<u64> = [a1, a2, a3]
+        .into_iter()
+        .map(|t| async {
+            t.await
+                .expect("task")
+                .expect("a's commands succeed")
+                .version
+                .get()
+        })
+        .collect::<futures::stream::FuturesOrdered<_>>()
+        .collect()
+        .await;
+    let mut sorted = versions.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![1, 2, 3]);
+    assert_eq!(b1.await.expect("task").expect("b").version, Version::new(1));
+    let a_log = inner
+        .get_events(&id("counter:a"), Version::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(a_log.len(), 3, "nothing lost, nothing doubled");
+    let out = a.ask(Cmd::Nothing).await.expect("a");
+    assert_eq!(out.state.total, 7);
+    system.shutdown().await;
+}
