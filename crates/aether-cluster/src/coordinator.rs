@@ -589,7 +589,10 @@ fn next_map(
     }
     let Some(epoch) = current.epoch.checked_add(1) else {
         // Only a forged map can get here: never wrap around to an older epoch.
-        tracing::error!(epoch = current.epoch, "the shard map's epoch cannot grow; not writing");
+        tracing::error!(
+            epoch = current.epoch,
+            "the shard map's epoch cannot grow; not writing"
+        );
         return None;
     };
     Some(ShardMap {
