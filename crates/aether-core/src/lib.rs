@@ -15,6 +15,8 @@
 //! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
 //!   [`Repository`] that runs [`Command`]s with optimistic concurrency,
 //!   effectively once (see [`aggregate`]).
+//! * Feed: [`EventFeed`] reads a whole namespace in commit order from a
+//!   [`Position`] (catch-up and live), see [`feed`].
 //! * Trust: the [`trust`] rule every store applies to records it did not
 //!   write ([`TrustPolicy`], [`HistoryGuard`]).
 //! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
@@ -45,6 +47,7 @@ pub mod bus;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod name;
 pub mod snapshot;
 pub mod store;
@@ -65,6 +68,7 @@ pub use error::{
     StoreError,
 };
 pub use event::{DomainEvent, Event, EventId, Metadata};
+pub use feed::{EventFeed, FeedFilter, FeedItem, Position};
 pub use name::{ActorId, NameKind, Namespace};
 pub use snapshot::ActorSnapshot;
 pub use store::{
