@@ -135,6 +135,14 @@ impl FeedFilter {
                 .is_none_or(|p| event.actor_id.as_str().starts_with(&**p))
     }
 
+    /// Whether events of `actor` can pass (its id has the prefix, if one
+    /// is set); lets a store skip an actor's records before decoding them.
+    pub fn matches_actor(&self, actor: &crate::ActorId) -> bool {
+        self.actor_prefix
+            .as_ref()
+            .is_none_or(|p| actor.as_str().starts_with(&**p))
+    }
+
     /// Whether the filter lets every event through.
     pub fn is_all(&self) -> bool {
         self.event_types.is_none() && self.actor_prefix.is_none()
