@@ -25,7 +25,7 @@
 //!   with positions `> p`; [`Position::ZERO`] means from the beginning.
 //! * **Trust.** Records the store did not write follow the store's
 //!   [`crate::TrustPolicy`] exactly as its per-actor reads do: skipped
-//!   (logged and counted) by default, or a [`StoreError::Corrupt`] item
+//!   (logged and counted) by default, or a [`crate::StoreError::Corrupt`] item
 //!   under the strict policy.
 //! * **Errors end the stream.** After an `Err` item the stream ends; it
 //!   never ends early without one (a live stream does not end at all while
