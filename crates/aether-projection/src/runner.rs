@@ -364,6 +364,9 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
             });
         }
         tracing::debug!(projection = %name, position = %run.last, head = %run.head, "checkpoint saved");
+        // A feed that is always ready (a long catch-up in memory) must not
+        // hold the worker: give other tasks a turn once per batch.
+        tokio::task::yield_now().await;
         Ok(())
     }
 }

@@ -33,6 +33,7 @@
 //! | `jetstream` | `jetstream::JetStreamEventStore`, the NATS JetStream store |
 //! | `bus` | `bus::LocalEventBus`, the in-process event bus |
 //! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
+//! | `projection` | `projection`: read models — `ProjectionRunner`, checkpoint stores (`KvCheckpointStore` with `jetstream`) |
 //! | `cluster` | reserved for cluster membership, leader election and sharding |
 //! | `model` | `model`: EventStorming models, validation and rendering |
 //! | `model-toml` | TOML files for models, besides JSON (implies `model`) |
@@ -49,14 +50,16 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store, trust};
+pub use aether_core::{self as core, aggregate, bus as bus_contract, feed, name, store, trust};
 #[doc(inline)]
 pub use aether_core::{
-    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, Command, CommandError,
-    CommandId, CommandOutcome, DomainEvent, DynEventBus, DynEventStore, DynSnapshotStore, DynStore,
-    Event, EventBus, EventFilter, EventId, EventStore, EventStoreExt, ForeignReason, InvalidInput,
-    Metadata, NameError, Namespace, NamespacePattern, RecentCommand, RehydrateError, Rehydrated,
-    Repository, SnapshotStore, StoreError, TrustPolicy, Version, rehydrate,
+    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, Checkpoint, CheckpointError,
+    CheckpointStore, CodecError, Command, CommandError, CommandId, CommandOutcome, DomainEvent,
+    DynEventBus, DynEventStore, DynSnapshotStore, DynStore, Event, EventBus, EventFeed,
+    EventFilter, EventId, EventStore, EventStoreExt, FeedFilter, FeedItem, ForeignReason,
+    InvalidInput, Metadata, NameError, Namespace, NamespacePattern, Position, Projection,
+    ProjectionError, RecentCommand, RehydrateError, Rehydrated, Repository, SnapshotStore,
+    StoreError, TrustPolicy, Version, rehydrate,
 };
 
 #[cfg(feature = "testkit")]
@@ -86,6 +89,11 @@ pub use aether_bus as bus;
 #[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 #[doc(inline)]
 pub use aether_model as model;
+
+#[cfg(feature = "projection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "projection")))]
+#[doc(inline)]
+pub use aether_projection as projection;
 
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
