@@ -7,7 +7,7 @@
 //! | group | aether | raw baseline | goal |
 //! |---|---|---|---|
 //! | `feed/read_all_100k` | `read_all` from 0 of a 100 000-event namespace (decoded, trust rule applied) | an ordered consumer over the same stream, messages counted | ≥ 0.8× throughput |
-//! | `feed/live_latency` | `append` of one event → a `ProjectionRunner`'s handler sees it | core NATS publish → a core subscription receives it | p50 / p99 ≤ 1.5× |
+//! | `feed/live_latency` | `append` of one event → a `ProjectionRunner`'s handler sees it | core NATS publish → a core subscription receives it; and (same durability) an acknowledged JetStream publish → a raw ordered consumer | p50 / p99 ≤ 1.5× |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,7 +99,11 @@ fn read_all(c: &mut Criterion, env: &Env) -> f64 {
             .await;
         assert_eq!(n, LEN);
     };
-    let js = async_nats::jetstream::new(env.client.clone());
+    // The context spawns its acknowledgement task: inside the runtime.
+    let js = {
+        let _rt = env.rt.enter();
+        async_nats::jetstream::new(env.client.clone())
+    };
     let stream = env
         .rt
         .block_on(js.get_stream(store.events_stream_name()))
@@ -203,6 +207,49 @@ fn live_latency(c: &mut Criterion, env: &Env) -> (f64, f64) {
         sub.lock().await.next().await.expect("message");
         t.elapsed()
     };
+    // A second baseline with the same durability as an append: a JetStream
+    // publish (acknowledged) read back by a raw ordered consumer.
+    let js = {
+        let _rt = env.rt.enter();
+        async_nats::jetstream::new(env.client.clone())
+    };
+    let js_messages = env.rt.block_on(async {
+        let stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "RAWLIVE".into(),
+                subjects: vec!["RAWLIVE.*".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("raw stream");
+        stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer")
+            .messages()
+            .await
+            .expect("messages")
+    });
+    let js_messages = tokio::sync::Mutex::new(js_messages);
+    let raw_js = || async {
+        let t = Instant::now();
+        js.publish("RAWLIVE.a", payload.clone())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        js_messages
+            .lock()
+            .await
+            .next()
+            .await
+            .expect("message")
+            .expect("ok");
+        t.elapsed()
+    };
     g.bench_function("aether_append_to_handler", |b| {
         b.to_async(&env.rt).iter(&aether)
     });
@@ -210,15 +257,23 @@ fn live_latency(c: &mut Criterion, env: &Env) -> (f64, f64) {
         b.to_async(&env.rt).iter(&raw)
     });
     g.finish();
-    let (mut la, mut lr) = (Vec::new(), Vec::new());
+    let (mut la, mut lr, mut lj) = (Vec::new(), Vec::new(), Vec::new());
     env.rt.block_on(async {
         for _ in 0..LATENCY_SAMPLES {
             la.push(aether().await);
             lr.push(raw().await);
+            lj.push(raw_js().await);
         }
     });
     la.sort();
     lr.sort();
+    lj.sort();
+    let (j50, j99) = (percentile(&lj, 0.5), percentile(&lj, 0.99));
+    eprintln!(
+        "live latency, JetStream baseline: raw acked publish -> raw ordered consumer p50 {j50:?} p99 {j99:?}; aether/raw-js p50 {:.2} p99 {:.2}",
+        percentile(&la, 0.5).as_secs_f64() / j50.as_secs_f64(),
+        percentile(&la, 0.99).as_secs_f64() / j99.as_secs_f64()
+    );
     let (a50, a99) = (percentile(&la, 0.5), percentile(&la, 0.99));
     let (r50, r99) = (percentile(&lr, 0.5), percentile(&lr, 0.99));
     let (q50, q99) = (
