@@ -264,3 +264,73 @@ async fn live_feed_survives_connection_cuts() {
     let seen = seen.lock().unwrap().clone();
     assert_exact(&seen, &connect(&server.url()).await, &reader_store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feed_survives_a_paused_server() {
+    let server = NatsServer::start().await;
+    let ns = fresh_namespace("feed-pause");
+    let store = JetStreamEventStore::builder(connect(&server.url()).await)
+        .namespace(ns)
+        .timeout(Duration::from_secs(1))
+        .open()
+        .await
+        .expect("open");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let reader = subscribe(&store, seen.clone(), count.clone());
+    write_rounds(store.clone(), 0..ROUNDS / 2).await;
+    let r = ROUNDS / 2;
+    // Versions of each actor before round r.
+    let v = (r / 2) * 4 + (r % 2);
+    wait_until(
+        Duration::from_secs(30),
+        "the subscriber reaching the first half",
+        async || count.load(Ordering::SeqCst) as u64 == ACTORS * v,
+    )
+    .await;
+    // Freeze the server until an append has failed on it, then thaw it.
+    server.pause();
+    let a = ActorId::new("acct-0").unwrap();
+    let len = if r % 2 == 1 { 3 } else { 1 };
+    let first = batch(&a, v, len, &format!("r{r}"));
+    let failed = store.append(&a, Version::new(v), first.clone()).await;
+    assert!(
+        matches!(&failed, Err(e) if e.is_transient()),
+        "an append on a frozen server fails transiently: {failed:?}"
+    );
+    server.resume();
+    // The refused append may have been stored after the thaw: settle it by
+    // retrying the same event (idempotent), then write the rest after it.
+    append_until_ok(&store, &a, Version::new(v), &first).await;
+    let rest = tokio::spawn(write_rounds_after_pause(store.clone()));
+    rest.await.expect("writer");
+    tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the subscriber catches up")
+        .expect("reader task")
+        .expect("a live feed rides out the pause");
+    let seen = seen.lock().unwrap().clone();
+    assert_exact(&seen, &connect(&server.url()).await, &store).await;
+}
+
+/// The second half of the rounds, except the first event of acct-0 in its
+/// first round, written during the pause test.
+async fn write_rounds_after_pause(store: JetStreamEventStore) {
+    for r in ROUNDS / 2..ROUNDS {
+        for a in 0..ACTORS {
+            let actor = ActorId::new(format!("acct-{a}")).unwrap();
+            let after = (r / 2) * 4 + (r % 2);
+            let len = if r % 2 == 1 { 3 } else { 1 };
+            if r == ROUNDS / 2 && a == 0 {
+                continue;
+            }
+            append_until_ok(
+                &store,
+                &actor,
+                Version::new(after),
+                &batch(&actor, after, len, &format!("r{r}")),
+            )
+            .await;
+        }
+    }
+}
