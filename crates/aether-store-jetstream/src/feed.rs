@@ -16,8 +16,10 @@
 //!   history. The map holds one small entry per actor met.
 //! * **Bounded.** The consumer pulls in bounded batches and only when the
 //!   stream is polled; a reader that stops polling holds at most one batch
-//!   and falls behind (visible as lag in the projection runner's metrics)
-//!   instead of buffering without bound.
+//!   and falls behind instead of buffering without bound; how far behind
+//!   the head it is, the server says with every message, and the feed
+//!   reports it as the gauge `aether_feed_behind_events{namespace}`.
+//!   Other metrics: `aether_feed_events_total`, `aether_feed_resumes_total`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use aether_core::store::BoxStream;
 use aether_core::{ActorId, CodecError, Event, HistoryGuard, StoreError, TrustPolicy, Version};
 use async_nats::jetstream::consumer::pull::Ordered;
 use futures::StreamExt;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 
 use crate::envelope::{Origin, decode_event};
 use crate::store::{Inner, JetStreamEventStore, jittered};
@@ -57,6 +59,9 @@ struct Feed {
     done: bool,
     resumes: Counter,
     delivered: Counter,
+    /// Messages of the stream after the last one read: how far this reader
+    /// is behind the head.
+    behind: Gauge,
 }
 
 impl Feed {
@@ -64,7 +69,8 @@ impl Feed {
         let ns = inner.namespace.as_str().to_owned();
         Feed {
             resumes: metrics::counter!("aether_feed_resumes_total", "namespace" => ns.clone(), "backend" => "jetstream"),
-            delivered: metrics::counter!("aether_feed_events_total", "namespace" => ns, "backend" => "jetstream"),
+            delivered: metrics::counter!("aether_feed_events_total", "namespace" => ns.clone(), "backend" => "jetstream"),
+            behind: metrics::gauge!("aether_feed_behind_events", "namespace" => ns, "backend" => "jetstream"),
             inner,
             filter,
             from: from.get(),
@@ -178,13 +184,12 @@ impl Feed {
             }
             Some(Ok(m)) => m,
         };
-        let seq = msg
-            .info()
-            .map_err(|e| StoreError::Backend {
-                message: format!("reading the feed: a consumer message without metadata: {e}"),
-                source: None,
-            })?
-            .stream_sequence;
+        let info = msg.info().map_err(|e| StoreError::Backend {
+            message: format!("reading the feed: a consumer message without metadata: {e}"),
+            source: None,
+        })?;
+        let seq = info.stream_sequence;
+        self.behind.set(info.pending as f64);
         if seq <= self.last {
             // Redelivered after the consumer was recreated.
             return Ok(None);

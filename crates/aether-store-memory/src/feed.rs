@@ -4,7 +4,9 @@
 //! under the log's own mutex, so positions (index + 1) are assigned in
 //! commit order and a position becomes visible only together with every
 //! lower one. Live readers park their waker in the log; a commit wakes them
-//! all. No runtime is needed.
+//! all. No runtime is needed. A reader copies at most [`FEED_CHUNK`]
+//! records at a time and reports how many committed records lie beyond
+//! them in the gauge `aether_feed_behind_events{namespace, backend}`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -76,6 +78,7 @@ impl InMemoryEventStore {
             end,
             buf: VecDeque::new(),
             done: false,
+            behind: metrics::gauge!("aether_feed_behind_events", "namespace" => self.namespace.as_str().to_owned(), "backend" => "memory"),
         })
     }
 
@@ -102,6 +105,8 @@ struct FeedReader {
     end: Option<usize>,
     buf: VecDeque<Result<FeedItem, StoreError>>,
     done: bool,
+    /// Records committed after the last chunk read.
+    behind: metrics::Gauge,
 }
 
 impl Stream for FeedReader {
@@ -116,7 +121,7 @@ impl Stream for FeedReader {
             if this.done {
                 return Poll::Ready(None);
             }
-            let chunk: Vec<Arc<Committed>> = {
+            let (chunk, behind) = {
                 let mut log = this
                     .data
                     .feed
@@ -134,8 +139,10 @@ impl Stream for FeedReader {
                     return Poll::Pending;
                 }
                 let stop = limit.min(this.next.saturating_add(FEED_CHUNK));
-                log.records[this.next..stop].to_vec()
+                let chunk: Vec<Arc<Committed>> = log.records[this.next..stop].to_vec();
+                (chunk, log.records.len() - stop)
             };
+            this.behind.set(behind as f64);
             let first = this.next;
             this.next += chunk.len();
             for (i, c) in chunk.iter().enumerate() {
