@@ -153,8 +153,9 @@ impl FeedFilter {
 /// [module docs](self) for the delivery rules every implementation keeps).
 pub trait EventFeed: EventStore {
     /// A finite catch-up read: the events with positions `> from` that pass
-    /// `filter`, up to the namespace's head as of opening (events committed
-    /// later may or may not appear), then the stream ends.
+    /// `filter`, up to the namespace's head as of opening (the call, or at the
+    /// latest the first poll; events committed later may or may not appear),
+    /// then the stream ends.
     ///
     /// After an `Err` item (transport failure that the store could not ride
     /// out, or [`crate::StoreError::Corrupt`] under the strict trust
