@@ -29,6 +29,18 @@
 //!   A slow subscriber never slows publishers or other subscribers.
 //! * **Unsubscribe** by dropping the [`Subscription`] stream.
 //!
+//! # Bus or feed?
+//!
+//! The bus is at most once: a subscriber that is down, disconnected or too
+//! slow misses events, and an event appended just before a process dies may
+//! never be published. Use it for notifications where a miss is harmless
+//! (UI refresh, cache invalidation, waking a poller). A subscriber that must
+//! not miss anything — a read model, an integration, a process manager —
+//! reads the store's feed instead (`aether_core::EventFeed::subscribe_all`
+//! from its last position, or a projection runner from `aether-projection`
+//! with a stored checkpoint): every committed event, in commit order, after
+//! any restart or disconnect.
+//!
 //! # Metrics
 //!
 //! Emitted through the `metrics` facade (install a recorder before creating

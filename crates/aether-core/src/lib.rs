@@ -15,6 +15,9 @@
 //! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
 //!   [`Repository`] that runs [`Command`]s with optimistic concurrency,
 //!   effectively once (see [`aggregate`]).
+//! * Feed: [`EventFeed`] reads a whole namespace in commit order from a
+//!   [`Position`] (catch-up and live), see [`feed`]; read models are
+//!   [`Projection`]s with a [`CheckpointStore`], see [`projection`].
 //! * Trust: the [`trust`] rule every store applies to records it did not
 //!   write ([`TrustPolicy`], [`HistoryGuard`]).
 //! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
@@ -45,7 +48,9 @@ pub mod bus;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod name;
+pub mod projection;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -65,7 +70,9 @@ pub use error::{
     StoreError,
 };
 pub use event::{DomainEvent, Event, EventId, Metadata};
+pub use feed::{EventFeed, FeedFilter, FeedItem, Position};
 pub use name::{ActorId, NameKind, Namespace};
+pub use projection::{Checkpoint, CheckpointError, CheckpointStore, Projection, ProjectionError};
 pub use snapshot::ActorSnapshot;
 pub use store::{
     BoxFuture, BoxStream, DynEventStore, DynSnapshotStore, DynStore, EventStore, EventStoreExt,

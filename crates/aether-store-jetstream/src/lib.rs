@@ -262,6 +262,7 @@ mod cache;
 mod config;
 mod envelope;
 mod error;
+mod feed;
 mod store;
 
 pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};

@@ -89,8 +89,8 @@ pub(crate) struct StreamHandle {
     pub(crate) name: String,
     /// `<prefix>.<ns>.events` (or `.snapshots`); an actor's subject appends
     /// `.<encoded actor id>`.
-    subject_base: String,
-    stream: NatsStream,
+    pub(crate) subject_base: String,
+    pub(crate) stream: NatsStream,
     replicas: usize,
 }
 
@@ -105,7 +105,7 @@ impl StreamHandle {
         }
     }
 
-    fn subject(&self, actor: &ActorId) -> String {
+    pub(crate) fn subject(&self, actor: &ActorId) -> String {
         let enc = actor.encoded();
         let mut s = String::with_capacity(self.subject_base.len() + 1 + enc.len());
         s.push_str(&self.subject_base);
@@ -221,7 +221,7 @@ impl ConnectionWatch {
     /// Resolves when the connection is lost after this call (never, if it
     /// was not connected at the call: a request sent then waits in the
     /// client's buffer for the reconnect).
-    fn lost(&self, client: &Client) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn lost(&self, client: &Client) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.losses.clone();
         rx.mark_unchanged();
         let connected = client.connection_state() == async_nats::connection::State::Connected;
@@ -235,7 +235,7 @@ impl ConnectionWatch {
 }
 
 /// One stored message as read back.
-struct RawMsg {
+pub(crate) struct RawMsg {
     seq: u64,
     headers: Option<HeaderMap>,
     payload: Bytes,
@@ -482,7 +482,7 @@ impl Inner {
     }
 
     /// Decodes `m`, a message on `actor`'s subject, or says why it is foreign.
-    fn judge(&self, actor: &ActorId, m: &RawMsg) -> Result<Event, ForeignReason> {
+    pub(crate) fn judge(&self, actor: &ActorId, m: &RawMsg) -> Result<Event, ForeignReason> {
         decode_event(
             m.headers.as_ref(),
             &m.payload,
@@ -502,7 +502,11 @@ impl Inner {
     /// The last message of `subject` before stream sequence `before` (a
     /// batched direct get of the last message per subject up to a sequence,
     /// server 2.11+).
-    async fn prev_msg(&self, subject: &str, before: u64) -> Result<Option<RawMsg>, StoreError> {
+    pub(crate) async fn prev_msg(
+        &self,
+        subject: &str,
+        before: u64,
+    ) -> Result<Option<RawMsg>, StoreError> {
         if before <= 1 {
             return Ok(None);
         }
@@ -654,6 +658,29 @@ impl Inner {
                 Some(_) => return Ok(None),
             }
         }
+    }
+
+    /// The latest valid version of `actor` among its messages before stream
+    /// sequence `before`, by reading its history under the trust rule (the
+    /// feed's exact start for an actor it first meets past position 0).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] under the strict policy; transport errors.
+    pub(crate) async fn valid_version_before(
+        self: &Arc<Self>,
+        actor: &ActorId,
+        before: u64,
+    ) -> Result<Version, StoreError> {
+        let mut reader = Reader::new(self.clone(), actor.clone(), Version::ZERO);
+        let mut last = Version::ZERO;
+        while let Some(item) = Box::pin(reader.next()).await {
+            item?;
+            match reader.admitted {
+                Some(t) if t.seq < before => last = Version::new(t.version),
+                _ => break,
+            }
+        }
+        Ok(last)
     }
 
     /// The latest valid event by reading the whole history under the trust rule.

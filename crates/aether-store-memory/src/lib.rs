@@ -44,7 +44,9 @@
 //! created, so install a recorder before creating stores.
 
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+mod feed;
 
 use aether_core::store::{BoxStream, validate_batch};
 use aether_core::{
@@ -99,14 +101,29 @@ impl ActorLog {
 
     /// Appends a record, noting it as the next valid event if it is one (the
     /// trust rule: an event of this actor with version latest + 1).
-    fn push(&mut self, actor: &ActorId, record: RawRecord) {
-        if let RawRecord::Event(e) = &record
-            && e.actor_id == *actor
-            && self.latest().next() == Some(e.version)
-        {
+    /// Returns why the record is foreign, or `None` if it is valid.
+    fn push(&mut self, actor: &ActorId, record: RawRecord) -> Option<ForeignReason> {
+        let foreign = match &record {
+            RawRecord::Garbage(bytes) => Some(ForeignReason::NotAnEnvelope(format!(
+                "{} raw bytes",
+                bytes.len()
+            ))),
+            RawRecord::Event(e) if e.actor_id != *actor => Some(ForeignReason::WrongActor {
+                found: e.actor_id.as_str().to_owned(),
+            }),
+            RawRecord::Event(e) => match self.latest().next() {
+                Some(next) if next == e.version => None,
+                next => Some(ForeignReason::OutOfOrder {
+                    expected: next.unwrap_or(self.latest()),
+                    found: e.version,
+                }),
+            },
+        };
+        if foreign.is_none() {
             self.valid.push(self.records.len());
         }
         self.records.push(record);
+        foreign
     }
 
     /// Where a read of versions `>= from` starts scanning, and the last valid
@@ -180,6 +197,8 @@ struct Backend {
 struct NamespaceData {
     logs: DashMap<ActorId, Arc<RwLock<ActorLog>>>,
     snapshots: DashMap<ActorId, ActorSnapshot>,
+    /// Every record of the namespace in commit order: the feed.
+    feed: Mutex<feed::CommitLog>,
 }
 
 #[derive(Clone)]
@@ -366,9 +385,11 @@ impl InMemoryEventStore {
 
     fn inject(&self, actor: &ActorId, record: RawRecord) {
         let log = self.log_or_create(actor);
-        log.write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(actor, record);
+        let mut log = log.write().unwrap_or_else(PoisonError::into_inner);
+        // The actor's lock is held while the record joins the feed, so
+        // the feed's order is the actor log's order.
+        let foreign = log.push(actor, record.clone());
+        self.commit(std::iter::once((actor, record, foreign)));
     }
 
     fn guard(&self, actor: &ActorId, last_valid: Version) -> HistoryGuard {
@@ -424,9 +445,14 @@ impl InMemoryEventStore {
             log.check_tip(&mut self.guard(actor, latest))?;
         }
         let n = events.len();
+        let mut committed = Vec::with_capacity(n);
         for e in events {
-            log.push(actor, RawRecord::Event(e));
+            let foreign = log.push(actor, RawRecord::Event(e.clone()));
+            committed.push((actor, RawRecord::Event(e), foreign));
         }
+        // Still under the actor's lock: the batch joins the feed whole and
+        // in version order.
+        self.commit(committed);
         self.metrics.appended.increment(n as u64);
         Ok(last)
     }

@@ -34,6 +34,7 @@
 //! | `bus` | `bus::LocalEventBus`, the in-process event bus |
 //! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
 //! | `cluster` | `cluster`: membership, leader lease and shard placement on NATS KV |
+//! | `projection` | `projection`: read models — `ProjectionRunner`, checkpoint stores (`KvCheckpointStore` with `jetstream`) |
 //! | `model` | `model`: EventStorming models, validation and rendering |
 //! | `model-toml` | TOML files for models, besides JSON (implies `model`) |
 //! | `prometheus` | `metrics_prometheus::install`, a Prometheus exporter for the `aether_*` metrics |
@@ -49,14 +50,16 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use aether_core::{self as core, aggregate, bus as bus_contract, name, store, trust};
+pub use aether_core::{self as core, aggregate, bus as bus_contract, feed, name, store, trust};
 #[doc(inline)]
 pub use aether_core::{
-    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, CodecError, Command, CommandError,
-    CommandId, CommandOutcome, DomainEvent, DynEventBus, DynEventStore, DynSnapshotStore, DynStore,
-    Event, EventBus, EventFilter, EventId, EventStore, EventStoreExt, ForeignReason, InvalidInput,
-    Metadata, NameError, Namespace, NamespacePattern, RecentCommand, RehydrateError, Rehydrated,
-    Repository, SnapshotStore, StoreError, TrustPolicy, Version, rehydrate,
+    ActorId, ActorSnapshot, Aggregate, BusError, BusEvent, Checkpoint, CheckpointError,
+    CheckpointStore, CodecError, Command, CommandError, CommandId, CommandOutcome, DomainEvent,
+    DynEventBus, DynEventStore, DynSnapshotStore, DynStore, Event, EventBus, EventFeed,
+    EventFilter, EventId, EventStore, EventStoreExt, FeedFilter, FeedItem, ForeignReason,
+    InvalidInput, Metadata, NameError, Namespace, NamespacePattern, Position, Projection,
+    ProjectionError, RecentCommand, RehydrateError, Rehydrated, Repository, SnapshotStore,
+    StoreError, TrustPolicy, Version, rehydrate,
 };
 
 #[cfg(feature = "testkit")]
@@ -91,6 +94,11 @@ pub use aether_cluster as cluster;
 #[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 #[doc(inline)]
 pub use aether_model as model;
+
+#[cfg(feature = "projection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "projection")))]
+#[doc(inline)]
+pub use aether_projection as projection;
 
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]

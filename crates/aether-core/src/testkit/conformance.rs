@@ -1035,7 +1035,9 @@ pub async fn snapshot_fields_round_trip<F: StoreFactory>(f: &F) {
 
 /// The foreign records every backend must survive, with the metric label of
 /// the reason each is reported under.
-fn foreign_event_records(a: &ActorId) -> Vec<(&'static str, ForeignRecord, &'static str)> {
+pub(crate) fn foreign_event_records(
+    a: &ActorId,
+) -> Vec<(&'static str, ForeignRecord, &'static str)> {
     let foreign_map =
         rmp_serde::to_vec_named(&BTreeMap::from([("hello", "world")])).expect("a map encodes");
     vec![

@@ -1,0 +1,70 @@
+//! # aether-projection
+//!
+//! Read models for Aether. A [`Projection`](aether_core::Projection) reads a
+//! namespace's events in commit order through the store's feed
+//! ([`aether_core::EventFeed`]); a [`ProjectionRunner`] drives it from its
+//! stored checkpoint, commits in batches and saves the checkpoint with
+//! compare-and-set, so two runners of one projection cannot both advance
+//! it. The contracts (`Projection`, `CheckpointStore`) are runtime-free in
+//! `aether_core::projection`; this crate adds the runner (tokio timers)
+//! and the checkpoint stores.
+//!
+//! * [`MemoryCheckpointStore`]: in memory.
+//! * `KvCheckpointStore` (feature `nats`): a NATS JetStream KV bucket,
+//!   saves with `create` / `update(revision)`.
+//!
+//! # Delivery
+//! At least once across crashes: events after the last saved checkpoint
+//! are handled again, so handlers use the item's position to stay
+//! idempotent. Exactly once when the read model stores its position in
+//! the same transaction as its rows (`Projection::commit`) and is itself the
+//! `CheckpointStore`. See `aether_core::projection`.
+//!
+//! ```
+//! use aether_core::{
+//!     ActorId, Event, EventStoreExt, FeedItem, Projection, ProjectionError, Version,
+//! };
+//! use aether_projection::{MemoryCheckpointStore, ProjectionRunner};
+//! use aether_store_memory::InMemoryEventStore;
+//!
+//! #[derive(Default)]
+//! struct Count(u64);
+//!
+//! impl Projection for Count {
+//!     fn name(&self) -> &str {
+//!         "count"
+//!     }
+//!     async fn handle(&mut self, _item: &FeedItem) -> Result<(), ProjectionError> {
+//!         self.0 += 1;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = InMemoryEventStore::new();
+//! let a = ActorId::new("a")?;
+//! store.save_event(Event::new(a, Version::FIRST, "Pinged", &1)?).await?;
+//! let mut runner = ProjectionRunner::new(store, MemoryCheckpointStore::new());
+//! let mut count = Count::default();
+//! let at = runner.catch_up(&mut count).await?;
+//! assert_eq!((count.0, at.get()), (1, 1));
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//! * `nats` — `KvCheckpointStore`.
+
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+mod kv;
+mod memory;
+mod runner;
+
+#[cfg(feature = "nats")]
+pub use kv::KvCheckpointStore;
+pub use memory::MemoryCheckpointStore;
+pub use runner::{Progress, ProjectionRunner, RunnerError};
