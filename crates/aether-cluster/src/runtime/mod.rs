@@ -105,7 +105,10 @@
 //! routed again. [`ActorSystem::release_shard`] does the same for one shard
 //! and waits for its actors to stop: the handoff handler of a
 //! [`crate::ClusterManager`]. A stale owner that still appends is fenced by
-//! the store's expected-version check (see above).
+//! the store's expected-version check (see above); if its shard is no longer
+//! local when the conflict comes back, it does not decide again: the actor
+//! passivates (reason `conflict`) and the command, unrun, goes back to its
+//! caller's router, which sends it to the new owner.
 //!
 //! # Panics in user code
 //!
