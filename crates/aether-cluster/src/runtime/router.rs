@@ -48,6 +48,11 @@ pub(crate) enum Attempt<A: Aggregate> {
     Retry(&'static str),
 }
 
+/// How long one remote attempt waits for its reply before the router
+/// retries it. A retry of a command still running at the owner is answered
+/// from the actor's window of recent commands, never applied twice.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Sends `command` for actor `id` to `node` and reads the answer.
 pub(crate) async fn ask_remote<A>(
     nats: &Nats,
@@ -83,7 +88,13 @@ where
         Ok(b) => b,
         Err(e) => return Attempt::Done(Err(AskError::Wire(e))),
     };
-    let sent = nats.client.request(nats.subject(node), bytes.into());
+    // One attempt waits at most ATTEMPT_TIMEOUT: a request lost with an
+    // owner that died or was cut off is retried (same command id) inside the
+    // caller's deadline instead of using it all up.
+    let attempt = async_nats::Request::new()
+        .payload(bytes.into())
+        .timeout(Some(remaining.min(ATTEMPT_TIMEOUT)));
+    let sent = nats.client.send_request(nats.subject(node), attempt);
     let msg = match tokio::time::timeout_at(deadline, sent).await {
         Err(_) => return Attempt::Done(Err(AskError::Timeout)),
         Ok(Err(e)) => {
