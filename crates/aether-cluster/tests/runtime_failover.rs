@@ -358,8 +358,15 @@ async fn kill_cut_and_join_lose_no_acknowledged_command_and_apply_none_twice() {
         }
     }
     let total: usize = acks.values().map(Vec::len).sum();
+    let duplicates = acks
+        .values()
+        .flatten()
+        .filter(|a| a.outcome.duplicate)
+        .count();
     println!(
-        "chaos: {total} commands acknowledged over {} actors; failed attempts (retried with the same id): {failures:?}; given up: {}",
+        "chaos: {total} commands acknowledged over {} actors ({duplicates} of them by a retry \
+         answered from the window); failed attempts (retried with the same id): {failures:?}; \
+         given up: {}",
         acks.len(),
         given_up.values().sum::<usize>()
     );
@@ -499,18 +506,28 @@ async fn a_killed_nodes_actors_answer_elsewhere_within_the_member_ttl_and_lease_
             .find(|n| n.name != victim_name)
             .expect("a survivor");
         let command_id = CommandId::new();
+        let mut failed = Vec::new();
         let after = loop {
             let command = Command::new(Cmd::Add(1)).id(command_id);
             match survivor.ask(&actor, command, Duration::from_secs(10)).await {
                 Some(Ok(outcome)) => break outcome,
-                Some(Err(e)) => assert!(
-                    e.is_retryable() && killed.elapsed() < SOON,
-                    "run {run}: {e}"
-                ),
+                Some(Err(e)) => {
+                    assert!(
+                        e.is_retryable() && killed.elapsed() < SOON,
+                        "run {run}: {e}"
+                    );
+                    failed.push(format!("{e} at {:?}", killed.elapsed()));
+                }
                 None => panic!("run {run}: the survivor died"),
             }
         };
         let took = killed.elapsed();
+        if !failed.is_empty() {
+            println!(
+                "run {run}: asks failed before the fail-over: {failed:?}; map {:?}",
+                survivor.manager.shard_map().map(|m| (m.term, m.epoch))
+            );
+        }
         assert_eq!(
             after.version.get(),
             2,
