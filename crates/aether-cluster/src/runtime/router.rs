@@ -247,6 +247,13 @@ fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> 
         Err(AskError::Busy) => Reply::Busy,
         Err(AskError::Timeout) => Reply::Timeout,
         Err(AskError::Unavailable(m)) => Reply::Unavailable(m),
+        // A transient store failure (the write may or may not be stored) is
+        // retried by the caller's router with the same command id, which the
+        // actor's window answers once it has reloaded: safe, and it keeps the
+        // failure retryable across the wire.
+        Err(AskError::Store(e)) if e.is_transient() => {
+            Reply::Unavailable(format!("store unavailable on the owner: {e}"))
+        }
         Err(AskError::Store(e)) => failed(Failure::Store, e.to_string()),
         Err(AskError::Rehydrate(e)) => failed(Failure::Rehydrate, e.to_string()),
         Err(AskError::Codec(e)) => failed(Failure::Codec, e.to_string()),
