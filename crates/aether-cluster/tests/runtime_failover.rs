@@ -9,7 +9,7 @@ mod common;
 mod runtime_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,10 +236,9 @@ fn kind(e: &AskError<Refused>) -> String {
         AskError::Timeout => "timeout".into(),
         AskError::Busy => "busy".into(),
         AskError::Unavailable(_) => "unavailable".into(),
-        AskError::Store(e) => format!(
-            "store({})",
-            if e.is_conflict() { "conflict" } else { "other" }
-        ),
+        AskError::Store(e) if e.is_transient() => "store(transient)".into(),
+        AskError::Store(e) if e.is_conflict() => "store(conflict)".into(),
+        AskError::Store(_) => "store(other)".into(),
         other => format!("other: {other}"),
     }
 }
@@ -268,9 +267,10 @@ async fn kill_cut_and_join_lose_no_acknowledged_command_and_apply_none_twice() {
     let live: Arc<Mutex<Vec<Arc<Node>>>> =
         Arc::new(Mutex::new(vec![a.clone(), b.clone(), c.clone()]));
     let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let (live, stop) = (live.clone(), stop.clone());
+        let (live, stop, acked) = (live.clone(), stop.clone(), acked.clone());
         workers.push(tokio::spawn(async move {
             let mut acks: Vec<(usize, Ack)> = Vec::new();
             let mut failures: BTreeMap<String, usize> = BTreeMap::new();
@@ -294,6 +294,7 @@ async fn kill_cut_and_join_lose_no_acknowledged_command_and_apply_none_twice() {
                     match node.ask(&actor, command, Duration::from_secs(3)).await {
                         Some(Ok(outcome)) => {
                             acks.push((actor_index, Ack { amount, outcome }));
+                            acked.fetch_add(1, Ordering::SeqCst);
                             break;
                         }
                         Some(Err(e)) => {
@@ -316,16 +317,21 @@ async fn kill_cut_and_join_lose_no_acknowledged_command_and_apply_none_twice() {
         }));
     }
 
-    // Let the load run, then kill b without goodbye.
-    let warm = Instant::now();
-    wait_until(SOON, "the load runs a moment", async || {
-        warm.elapsed() >= Duration::from_millis(1500)
-    })
-    .await;
+    // Each fault comes after the load has made progress since the last one.
+    let progress = async |what: &str| {
+        let from = acked.load(Ordering::SeqCst);
+        wait_until(SOON, what, async || {
+            acked.load(Ordering::SeqCst) >= from + 400
+        })
+        .await;
+    };
+    progress("the load runs before the kill").await;
+    // Kill b without goodbye.
     live.lock().unwrap().retain(|n| n.name != "b");
     b.kill();
     wait_nodes_converged(&[&a, &c], "a and c take b's shards").await;
 
+    progress("the load runs after the kill").await;
     // Cut c's connection, then restore it.
     proxy.cut().await;
     wait_until(SOON, "c stops claiming membership", async || {
@@ -335,11 +341,13 @@ async fn kill_cut_and_join_lose_no_acknowledged_command_and_apply_none_twice() {
     proxy.restore();
     wait_nodes_converged(&[&a, &c], "c rejoins").await;
 
+    progress("the load runs after the cut").await;
     // Add a node.
     let d = Node::start(&url, &cluster, "d", &ns, Settings::default()).await;
     let d = Arc::new(d);
     live.lock().unwrap().push(d.clone());
     wait_nodes_converged(&[&a, &c, &d], "d joins and gets shards").await;
+    progress("the load runs after the join").await;
     stop.store(true, Ordering::SeqCst);
 
     let mut acks: BTreeMap<usize, Vec<Ack>> = BTreeMap::new();
