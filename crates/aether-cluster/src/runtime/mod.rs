@@ -95,11 +95,12 @@
 //! system answers other nodes' commands for its own shards. A "not here"
 //! answer (the owner's view differs), no responders and transport time-outs
 //! (an attempt waits at most 1 s for its reply), and a transient store
-//! failure at the owner, are retried with jittered exponential backoff (5 ms to 200 ms) after
-//! reading the directory again, inside the caller's deadline; commands for a
-//! moving or unassigned shard wait for the directory to change. The same
-//! command id travels with every retry, so a retry after a lost reply is
-//! answered from the owner's window, not applied twice.
+//! failure at the owner, are retried with jittered exponential backoff
+//! (5 ms to 200 ms) after reading the directory again, inside the caller's
+//! deadline; commands for a moving or unassigned shard wait for the
+//! directory to change. The same command id travels with every retry, so a
+//! retry after a lost reply is answered from the owner's window, not
+//! applied twice.
 //!
 //! When a shard stops being local, its actors passivate (each finishes its
 //! command in flight); commands still queued are answered "not here" and
