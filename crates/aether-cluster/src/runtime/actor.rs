@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::directory::Placement;
 use super::host::{Answer, Envelope, KindHost, StopReason, count_retry};
 use super::{AskError, AskOutcome};
+use crate::shard_of;
 
 /// The state an active actor keeps between commands.
 struct Loaded<A> {
@@ -121,7 +123,13 @@ where
         );
         let run = AssertUnwindSafe(self.execute(command).instrument(span)).catch_unwind();
         match run.await {
-            Ok((result, flow)) => {
+            Ok(Err(command)) => {
+                // Fenced after its shard left this node: nothing was written;
+                // the caller's router sends the command to the new owner.
+                let _ = reply.send(Answer::Bounced(command));
+                Flow::Stop("conflict")
+            }
+            Ok(Ok((result, flow))) => {
                 count_command::<A>(match &result {
                     Ok(o) if o.duplicate => "duplicate",
                     Ok(_) => "applied",
@@ -159,10 +167,12 @@ where
         })
     }
 
+    /// Runs `command`; `Err(command)`, unrun, if the actor was fenced by a
+    /// version conflict after its shard left this node.
     async fn execute(
         &mut self,
         command: Command<A::Command>,
-    ) -> (Result<AskOutcome<A>, AskError<A::Error>>, Flow) {
+    ) -> Result<(Result<AskOutcome<A>, AskError<A::Error>>, Flow), Command<A::Command>> {
         let shared = &self.host.shared;
         let command_id = command.command_id();
         let mut retries = 0;
@@ -172,7 +182,7 @@ where
                 None => match self.load().await {
                     Ok(l) => l,
                     // Keep the incarnation: the next command tries again.
-                    Err(e) => return (Err(e), Flow::Continue),
+                    Err(e) => return Ok((Err(e), Flow::Continue)),
                 },
             };
             let loaded = self.loaded.insert(loaded);
@@ -190,11 +200,11 @@ where
                         retries,
                     })
                     .map_err(AskError::from_store);
-                return (result, Flow::Continue);
+                return Ok((result, Flow::Continue));
             }
             let events = match loaded.state.handle(command.inner().clone()) {
                 Ok(events) => events,
-                Err(e) => return (Err(AskError::Rejected(e)), Flow::Continue),
+                Err(e) => return Ok((Err(AskError::Rejected(e)), Flow::Continue)),
             };
             if events.is_empty() {
                 let outcome = AskOutcome {
@@ -205,7 +215,7 @@ where
                     duplicate: false,
                     retries,
                 };
-                return (Ok(outcome), Flow::Continue);
+                return Ok((Ok(outcome), Flow::Continue));
             }
             let expected = loaded.version;
             let batch = match command_events(
@@ -216,7 +226,7 @@ where
                 command.correlation(),
             ) {
                 Ok(b) => b,
-                Err(e) => return (Err(AskError::from_store(e)), Flow::Continue),
+                Err(e) => return Ok((Err(AskError::from_store(e)), Flow::Continue)),
             };
             match shared
                 .store
@@ -257,13 +267,20 @@ where
                         retries,
                     };
                     self.publish(&outcome).await;
-                    return (Ok(outcome), Flow::Continue);
+                    return Ok((Ok(outcome), Flow::Continue));
                 }
                 Err(e) if e.is_conflict() => {
-                    // Another writer moved the actor on: reload and decide again.
                     self.loaded = None;
+                    // A stale owner (its shard left this node while it was
+                    // frozen or cut off) is fenced: it must not decide again.
+                    let directory = shared.directory.as_ref();
+                    let shard = shard_of(A::KIND, &self.id, directory.shard_count());
+                    if directory.placement(shard) != Placement::Local {
+                        return Err(command);
+                    }
+                    // Another writer moved the actor on: reload and decide again.
                     if retries >= shared.settings.max_conflict_retries {
-                        return (Err(AskError::Store(e)), Flow::Stop("conflict"));
+                        return Ok((Err(AskError::Store(e)), Flow::Stop("conflict")));
                     }
                     retries += 1;
                     count_retry::<A>("conflict");
@@ -272,7 +289,7 @@ where
                     // The batch may or may not be stored: reload before the
                     // next command.
                     self.loaded = None;
-                    return (Err(AskError::from_store(e)), Flow::Continue);
+                    return Ok((Err(AskError::from_store(e)), Flow::Continue));
                 }
             }
         }

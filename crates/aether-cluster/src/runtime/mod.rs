@@ -94,18 +94,23 @@
 //! node crosses NATS request/reply to it (envelope in [`wire`]) and the
 //! system answers other nodes' commands for its own shards. A "not here"
 //! answer (the owner's view differs), no responders and transport time-outs
-//! are retried with jittered exponential backoff (5 ms to 200 ms) after
-//! reading the directory again, inside the caller's deadline; commands for a
-//! moving or unassigned shard wait for the directory to change. The same
-//! command id travels with every retry, so a retry after a lost reply is
-//! answered from the owner's window, not applied twice.
+//! (an attempt waits at most 1 s for its reply), and a transient store
+//! failure at the owner, are retried with jittered exponential backoff
+//! (5 ms to 200 ms) after reading the directory again, inside the caller's
+//! deadline; commands for a moving or unassigned shard wait for the
+//! directory to change. The same command id travels with every retry, so a
+//! retry after a lost reply is answered from the owner's window, not
+//! applied twice.
 //!
 //! When a shard stops being local, its actors passivate (each finishes its
 //! command in flight); commands still queued are answered "not here" and
 //! routed again. [`ActorSystem::release_shard`] does the same for one shard
 //! and waits for its actors to stop: the handoff handler of a
 //! [`crate::ClusterManager`]. A stale owner that still appends is fenced by
-//! the store's expected-version check (see above).
+//! the store's expected-version check (see above); if its shard is no longer
+//! local when the conflict comes back, it does not decide again: the actor
+//! passivates (reason `conflict`) and the command, unrun, goes back to its
+//! caller's router, which sends it to the new owner.
 //!
 //! # Panics in user code
 //!

@@ -48,6 +48,11 @@ pub(crate) enum Attempt<A: Aggregate> {
     Retry(&'static str),
 }
 
+/// How long one remote attempt waits for its reply before the router
+/// retries it. A retry of a command still running at the owner is answered
+/// from the actor's window of recent commands, never applied twice.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Sends `command` for actor `id` to `node` and reads the answer.
 pub(crate) async fn ask_remote<A>(
     nats: &Nats,
@@ -83,7 +88,13 @@ where
         Ok(b) => b,
         Err(e) => return Attempt::Done(Err(AskError::Wire(e))),
     };
-    let sent = nats.client.request(nats.subject(node), bytes.into());
+    // One attempt waits at most ATTEMPT_TIMEOUT: a request lost with an
+    // owner that died or was cut off is retried (same command id) inside the
+    // caller's deadline instead of using it all up.
+    let attempt = async_nats::Request::new()
+        .payload(bytes.into())
+        .timeout(Some(remaining.min(ATTEMPT_TIMEOUT)));
+    let sent = nats.client.send_request(nats.subject(node), attempt);
     let msg = match tokio::time::timeout_at(deadline, sent).await {
         Err(_) => return Attempt::Done(Err(AskError::Timeout)),
         Ok(Err(e)) => {
@@ -236,6 +247,13 @@ fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> 
         Err(AskError::Busy) => Reply::Busy,
         Err(AskError::Timeout) => Reply::Timeout,
         Err(AskError::Unavailable(m)) => Reply::Unavailable(m),
+        // A transient store failure (the write may or may not be stored) is
+        // retried by the caller's router with the same command id, which the
+        // actor's window answers once it has reloaded: safe, and it keeps the
+        // failure retryable across the wire.
+        Err(AskError::Store(e)) if e.is_transient() => {
+            Reply::Unavailable(format!("store unavailable on the owner: {e}"))
+        }
         Err(AskError::Store(e)) => failed(Failure::Store, e.to_string()),
         Err(AskError::Rehydrate(e)) => failed(Failure::Rehydrate, e.to_string()),
         Err(AskError::Codec(e)) => failed(Failure::Codec, e.to_string()),
