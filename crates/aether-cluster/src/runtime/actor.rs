@@ -68,8 +68,7 @@ pub(crate) async fn run<A>(
             env = rx.recv() => match env {
                 Some(env) => {
                     last = Instant::now();
-                    metrics::histogram!("aether_actor_mailbox_depth", "kind" => A::KIND)
-                        .record(rx.len() as f64);
+                    host.metrics.mailbox_depth.record(rx.len() as f64);
                     if let Flow::Stop(reason) = actor.process(env, last).await {
                         break reason;
                     }
@@ -111,7 +110,7 @@ where
         } = env;
         if now >= deadline {
             // The caller has stopped waiting: do not run what it gave up on.
-            count_command::<A>("expired");
+            self.host.metrics.expired.increment(1);
             let _ = reply.send(Answer::Done(Err(AskError::Timeout)));
             return Flow::Continue;
         }
@@ -130,17 +129,19 @@ where
                 Flow::Stop("conflict")
             }
             Ok(Ok((result, flow))) => {
-                count_command::<A>(match &result {
-                    Ok(o) if o.duplicate => "duplicate",
-                    Ok(_) => "applied",
-                    Err(AskError::Rejected(_)) => "rejected",
-                    Err(_) => "error",
-                });
+                let m = &self.host.metrics;
+                match &result {
+                    Ok(o) if o.duplicate => &m.duplicate,
+                    Ok(_) => &m.applied,
+                    Err(AskError::Rejected(_)) => &m.rejected,
+                    Err(_) => &m.error,
+                }
+                .increment(1);
                 let _ = reply.send(Answer::Done(result));
                 flow
             }
             Err(_) => {
-                count_command::<A>("panicked");
+                self.host.metrics.panicked.increment(1);
                 tracing::error!(kind = A::KIND, actor = %self.id, "user code panicked; stopping the actor");
                 self.loaded = None;
                 let _ = reply.send(Answer::Done(Err(AskError::ActorPanicked)));
@@ -311,9 +312,4 @@ where
             }
         }
     }
-}
-
-fn count_command<A: Aggregate>(outcome: &'static str) {
-    metrics::counter!("aether_actor_commands_total", "kind" => A::KIND, "outcome" => outcome)
-        .increment(1);
 }

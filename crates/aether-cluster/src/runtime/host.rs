@@ -138,9 +138,45 @@ struct Slot<A: Aggregate> {
     stop: Option<oneshot::Sender<StopReason>>,
 }
 
+/// The metric handles a kind's hot path records to, registered once when
+/// the host is built (a `metrics!` call with a non-literal label allocates
+/// its key and looks it up in the recorder on every call).
+pub(crate) struct KindMetrics {
+    pub(crate) mailbox_depth: metrics::Histogram,
+    pub(crate) ask_local: metrics::Histogram,
+    pub(crate) ask_remote: metrics::Histogram,
+    pub(crate) applied: metrics::Counter,
+    pub(crate) duplicate: metrics::Counter,
+    pub(crate) rejected: metrics::Counter,
+    pub(crate) error: metrics::Counter,
+    pub(crate) expired: metrics::Counter,
+    pub(crate) panicked: metrics::Counter,
+    pub(crate) busy: metrics::Counter,
+}
+
+impl KindMetrics {
+    fn new(kind: &'static str) -> Self {
+        let command = |outcome: &'static str| metrics::counter!("aether_actor_commands_total", "kind" => kind, "outcome" => outcome);
+        let ask = |route: &'static str| metrics::histogram!("aether_actor_ask_duration_seconds", "kind" => kind, "route" => route);
+        KindMetrics {
+            mailbox_depth: metrics::histogram!("aether_actor_mailbox_depth", "kind" => kind),
+            ask_local: ask("local"),
+            ask_remote: ask("remote"),
+            applied: command("applied"),
+            duplicate: command("duplicate"),
+            rejected: command("rejected"),
+            error: command("error"),
+            expired: command("expired"),
+            panicked: command("panicked"),
+            busy: metrics::counter!("aether_actor_busy_total", "kind" => kind),
+        }
+    }
+}
+
 /// The host of one aggregate kind.
 pub(crate) struct KindHost<A: Aggregate> {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) metrics: KindMetrics,
     actors: Mutex<HashMap<ActorId, Slot<A>>>,
     next_incarnation: AtomicU64,
 }
@@ -168,6 +204,7 @@ where
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         KindHost {
             shared,
+            metrics: KindMetrics::new(A::KIND),
             actors: Mutex::new(HashMap::new()),
             next_incarnation: AtomicU64::new(1),
         }
@@ -237,7 +274,7 @@ where
                 }
             };
             if !wait {
-                metrics::counter!("aether_actor_busy_total", "kind" => A::KIND).increment(1);
+                self.metrics.busy.increment(1);
                 return Err((AskError::Busy, env));
             }
             match tokio::time::timeout_at(env.deadline, full.reserve()).await {
@@ -248,7 +285,7 @@ where
                 // Closed while we waited: the actor passivated; go again.
                 Ok(Err(_)) => count_retry::<A>("passivated"),
                 Err(_) => {
-                    metrics::counter!("aether_actor_busy_total", "kind" => A::KIND).increment(1);
+                    self.metrics.busy.increment(1);
                     return Err((AskError::Busy, env));
                 }
             }

@@ -134,7 +134,10 @@
 //! `rejected`, `error`, `expired`, `panicked`),
 //! `aether_actor_bus_failures_total{kind}`,
 //! `aether_actor_wire_rejected_total{reason}` (`malformed`,
-//! `no_reply_subject`). Each command runs in a tracing span
+//! `no_reply_subject`). The per-command metrics (commands, mailbox depth,
+//! ask durations, busy) are registered once per kind when the system is
+//! built, so install the `metrics` recorder before building the system.
+//! Each command runs in a tracing span
 //! `aether.actor.command` with the kind, actor id and command id.
 
 mod actor;

@@ -611,7 +611,11 @@ where
                             attempt += 1;
                         }
                         Local::Answer(result) => {
-                            record_ask::<A>("local", started);
+                            target
+                                .host
+                                .metrics
+                                .ask_local
+                                .record(started.elapsed().as_secs_f64());
                             return result;
                         }
                     }
@@ -628,7 +632,11 @@ where
                         .await
                     {
                         Attempt::Done(result) => {
-                            record_ask::<A>("remote", started);
+                            target
+                                .host
+                                .metrics
+                                .ask_remote
+                                .record(started.elapsed().as_secs_f64());
                             return result;
                         }
                         Attempt::Retry(reason) => {
@@ -667,9 +675,4 @@ fn out_of_time<E>(maybe_sent: bool, shard: ShardId) -> AskError<E> {
             "shard {shard} could not be reached before the deadline"
         ))
     }
-}
-
-fn record_ask<A: Aggregate>(route: &'static str, started: Instant) {
-    metrics::histogram!("aether_actor_ask_duration_seconds", "kind" => A::KIND, "route" => route)
-        .record(started.elapsed().as_secs_f64());
 }
