@@ -654,7 +654,7 @@ impl Core {
         if let Some(ns) = last.as_ref().filter(|ns| ns.as_str() == wire.namespace)
             && subject_part_matches(ns.as_str(), part)
         {
-            return Ok(Some((ns.clone(), wire.event)));
+            return Ok(Some((ns.clone(), wire.event.into_event(payload))));
         }
         let namespace =
             Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
@@ -662,7 +662,7 @@ impl Core {
             return Err(mismatch());
         }
         *last = Some(namespace.clone());
-        Ok(Some((namespace, wire.event)))
+        Ok(Some((namespace, wire.event.into_event(payload))))
     }
 }
 
@@ -850,7 +850,42 @@ struct Wire<'a> {
     /// Validated only when it differs from the previous message's.
     #[serde(borrow)]
     namespace: Cow<'a, str>,
-    event: Event,
+    #[serde(borrow)]
+    event: EventIn<'a>,
+}
+
+/// [`Event`]'s serde form, read with the payload borrowed from the message
+/// (the event then shares the message's buffer instead of copying it).
+#[derive(Deserialize)]
+struct EventIn<'a> {
+    id: aether_core::EventId,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    actor_id: aether_core::ActorId,
+    version: aether_core::Version,
+    schema_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    timestamp: time::OffsetDateTime,
+    #[serde(default)]
+    metadata: aether_core::Metadata,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
+impl EventIn<'_> {
+    /// The event, its payload a slice of `payload` (which `data` borrows).
+    fn into_event(self, payload: &bytes::Bytes) -> Event {
+        Event {
+            id: self.id,
+            event_type: Arc::from(self.event_type),
+            actor_id: self.actor_id,
+            version: self.version,
+            schema_version: self.schema_version,
+            timestamp: self.timestamp,
+            metadata: self.metadata,
+            data: payload.slice_ref(self.data),
+        }
+    }
 }
 
 fn map_publish_error(error: async_nats::PublishError, size: usize, max: usize) -> BusError {
