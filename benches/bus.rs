@@ -128,7 +128,7 @@ fn paired_fanout() -> Vec<(usize, f64)> {
                 .collect();
             let (tx, _) = tokio::sync::broadcast::channel::<BusEvent>(FANOUT_BATCH);
             let mut rxs: Vec<_> = (0..n).map(|_| tx.subscribe()).collect();
-            let rounds = (200_000 / (FANOUT_BATCH * n)).max(50) as u32;
+            let rounds = (2_000_000 / (FANOUT_BATCH * n)).max(200) as u32;
             let ratio = paired_time(
                 rounds,
                 || {
