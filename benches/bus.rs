@@ -12,6 +12,11 @@
 //!
 //! The NATS benches start a `nats-server` through `aether-testkit-nats`.
 //!
+//! At the end one line, `paired ratios bus: …`, gives every paired ratio from
+//! rounds that alternate aether and its baseline (so both see the same machine
+//! load): fan-out *time* aether/broadcast per N (goal ≤ 1.2) and NATS
+//! throughput aether/raw (goal ≥ 0.8).
+//!
 //! `cargo bench -p aether-benches --bench bus`
 
 use std::hint::black_box;
@@ -91,6 +96,104 @@ fn local_fanout(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Alternates `rounds` timed calls of `a` and `b`; returns time(a)/time(b).
+fn paired_time(rounds: u32, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
+    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        a();
+        ta += t.elapsed();
+        let t = Instant::now();
+        b();
+        tb += t.elapsed();
+    }
+    ta.as_secs_f64() / tb.as_secs_f64()
+}
+
+/// Fan-out time ratios aether/broadcast for 1, 10 and 100 subscribers.
+fn paired_fanout() -> Vec<(usize, f64)> {
+    let ns = Namespace::new("acme.orders").expect("valid namespace");
+    let event = sample_event();
+    [1usize, 10, 100]
+        .into_iter()
+        .map(|n| {
+            let bus = LocalEventBus::builder().capacity(FANOUT_BATCH).build();
+            let mut subs: Vec<Subscription> = (0..n)
+                .map(|_| {
+                    bus.subscribe_with_capacity(EventFilter::namespace(ns.clone()), FANOUT_BATCH)
+                        .expect("open bus")
+                })
+                .collect();
+            let (tx, _) = tokio::sync::broadcast::channel::<BusEvent>(FANOUT_BATCH);
+            let mut rxs: Vec<_> = (0..n).map(|_| tx.subscribe()).collect();
+            let rounds = (2_000_000 / (FANOUT_BATCH * n)).max(200) as u32;
+            let ratio = paired_time(
+                rounds,
+                || {
+                    for _ in 0..FANOUT_BATCH {
+                        bus.publish_now(&ns, event.clone()).expect("open bus");
+                    }
+                    for sub in &mut subs {
+                        while let Some(item) = sub.try_next() {
+                            black_box(item.expect("no lag"));
+                        }
+                    }
+                },
+                || {
+                    for _ in 0..FANOUT_BATCH {
+                        tx.send(BusEvent {
+                            namespace: ns.clone(),
+                            event: Arc::new(event.clone()),
+                        })
+                        .expect("receivers");
+                    }
+                    for rx in &mut rxs {
+                        while let Ok(item) = rx.try_recv() {
+                            black_box(item);
+                        }
+                    }
+                },
+            );
+            (n, ratio)
+        })
+        .collect()
+}
+
+/// NATS throughput ratio aether/raw (1000 events a round, 30 rounds each).
+fn paired_nats(rt: &Runtime, s: &mut NatsSetup) -> f64 {
+    let event = sample_event();
+    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..30 {
+        ta += time_batches(
+            rt,
+            1,
+            async || {
+                s.node_a
+                    .publish(&s.ns, event.clone())
+                    .await
+                    .expect("publish");
+            },
+            async || {
+                black_box(s.sub_b.next().await.expect("open").expect("no lag"));
+            },
+        );
+        tb += time_batches(
+            rt,
+            1,
+            async || {
+                s.raw_a
+                    .publish(s.raw_subject.clone(), s.wire_payload.clone())
+                    .await
+                    .expect("publish");
+            },
+            async || {
+                black_box(s.raw_sub_b.next().await.expect("open"));
+            },
+        );
+    }
+    tb.as_secs_f64() / ta.as_secs_f64()
 }
 
 /// Two bus nodes and two raw clients on one server, plus the exact bytes the
@@ -306,7 +409,17 @@ fn main() {
     if std::env::args().any(|a| a == "--bench") {
         latency_report(&rt, &mut setup);
     }
+    let nats = paired_nats(&rt, &mut setup);
     drop(setup);
     drop(server);
     c.final_summary();
+    let fanout: Vec<String> = paired_fanout()
+        .into_iter()
+        .map(|(n, r)| format!("{n}: {r:.2}"))
+        .collect();
+    println!(
+        "paired ratios bus: local fan-out time aether/broadcast {} (goal <= 1.2); \
+         NATS publish->receive throughput aether/raw {nats:.2} (goal >= 0.8)",
+        fanout.join(", ")
+    );
 }

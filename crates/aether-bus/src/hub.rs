@@ -225,6 +225,19 @@ impl Slot {
         }
     }
 
+    /// Wakes the subscriber's task if it is waiting (used by the NATS bus
+    /// when messages arrive for its group).
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "used by the NATS bus")
+    )]
+    pub(crate) fn wake_waiting(&self) {
+        let waker = lock(&self.state).waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     pub(crate) fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
@@ -473,6 +486,14 @@ pub(crate) trait Detach: Send + Sync {
     fn detach(&self, slot: &Arc<Slot>);
 }
 
+/// Moves whatever the transport has received into the queues of its
+/// subscribers, on the thread of whichever subscriber asks first (the NATS
+/// bus: see `nats.rs`). Never blocks: when another thread is already
+/// pumping, it returns at once (that thread delivers and wakes).
+pub(crate) trait Pump: Send + Sync {
+    fn pump(&self);
+}
+
 /// A live subscription: a [`Stream`] of the events that pass its filter, from
 /// the moment [`subscribe`](aether_core::EventBus::subscribe) returned.
 ///
@@ -488,11 +509,59 @@ pub(crate) trait Detach: Send + Sync {
 pub struct Subscription {
     slot: Arc<Slot>,
     owner: Weak<dyn Detach>,
+    pump: Option<Arc<dyn Pump>>,
 }
 
 impl Subscription {
     pub(crate) fn new(slot: Arc<Slot>, owner: Weak<dyn Detach>) -> Self {
-        Subscription { slot, owner }
+        Subscription {
+            slot,
+            owner,
+            pump: None,
+        }
+    }
+
+    /// A subscription whose events arrive through `pump` (run whenever its
+    /// queue is empty) rather than being pushed by a publisher.
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "used by the NATS bus")
+    )]
+    pub(crate) fn with_pump(slot: Arc<Slot>, owner: Weak<dyn Detach>, pump: Arc<dyn Pump>) -> Self {
+        Subscription {
+            slot,
+            owner,
+            pump: Some(pump),
+        }
+    }
+
+    /// The next queued item, `Ready(None)` at the end, `Pending` when the
+    /// queue is empty (registering `cx`'s waker if one is given).
+    fn take(&self, cx: Option<&mut Context<'_>>) -> Poll<Option<Result<BusEvent, BusError>>> {
+        let mut st = lock(&self.slot.state);
+        if st.missed > 0 {
+            let missed = std::mem::take(&mut st.missed);
+            return Poll::Ready(Some(Err(BusError::Lagged { missed })));
+        }
+        if let Some(event) = st.queue.pop_front() {
+            return Poll::Ready(Some(Ok(event)));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        if let Some(cx) = cx {
+            match &mut st.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+
+    fn pump(&self) {
+        if let Some(p) = &self.pump {
+            p.pump();
+        }
     }
 
     /// The filter this subscription was created with.
@@ -516,16 +585,20 @@ impl Subscription {
     /// (or the stream has ended), otherwise what [`Stream::poll_next`] would
     /// yield.
     pub fn try_next(&mut self) -> Option<Result<BusEvent, BusError>> {
-        let mut st = lock(&self.slot.state);
-        if st.missed > 0 {
-            let missed = std::mem::take(&mut st.missed);
-            return Some(Err(BusError::Lagged { missed }));
+        if let Poll::Ready(item) = self.take(None) {
+            return item;
         }
-        st.queue.pop_front().map(Ok)
+        self.pump();
+        match self.take(None) {
+            Poll::Ready(item) => item,
+            Poll::Pending => None,
+        }
     }
 
-    /// Events queued and not yet taken.
+    /// Events queued and not yet taken (for the NATS bus, after moving in
+    /// what the connection has already received).
     pub fn len(&self) -> usize {
+        self.pump();
         lock(&self.slot.state).queue.len()
     }
 
@@ -548,26 +621,28 @@ impl Stream for Subscription {
     type Item = Result<BusEvent, BusError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut st = lock(&self.slot.state);
-        if st.missed > 0 {
-            let missed = std::mem::take(&mut st.missed);
-            return Poll::Ready(Some(Err(BusError::Lagged { missed })));
+        let this = &*self;
+        if this.pump.is_none() {
+            return this.take(Some(cx));
         }
-        if let Some(event) = st.queue.pop_front() {
-            return Poll::Ready(Some(Ok(event)));
+        // Pumped: take what is queued, else pump and look again; only then
+        // register the waker and pump once more, so a message that arrived
+        // between the pump and the registration is not missed (the pump's
+        // waker wakes registered subscribers), and a pump that finds
+        // something does not wake this task for nothing.
+        if let Poll::Ready(item) = this.take(None) {
+            return Poll::Ready(item);
         }
-        if st.closed {
-            return Poll::Ready(None);
+        this.pump();
+        if let Poll::Ready(item) = this.take(Some(cx)) {
+            return Poll::Ready(item);
         }
-        match &mut st.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        this.pump();
+        this.take(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.len(), None)
+        (lock(&self.slot.state).queue.len(), None)
     }
 }
 

@@ -42,11 +42,21 @@
 //!
 //! # Receiving
 //!
-//! Each NATS subscription (one per namespace pattern in use) is read by one
-//! task, which decodes messages and queues them for the pattern's local
-//! subscribers. After a message arrives it also takes every message already
-//! waiting (up to 256) before waking anyone, so a burst wakes each subscriber
-//! once rather than once per message. Decoding allocates no subject strings:
+//! Each NATS subscription (one per namespace pattern in use) is drained by a
+//! shared *pump*: whichever of the pattern's local subscribers polls with an
+//! empty queue takes the pump (without waiting; if another thread holds it,
+//! that thread is delivering), decodes every message already received and
+//! queues it for all the pattern's subscribers, waking each once per burst.
+//! The NATS subscription is polled with a waker that wakes the waiting
+//! subscribers, so a message costs no hop through a task of its own: it goes
+//! from the client's connection task straight to the subscriber that takes it.
+//!
+//! The bounded queues and [`BusError::Lagged`] work as before: a background
+//! task also runs the pump every 5 ms, so while nobody polls, messages still
+//! move into the subscribers' bounded queues (oldest dropped and counted)
+//! instead of piling up in the client's per-subscription buffer (64 Ki
+//! messages by default), which would drop them without a count once full.
+//! Decoding allocates no subject strings:
 //! the subject's namespace tokens are compared with the envelope's namespace
 //! byte by byte, and while messages keep carrying the same namespace the
 //! validated [`Namespace`] of the previous one is reused.
@@ -64,19 +74,22 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::task::Waker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, TryLockError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use aether_core::{
     BusError, CodecError, Event, EventBus, EventFilter, Namespace, NamespacePattern,
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
-use crate::hub::{BusStats, DEFAULT_CAPACITY, Detach, Hub, Slot, Subscription, lock, read, write};
+use crate::hub::{
+    BusStats, DEFAULT_CAPACITY, Detach, Hub, Pump, Slot, Subscription, lock, read, write,
+};
 
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "aether";
@@ -90,8 +103,12 @@ const MAX_TYPE_TOKEN: usize = 128;
 /// Longest accepted prefix.
 const MAX_PREFIX: usize = 64;
 
-/// Most messages the receiving task queues before waking subscribers.
+/// Most messages one run of the pump queues before waking subscribers (it
+/// then wakes them and lets them pump again, so one poll stays short).
 const MAX_BATCH: usize = 256;
+
+/// How often the background task runs the pump of a NATS subscription.
+const PUMP_INTERVAL: Duration = Duration::from_millis(5);
 
 const MAGIC: &[u8; 4] = b"AEB1";
 const HEADER_LEN: usize = MAGIC.len() + 16;
@@ -275,10 +292,11 @@ struct Core {
 
 type Slots = Arc<RwLock<Arc<Vec<Arc<Slot>>>>>;
 
-/// The local subscribers of one namespace pattern and the task that feeds
-/// them from their NATS subscription.
+/// The local subscribers of one namespace pattern, the pump that feeds them
+/// from their NATS subscription, and the task that runs it while nobody polls.
 struct Group {
     slots: Slots,
+    pump: Arc<NatsPump>,
     task: AbortHandle,
 }
 
@@ -411,12 +429,12 @@ impl NatsEventBus {
 
         // A group in the map is live: it is inserted only once its NATS
         // subscription was confirmed.
-        if inner.join_group(&pattern, &slot)? {
-            return Ok(Subscription::new(slot, owner));
+        if let Some(pump) = inner.join_group(&pattern, &slot)? {
+            return Ok(Subscription::with_pump(slot, owner, pump));
         }
         let _creating = inner.create.lock().await;
-        if inner.join_group(&pattern, &slot)? {
-            return Ok(Subscription::new(slot, owner));
+        if let Some(pump) = inner.join_group(&pattern, &slot)? {
+            return Ok(Subscription::with_pump(slot, owner, pump));
         }
         let subscriber =
             inner
@@ -437,12 +455,8 @@ impl NatsEventBus {
             }
         }
         let slots: Slots = Arc::new(RwLock::new(Arc::new(vec![Arc::clone(&slot)])));
-        let task = runtime.spawn(receive(
-            Arc::clone(&inner.core),
-            Arc::clone(&slots),
-            subscriber,
-            subject,
-        ));
+        let pump = NatsPump::new(Arc::clone(&inner.core), Arc::clone(&slots), subscriber);
+        let task = runtime.spawn(keep_pumping(Arc::downgrade(&pump), subject));
         {
             let mut groups = lock(&inner.groups);
             if let Err(error) = hub.insert(&slot) {
@@ -453,30 +467,37 @@ impl NatsEventBus {
                 pattern,
                 Group {
                     slots,
+                    pump: Arc::clone(&pump),
                     task: task.abort_handle(),
                 },
             );
         }
-        Ok(Subscription::new(slot, owner))
+        Ok(Subscription::with_pump(slot, owner, pump))
     }
 }
 
 impl NatsInner {
     /// Adds `slot` to the live group of `pattern`, if there is one.
-    fn join_group(&self, pattern: &NamespacePattern, slot: &Arc<Slot>) -> Result<bool, BusError> {
+    fn join_group(
+        &self,
+        pattern: &NamespacePattern,
+        slot: &Arc<Slot>,
+    ) -> Result<Option<Arc<NatsPump>>, BusError> {
         let mut groups = lock(&self.groups);
         let Some(group) = groups.get(pattern) else {
-            return Ok(false);
+            return Ok(None);
         };
-        if group.task.is_finished() {
+        if group.task.is_finished() || group.pump.ended.load(Ordering::Acquire) {
             // Its NATS subscription ended (the client was closed): start over.
-            groups.remove(pattern);
-            return Ok(false);
+            if let Some(g) = groups.remove(pattern) {
+                g.task.abort();
+            }
+            return Ok(None);
         }
         self.core.hub.insert(slot)?;
         let mut slots = write(&group.slots);
         Arc::make_mut(&mut slots).push(Arc::clone(slot));
-        Ok(true)
+        Ok(Some(Arc::clone(&group.pump)))
     }
 
     fn close(&self) {
@@ -504,7 +525,8 @@ impl Detach for NatsInner {
             None => false,
         };
         if empty && let Some(group) = groups.remove(pattern) {
-            // Dropping the task drops its NATS subscriber, which unsubscribes.
+            // The pump (and its NATS subscriber, which unsubscribes when
+            // dropped) goes with the last subscription holding it.
             group.task.abort();
         }
     }
@@ -632,7 +654,7 @@ impl Core {
         if let Some(ns) = last.as_ref().filter(|ns| ns.as_str() == wire.namespace)
             && subject_part_matches(ns.as_str(), part)
         {
-            return Ok(Some((ns.clone(), wire.event)));
+            return Ok(Some((ns.clone(), wire.event.into_event(payload))));
         }
         let namespace =
             Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
@@ -640,7 +662,7 @@ impl Core {
             return Err(mismatch());
         }
         *last = Some(namespace.clone());
-        Ok(Some((namespace, wire.event)))
+        Ok(Some((namespace, wire.event.into_event(payload))))
     }
 }
 
@@ -681,21 +703,13 @@ fn subject_part_matches(namespace: &str, part: &str) -> bool {
     out.next().is_none()
 }
 
-/// State of the receiving task across one batch of messages.
+/// State of the pump across one batch of messages.
 #[derive(Default)]
 struct Batch {
     /// The namespace of the last valid message (see [`Core::decode`]).
     last: Option<Namespace>,
     /// Subscribers to wake once the batch is queued.
     wakers: Vec<Waker>,
-}
-
-impl Batch {
-    fn wake(&mut self) {
-        for waker in self.wakers.drain(..) {
-            waker.wake();
-        }
-    }
 }
 
 /// Returns once the server has processed every operation this client sent
@@ -713,34 +727,116 @@ async fn confirm(client: &async_nats::Client) -> Result<(), async_nats::Error> {
     }
 }
 
-async fn receive(
+/// The shared pump of one NATS subscription (see the module docs).
+struct NatsPump {
     core: Arc<Core>,
     slots: Slots,
-    mut subscriber: async_nats::Subscriber,
-    subject: String,
-) {
-    let mut batch = Batch::default();
-    let mut open = true;
-    while open && let Some(message) = subscriber.next().await {
-        // Queue what else has already arrived before waking anyone: the
-        // subscribers (on other threads) then wake once per batch, not once
-        // per message.
-        let group = Arc::clone(&read(&slots));
-        core.handle(&group, &message, &mut batch);
-        for _ in 1..MAX_BATCH {
-            match subscriber.next().now_or_never() {
-                Some(Some(message)) => core.handle(&group, &message, &mut batch),
-                Some(None) => {
-                    open = false;
+    state: Mutex<PumpState>,
+    /// Wakes the waiting subscribers of the group: the NATS subscription is
+    /// polled with it, whichever thread pumps.
+    waker: Waker,
+    /// The NATS subscription ended (the client was closed).
+    ended: AtomicBool,
+}
+
+struct PumpState {
+    subscriber: async_nats::Subscriber,
+    batch: Batch,
+}
+
+/// Wakes every waiting subscriber of a group.
+struct WakeGroup {
+    slots: Slots,
+}
+
+impl Wake for WakeGroup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let group = Arc::clone(&read(&self.slots));
+        for slot in group.iter() {
+            slot.wake_waiting();
+        }
+    }
+}
+
+impl NatsPump {
+    fn new(core: Arc<Core>, slots: Slots, subscriber: async_nats::Subscriber) -> Arc<Self> {
+        let waker = Waker::from(Arc::new(WakeGroup {
+            slots: Arc::clone(&slots),
+        }));
+        Arc::new(NatsPump {
+            core,
+            slots,
+            state: Mutex::new(PumpState {
+                subscriber,
+                batch: Batch::default(),
+            }),
+            waker,
+            ended: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Pump for NatsPump {
+    fn pump(&self) {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            // Another thread is pumping: it delivers, and its poll of the
+            // subscription leaves the group's waker registered.
+            Err(TryLockError::WouldBlock) => return,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        if self.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        let PumpState { subscriber, batch } = &mut *state;
+        let mut cx = Context::from_waker(&self.waker);
+        let group = Arc::clone(&read(&self.slots));
+        for taken in 1..=MAX_BATCH {
+            match subscriber.poll_next_unpin(&mut cx) {
+                Poll::Ready(Some(message)) => {
+                    self.core.handle(&group, &message, batch);
+                    if taken == MAX_BATCH {
+                        // More may be waiting: let the subscribers pump again.
+                        self.waker.wake_by_ref();
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.ended.store(true, Ordering::Release);
+                    tracing::debug!("bus subscription ended (client closed)");
                     break;
                 }
-                None => break,
+                Poll::Pending => break,
             }
         }
+        let wakers = std::mem::take(&mut batch.wakers);
         drop(group);
-        batch.wake();
+        drop(state);
+        // Woken after the pump is free, so a woken subscriber can pump at once.
+        for waker in wakers {
+            waker.wake();
+        }
     }
-    tracing::debug!(%subject, "bus subscription ended (client closed)");
+}
+
+/// Runs the pump of a NATS subscription every [`PUMP_INTERVAL`] while it
+/// exists, so messages reach the bounded subscriber queues (and overflow is
+/// counted) even while no subscriber polls.
+async fn keep_pumping(pump: Weak<NatsPump>, subject: String) {
+    let mut tick = tokio::time::interval(PUMP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let Some(pump) = pump.upgrade() else { break };
+        pump.pump();
+        if pump.ended.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    tracing::debug!(%subject, "bus pump stopped");
 }
 
 #[derive(Serialize)]
@@ -754,7 +850,42 @@ struct Wire<'a> {
     /// Validated only when it differs from the previous message's.
     #[serde(borrow)]
     namespace: Cow<'a, str>,
-    event: Event,
+    #[serde(borrow)]
+    event: EventIn<'a>,
+}
+
+/// [`Event`]'s serde form, read with the payload borrowed from the message
+/// (the event then shares the message's buffer instead of copying it).
+#[derive(Deserialize)]
+struct EventIn<'a> {
+    id: aether_core::EventId,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    actor_id: aether_core::ActorId,
+    version: aether_core::Version,
+    schema_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    timestamp: time::OffsetDateTime,
+    #[serde(default)]
+    metadata: aether_core::Metadata,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
+impl EventIn<'_> {
+    /// The event, its payload a slice of `payload` (which `data` borrows).
+    fn into_event(self, payload: &bytes::Bytes) -> Event {
+        Event {
+            id: self.id,
+            event_type: Arc::from(self.event_type),
+            actor_id: self.actor_id,
+            version: self.version,
+            schema_version: self.schema_version,
+            timestamp: self.timestamp,
+            metadata: self.metadata,
+            data: payload.slice_ref(self.data),
+        }
+    }
 }
 
 fn map_publish_error(error: async_nats::PublishError, size: usize, max: usize) -> BusError {

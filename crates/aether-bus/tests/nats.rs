@@ -367,6 +367,60 @@ async fn a_slow_subscriber_lags_while_a_fast_one_gets_everything() {
     assert_eq!(receiver.stats().dropped, N - 8);
 }
 
+/// Nobody polls the subscription, and the client buffers only 64 messages
+/// per subscription: events still move into the bounded queue (so overflow is
+/// counted and reported as `Lagged`), instead of filling the client's buffer,
+/// which would drop them without a count.
+#[tokio::test]
+async fn events_reach_the_bounded_queue_while_nobody_polls() {
+    const CHUNK: u64 = 32;
+    const CHUNKS: u64 = 20;
+    let server = NatsServer::start().await;
+    let prefix = unique_name("idle");
+    let publisher = node(&server, &prefix).await;
+    let small_buffer = async_nats::ConnectOptions::new()
+        .subscription_capacity(64)
+        .connect(server.url())
+        .await
+        .unwrap();
+    let receiver = NatsEventBus::builder(small_buffer)
+        .prefix(prefix.as_str())
+        .build()
+        .unwrap();
+    let n = ns("idle");
+    let mut sub = receiver
+        .subscribe_with_capacity(EventFilter::namespace(n.clone()), 8)
+        .await
+        .unwrap();
+    for chunk in 0..CHUNKS {
+        for i in 1..=CHUNK {
+            let v = chunk * CHUNK + i;
+            publisher.publish(&n, event("a", v, "T")).await.unwrap();
+        }
+        // Never more than 32 messages in the client's buffer of 64.
+        let want = (chunk + 1) * CHUNK;
+        wait_until(
+            DEADLINE,
+            "the events reach the subscriber's queue without a poll",
+            async || receiver.stats().delivered >= want,
+        )
+        .await;
+    }
+    let total = CHUNK * CHUNKS;
+    assert_eq!(receiver.stats().delivered, total);
+    assert_eq!(receiver.stats().dropped, total - 8);
+    let first = sub.next().await.unwrap();
+    assert!(
+        matches!(first, Err(BusError::Lagged { missed }) if missed == total - 8),
+        "{first:?}"
+    );
+    let mut rest = Vec::new();
+    while let Some(item) = sub.try_next() {
+        rest.push(item.unwrap().event.version.get());
+    }
+    assert_eq!(rest, (total - 7..=total).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn garbage_and_forged_messages_are_counted_and_dropped() {
     let server = NatsServer::start().await;

@@ -12,8 +12,11 @@
 //! are raised when a read sees a newer version or a later message written by
 //! another process.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use aether_core::ActorId;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 
 /// The last event of an actor as far as this process knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +49,31 @@ impl Tip {
     }
 }
 
+/// A bounded map of tips. Its size is an atomic count kept beside the map
+/// (`DashMap::len` locks every shard), and a full cache evicts about an
+/// eighth of its entries in one pass, run by one thread at a time, instead of
+/// clearing everything: the actors being written keep their entries, with
+/// high probability, and no insert waits for a clear-all.
 pub(crate) struct VersionCache {
     map: DashMap<ActorId, Tip>,
     capacity: usize,
+    len: AtomicUsize,
+    evicting: AtomicBool,
+    /// Rotates which entries an eviction pass takes.
+    sweep: AtomicUsize,
 }
+
+/// One entry in this many is evicted by a pass.
+const EVICT_ONE_IN: usize = 8;
 
 impl VersionCache {
     pub(crate) fn new(capacity: usize) -> Self {
         VersionCache {
             map: DashMap::new(),
             capacity,
+            len: AtomicUsize::new(0),
+            evicting: AtomicBool::new(false),
+            sweep: AtomicUsize::new(0),
         }
     }
 
@@ -75,22 +93,67 @@ impl VersionCache {
             }
             return;
         }
-        if self.map.len() >= self.capacity {
-            self.map.clear();
+        if self.len.load(Ordering::Relaxed) >= self.capacity {
+            self.evict();
         }
-        self.map.insert(actor.clone(), tip);
+        match self.map.entry(actor.clone()) {
+            Entry::Occupied(mut cur) => {
+                // Inserted meanwhile by another thread.
+                let cur = cur.get_mut();
+                if (tip.version, tip.last) >= (cur.version, cur.last) {
+                    *cur = tip;
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(tip);
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes about one entry in [`EVICT_ONE_IN`] (at least one); a pass already running
+    /// elsewhere makes this a no-op (that pass makes room).
+    fn evict(&self) {
+        if self.evicting.swap(true, Ordering::Acquire) {
+            return;
+        }
+        // A stride no longer than the map, so a pass always removes one.
+        let stride = EVICT_ONE_IN.min(self.len.load(Ordering::Relaxed)).max(1);
+        let mut i = self.sweep.fetch_add(1, Ordering::Relaxed);
+        let mut removed = 0;
+        self.map.retain(|_, _| {
+            i = i.wrapping_add(1);
+            let keep = !i.is_multiple_of(stride);
+            if !keep {
+                removed += 1;
+            }
+            keep
+        });
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.evicting.store(false, Ordering::Release);
     }
 
     pub(crate) fn invalidate(&self, actor: &ActorId) {
-        self.map.remove(actor);
+        if self.map.remove(actor).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn clear(&self) {
-        self.map.clear();
+        // Entries inserted during the clear stay counted only if they stay.
+        let removed = {
+            let mut n = 0;
+            self.map.retain(|_, _| {
+                n += 1;
+                false
+            });
+            n
+        };
+        self.len.fetch_sub(removed, Ordering::Relaxed);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -122,5 +185,33 @@ mod tests {
         let off = VersionCache::new(0);
         off.observe(&a, Tip::at(1, 1));
         assert_eq!(off.get(&a), None);
+    }
+
+    #[test]
+    fn a_full_cache_evicts_a_fraction_and_counts_exactly() {
+        const CAP: usize = 800;
+        let c = VersionCache::new(CAP);
+        let ids: Vec<ActorId> = (0..3 * CAP)
+            .map(|i| ActorId::new(format!("actor-{i}")).unwrap())
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            c.observe(id, Tip::at(1, i as u64 + 1));
+            assert!(c.len() <= CAP, "len {} after {} inserts", c.len(), i + 1);
+            assert_eq!(c.len(), c.map.len());
+        }
+        // An eviction takes about an eighth, not everything.
+        assert!(c.len() > CAP / 2, "len {}", c.len());
+        // Most of the latest inserts are still there.
+        let recent = ids[ids.len() - 50..]
+            .iter()
+            .filter(|id| c.get(id).is_some())
+            .count();
+        assert!(recent >= 40, "{recent} of the last 50 kept");
+        let present = ids.iter().find(|id| c.get(id).is_some()).unwrap();
+        c.invalidate(present);
+        c.invalidate(present);
+        assert_eq!(c.len(), c.map.len());
+        c.clear();
+        assert_eq!((c.len(), c.map.len()), (0, 0));
     }
 }

@@ -58,7 +58,7 @@ struct EventOut<'a> {
     event_type: &'a str,
     actor: &'a str,
     version: u64,
-    ts: String,
+    ts: &'a str,
     #[serde(skip_serializing_if = "is_one")]
     schema: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,22 +147,44 @@ struct SnapshotIn<'a> {
 /// (`2026-01-02T03:04:05.000000007Z`): always 30 bytes, so an event's stored
 /// size does not depend on the instant it was made.
 fn format_timestamp(ts: OffsetDateTime) -> Result<String, CodecError> {
+    let mut buf = [0u8; TIMESTAMP_LEN];
+    Ok(write_timestamp(ts, &mut buf)?.to_owned())
+}
+
+/// The length of a stored timestamp.
+const TIMESTAMP_LEN: usize = 30;
+
+/// [`format_timestamp`] into `buf`, without allocating.
+fn write_timestamp(ts: OffsetDateTime, buf: &mut [u8; TIMESTAMP_LEN]) -> Result<&str, CodecError> {
     let t = ts.to_offset(UtcOffset::UTC);
-    if !(0..=9999).contains(&t.year()) {
+    let year = t.year();
+    let Ok(year @ 0..=9999) = u32::try_from(year) else {
         return Err(CodecError::Malformed(format!(
             "timestamp {ts} cannot be stored: the year is outside 0000-9999"
         )));
+    };
+    fn digits(out: &mut [u8], mut n: u32) {
+        for d in out.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
     }
-    Ok(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    ))
+    digits(&mut buf[0..4], year);
+    buf[4] = b'-';
+    digits(&mut buf[5..7], u32::from(u8::from(t.month())));
+    buf[7] = b'-';
+    digits(&mut buf[8..10], u32::from(t.day()));
+    buf[10] = b'T';
+    digits(&mut buf[11..13], u32::from(t.hour()));
+    buf[13] = b':';
+    digits(&mut buf[14..16], u32::from(t.minute()));
+    buf[16] = b':';
+    digits(&mut buf[17..19], u32::from(t.second()));
+    buf[19] = b'.';
+    digits(&mut buf[20..29], t.nanosecond());
+    buf[29] = b'Z';
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(buf).map_err(|e| CodecError::Malformed(e.to_string()))
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Bytes, CodecError> {
@@ -181,17 +203,20 @@ const ACTOR_SCOPE: Uuid = Uuid::from_u128(0x6165_7468_6572_2d61_6374_6f72_2d69_6
 /// UTF-8 bytes in the namespace `61657468-6572-2d61-6374-6f722d696473`, as 32
 /// lowercase hex digits.
 pub(crate) fn actor_scope(actor: &ActorId) -> String {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     Uuid::new_v5(&ACTOR_SCOPE, actor.as_str().as_bytes())
         .simple()
-        .to_string()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// The `Nats-Msg-Id` of an event: `<event id>.<actor scope>`. The server
 /// deduplicates by message id per stream, so the id is scoped by actor: the
 /// same event id in two actors is two events.
 pub(crate) fn msg_id(id: EventId, scope: &str) -> String {
-    let mut s = String::with_capacity(37 + scope.len());
-    s.push_str(&id.to_string());
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut s = String::with_capacity(buf.len() + 1 + scope.len());
+    s.push_str(id.as_uuid().hyphenated().encode_lower(&mut buf));
     s.push('.');
     s.push_str(scope);
     s
@@ -224,21 +249,39 @@ impl Encoded {
 
 /// Encodes one event; `scope` is [`actor_scope`] of its actor.
 pub(crate) fn encode_event(event: &Event, scope: &str) -> Result<Encoded, CodecError> {
-    let body = encode(
-        &EventOut {
-            aether: ENVELOPE_VERSION,
-            event_type: &event.event_type,
-            actor: event.actor_id.as_str(),
-            version: event.version.get(),
-            ts: format_timestamp(event.timestamp)?,
-            schema: event.schema_version,
-            corr: event.metadata.correlation_id.as_deref(),
-            cause: event.metadata.causation_id.as_deref(),
-            meta: &event.metadata.custom,
-            data: Bin(&event.data),
-        },
-        "event envelope",
-    )?;
+    let mut ts = [0u8; TIMESTAMP_LEN];
+    let out = EventOut {
+        aether: ENVELOPE_VERSION,
+        event_type: &event.event_type,
+        actor: event.actor_id.as_str(),
+        version: event.version.get(),
+        ts: write_timestamp(event.timestamp, &mut ts)?,
+        schema: event.schema_version,
+        corr: event.metadata.correlation_id.as_deref(),
+        cause: event.metadata.causation_id.as_deref(),
+        meta: &event.metadata.custom,
+        data: Bin(&event.data),
+    };
+    // Sized once: the fixed keys and small values take under 96 bytes, the
+    // rest is the variable strings and the payload.
+    let mut body = Vec::with_capacity(
+        96 + TIMESTAMP_LEN
+            + out.event_type.len()
+            + out.actor.len()
+            + out.corr.map_or(0, str::len)
+            + out.cause.map_or(0, str::len)
+            + out
+                .meta
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 10)
+                .sum::<usize>()
+            + out.data.0.len(),
+    );
+    rmp_serde::encode::write_named(&mut body, &out).map_err(|source| CodecError::Encode {
+        what: "event envelope".to_owned(),
+        source,
+    })?;
+    let body = Bytes::from(body);
     Ok(Encoded {
         id: msg_id(event.id, scope),
         body,
@@ -553,5 +596,67 @@ mod format_tests {
             format_timestamp(OffsetDateTime::UNIX_EPOCH).unwrap(),
             "1970-01-01T00:00:00.000000000Z"
         );
+        // The same text as the `format!` it replaced, over the whole range.
+        let min = time::Date::from_calendar_date(0, time::Month::January, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc();
+        let max = time::Date::from_calendar_date(9999, time::Month::December, 31)
+            .unwrap()
+            .with_hms_nano(23, 59, 59, 999_999_999)
+            .unwrap()
+            .assume_utc();
+        for ts in [min, max, OffsetDateTime::now_utc()] {
+            let t = ts.to_offset(UtcOffset::UTC);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.nanosecond()
+            );
+            assert_eq!(format_timestamp(ts).unwrap(), expected);
+        }
+        assert!(format_timestamp(min - time::Duration::nanoseconds(1)).is_err());
+    }
+
+    /// The bytes of an event as this envelope version stores it: a stream
+    /// written by it must keep reading, and the encoder must keep writing it.
+    #[test]
+    fn the_stored_format_is_stable() {
+        let actor = ActorId::new("order-1").unwrap();
+        let id: EventId = "0195f0a0-1234-7000-8000-00000000abcd".parse().unwrap();
+        let mut e = Event::from_raw(actor.clone(), Version::new(3), "Placed", vec![0x91, 0x2a]);
+        e.id = id;
+        e.timestamp =
+            OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(1_700_000_000_000_000_007);
+        let stored = concat!(
+            "86a6616574686572 01 a474797065 a6506c61636564 a56163746f72 a76f726465722d31",
+            " a776657273696f6e 03 a27473 be323032332d31312d31345432323a31333a32302e3030303030303030375a",
+            " a464617461 c4029 12a"
+        )
+        .replace(' ', "");
+        let enc = encode_event(&e, &actor_scope(&actor)).unwrap();
+        let hex: String = enc.body.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, stored);
+        assert_eq!(
+            enc.id,
+            "0195f0a0-1234-7000-8000-00000000abcd.".to_owned() + &actor_scope(&actor)
+        );
+        let body = Bytes::from(
+            (0..stored.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&stored[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>(),
+        );
+        let origin = Origin {
+            stream: "S",
+            sequence: 1,
+        };
+        let back = decode_event(Some(&enc.headers()), &body, &actor, origin).unwrap();
+        assert_eq!(back, e);
     }
 }
