@@ -300,6 +300,22 @@ async fn for_each_message(
         })
         .await
         .map_err(|e| CliError::js("creating a reader", e))?;
+    let name = consumer.cached_info().name.clone();
+    let result = read_to_end(consumer, end, &mut f).await;
+    // The reader is ephemeral (the server drops it after 30 s idle); remove
+    // it now so a scan leaves nothing behind. Best effort: a failure here
+    // changes nothing the scan found.
+    if let Err(e) = stream.delete_consumer(&name).await {
+        note_leftover(&name, &e);
+    }
+    result
+}
+
+async fn read_to_end(
+    consumer: jetstream::consumer::Consumer<OrderedConfig>,
+    end: u64,
+    f: &mut impl FnMut(&async_nats::jetstream::Message, u64),
+) -> Result<(), CliError> {
     let mut messages = consumer
         .messages()
         .await
@@ -316,4 +332,10 @@ async fn for_each_message(
         }
     }
     Err(CliError::js("reading messages", "the reader ended early"))
+}
+
+fn note_leftover(name: &str, error: &dyn std::fmt::Display) {
+    if std::env::var_os("AETHER_DEBUG").is_some() {
+        eprintln!("note: could not remove reader {name}: {error}");
+    }
 }
