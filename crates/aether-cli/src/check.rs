@@ -117,8 +117,10 @@ pub(crate) async fn run(conn: &ConnArgs, args: CheckArgs) -> Result<u8, CliError
                 problem(
                     "garbage",
                     format!(
-                        "not an Aether envelope ({} bytes): {e}",
-                        message.payload.len()
+                        "not an Aether envelope ({} bytes): {}",
+                        message.payload.len(),
+                        e.to_string()
+                            .replace("struct EnvelopeIn", "an envelope map")
                     ),
                 );
                 return;
@@ -197,7 +199,10 @@ pub(crate) async fn run(conn: &ConnArgs, args: CheckArgs) -> Result<u8, CliError
                     "snapshot-undecodable",
                     format!("envelope format {} is not 1", s.aether),
                 ),
-                Err(e) => problem("snapshot-undecodable", e.to_string()),
+                Err(e) => problem(
+                    "snapshot-undecodable",
+                    e.to_string().replace("struct SnapshotIn", "a snapshot map"),
+                ),
             }
         })
         .await?;

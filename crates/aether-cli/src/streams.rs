@@ -177,6 +177,11 @@ pub(crate) async fn actor_stats(conn: &ConnArgs, args: ActorStatsArgs) -> Result
             format!("{share:.1}%"),
         ]);
     }
+    for col in [0, 2, 3] {
+        if let Some(c) = table.column_mut(col) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
     writeln!(out, "{table}").map_err(CliError::stdout)?;
     writeln!(
         out,
