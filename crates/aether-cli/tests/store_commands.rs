@@ -188,3 +188,33 @@ async fn errors_are_one_line_and_exit_2() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_and_password_reach_a_server_with_authorization() {
+    let server = NatsServer::builder()
+        .config("authorization { user: ops, password: s3cret }")
+        .start()
+        .await;
+    let ok = run(
+        &server,
+        &["--user", "ops", "--password", "s3cret", "streams", "--json"],
+    );
+    assert_code(&ok, 0);
+    assert_eq!(json(&ok), serde_json::json!([]));
+    // The same from the environment, like the `nats` CLI.
+    let env = aether()
+        .args(["--server", &server.url(), "streams", "--json"])
+        .env("NATS_USER", "ops")
+        .env("NATS_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert_code(&env, 0);
+
+    let wrong = run(&server, &["--user", "ops", "--password", "nope", "streams"]);
+    assert_code(&wrong, 2);
+    let err = stderr(&wrong);
+    assert!(err.starts_with("aether: error: cannot connect to"), "{err}");
+    assert!(!err.contains("nope"), "the password is not echoed: {err}");
+    let none = run(&server, &["streams"]);
+    assert_code(&none, 2);
+}
