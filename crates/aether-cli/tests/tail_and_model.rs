@@ -183,3 +183,55 @@ fn model_render_draws_mermaid_dot_and_svg() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_stops_cleanly_on_ctrl_c() {
+    let server = NatsServer::start().await;
+    let ns = fresh_namespace("cli-sigint");
+    let mut child = aether()
+        .args(["--server", &server.url(), "tail", ns.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stderr.read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .expect("tail starts listening in time")
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let bus = NatsEventBus::new(connect(&server.url()).await);
+    let actor = ActorId::new("a").unwrap();
+    bus.publish(
+        &ns,
+        Event::new(actor, Version::FIRST, "Seen", &1u8).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        out.read_line(&mut line).map(|_| line)
+    });
+    let first = tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("the event is printed in time")
+        .unwrap()
+        .unwrap();
+    assert!(first.contains(" a v1 Seen 1"), "{first}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "tail exits on SIGINT",
+        async || matches!(child.try_wait(), Ok(Some(_))),
+    )
+    .await;
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
