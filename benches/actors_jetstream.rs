@@ -23,49 +23,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aether_benches::{Added, Counter};
+use aether_benches::{Added, Counter, NatsBench};
 use aether_cluster::ActorRef;
 use aether_cluster::runtime::ActorSystem;
 use aether_core::event::encode_payload;
 use aether_core::{ActorId, Namespace, Repository};
 use aether_store_jetstream::JetStreamEventStore;
-use aether_testkit_nats::{NatsServer, connect};
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, stream};
 use criterion::{Criterion, Throughput};
 use futures::future::join_all;
-use tokio::runtime::Runtime;
 
 const ACTORS: usize = 128;
 const ROUNDS: u64 = 5;
 const PER_CALL: u64 = ACTORS as u64 * ROUNDS;
 
-struct Env {
-    rt: Runtime,
-    _server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
+struct Env(NatsBench);
+
+impl std::ops::Deref for Env {
+    type Target = NatsBench;
+    fn deref(&self) -> &NatsBench {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (server, client, js) = rt.block_on(async {
-            let server = NatsServer::start().await;
-            let client = connect(&server.url()).await;
-            let js = jetstream::new(client.clone());
-            (server, client, js)
-        });
-        Env {
-            rt,
-            _server: server,
-            client,
-            js,
-        }
+        Env(NatsBench::start())
     }
 
     fn store(&self, ns: &str) -> Arc<JetStreamEventStore> {

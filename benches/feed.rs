@@ -12,55 +12,33 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aether_benches::Added;
+use aether_benches::{Added, NatsBench, added_event};
 use aether_core::{
-    ActorId, Event, EventFeed, EventStore, FeedFilter, FeedItem, Namespace, Position, Projection,
+    ActorId, EventFeed, EventStore, FeedFilter, FeedItem, Namespace, Position, Projection,
     ProjectionError, Version,
 };
 use aether_projection::{MemoryCheckpointStore, ProjectionRunner};
 use aether_store_jetstream::JetStreamEventStore;
-use aether_testkit_nats::{NatsServer, connect};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use tokio::runtime::Runtime;
 
 const LEN: u64 = 100_000;
 const LATENCY_SAMPLES: usize = 2_000;
 
-fn event(actor: &ActorId, version: u64) -> Event {
-    Event::from_domain(
-        actor.clone(),
-        Version::new(version),
-        &Added { amount: version },
-    )
-    .expect("encode")
-}
+struct Env(NatsBench);
 
-struct Env {
-    rt: Runtime,
-    _server: NatsServer,
-    client: async_nats::Client,
+impl std::ops::Deref for Env {
+    type Target = NatsBench;
+    fn deref(&self) -> &NatsBench {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (server, client) = rt.block_on(async {
-            let server = NatsServer::start().await;
-            let client = connect(&server.url()).await;
-            (server, client)
-        });
-        Env {
-            rt,
-            _server: server,
-            client,
-        }
+        Env(NatsBench::start())
     }
 
     fn store(&self, ns: &str) -> JetStreamEventStore {
@@ -82,7 +60,7 @@ fn read_all(c: &mut Criterion, env: &Env) -> f64 {
         // 100 actors × 1000 events, in atomic batches of 1000.
         for a in 0..LEN / 1000 {
             let actor = ActorId::new(format!("a-{a}")).expect("id");
-            let events = (1..=1000).map(|v| event(&actor, v)).collect();
+            let events = (1..=1000).map(|v| added_event(&actor, v)).collect();
             store
                 .append(&actor, Version::ZERO, events)
                 .await
@@ -183,7 +161,7 @@ fn live_latency(c: &mut Criterion, env: &Env) -> (f64, f64) {
         let v = version.fetch_add(1, Ordering::SeqCst) + 1;
         let t = Instant::now();
         store
-            .append(&actor, Version::new(v - 1), vec![event(&actor, v)])
+            .append(&actor, Version::new(v - 1), vec![added_event(&actor, v)])
             .await
             .expect("append");
         let got = rx.lock().await.recv().await.expect("handled");

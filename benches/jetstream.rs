@@ -20,11 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aether_benches::{Added, Counter};
+use aether_benches::{Added, Counter, NatsBench, added_event};
 use aether_core::event::encode_payload;
 use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, Repository, Version};
 use aether_store_jetstream::JetStreamEventStore;
-use aether_testkit_nats::{NatsServer, connect};
 use async_nats::HeaderMap;
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -37,45 +36,20 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use futures::future::join_all;
-use tokio::runtime::Runtime;
-
-fn event(actor: &ActorId, version: u64) -> Event {
-    Event::from_domain(
-        actor.clone(),
-        Version::new(version),
-        &Added { amount: version },
-    )
-    .expect("encode")
-}
 
 /// One server, one client, a raw stream and a store namespace per group.
-struct Env {
-    rt: Runtime,
-    _server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
+struct Env(NatsBench);
+
+impl std::ops::Deref for Env {
+    type Target = NatsBench;
+    fn deref(&self) -> &NatsBench {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (server, client, js) = rt.block_on(async {
-            let server = NatsServer::start().await;
-            let client = connect(&server.url()).await;
-            // The context spawns its acknowledgement task: inside the runtime.
-            let js = jetstream::new(client.clone());
-            (server, client, js)
-        });
-        Env {
-            rt,
-            _server: server,
-            client,
-            js,
-        }
+        Env(NatsBench::start())
     }
 
     fn store(&self, ns: &str) -> JetStreamEventStore {
@@ -169,7 +143,7 @@ fn save_event_sync(c: &mut Criterion, env: &Env) -> f64 {
     let aether = || {
         let v = next.fetch_add(1, Ordering::Relaxed) + 1;
         let store = &store;
-        let e = event(&actor, v);
+        let e = added_event(&actor, v);
         async move {
             store.save_event(e).await.expect("save");
         }
@@ -222,7 +196,7 @@ fn pipelined(c: &mut Criterion, env: &Env) -> f64 {
         async move {
             let appends = actors
                 .iter()
-                .map(|a| store.append(a, Version::new(v - 1), vec![event(a, v)]));
+                .map(|a| store.append(a, Version::new(v - 1), vec![added_event(a, v)]));
             for r in join_all(appends).await {
                 r.expect("append");
             }
@@ -261,7 +235,7 @@ fn pipelined(c: &mut Criterion, env: &Env) -> f64 {
     // the store's (`<event id>.<actor scope>`). Not in the summary; it shows
     // how much of the gap is the stored size rather than client work.
     let body_len = {
-        let e = event(&actors[0], 1);
+        let e = added_event(&actors[0], 1);
         let msg_id_len = 36 + 1 + 32;
         // `stored_size` counts the worst case of the control headers too.
         let control = "Nats-Expected-Last-Subject-Sequence: 18446744073709551615\r\n".len()
@@ -383,7 +357,7 @@ fn append_batch(c: &mut Criterion, env: &Env) -> Vec<f64> {
         let next = AtomicU64::new(0);
         let aether = || {
             let v = next.fetch_add(n, Ordering::Relaxed);
-            let events: Vec<Event> = (1..=n).map(|i| event(&actor, v + i)).collect();
+            let events: Vec<Event> = (1..=n).map(|i| added_event(&actor, v + i)).collect();
             let (store, actor) = (&store, &actor);
             async move {
                 store
@@ -429,7 +403,7 @@ fn rehydrate(c: &mut Criterion, env: &Env) -> f64 {
     let actor = ActorId::new("long").expect("id");
     env.rt.block_on(async {
         for start in (0..LEN).step_by(1000) {
-            let events = (1..=1000).map(|i| event(&actor, start + i)).collect();
+            let events = (1..=1000).map(|i| added_event(&actor, start + i)).collect();
             store
                 .append(&actor, Version::new(start), events)
                 .await
@@ -504,7 +478,7 @@ fn load_modify_save(c: &mut Criterion, env: &Env) {
             async move {
                 let cur = v.load(Ordering::Relaxed);
                 let new = store
-                    .append(a, Version::new(cur), vec![event(a, cur + 1)])
+                    .append(a, Version::new(cur), vec![added_event(a, cur + 1)])
                     .await
                     .expect("append");
                 v.store(new.get(), Ordering::Relaxed);

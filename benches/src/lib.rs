@@ -64,3 +64,56 @@ pub fn added_events(actor: &ActorId, after: u64, n: u64) -> Vec<Event> {
         })
         .collect()
 }
+
+/// The event `Added { amount: version }` at `version` of `actor`.
+///
+/// # Panics
+/// If the event cannot be encoded (it always can).
+pub fn added_event(actor: &ActorId, version: u64) -> Event {
+    Event::from_domain(
+        actor.clone(),
+        Version::new(version),
+        &Added { amount: version },
+    )
+    .expect("encode")
+}
+
+/// A real nats-server, a client and a JetStream context, with the two-thread
+/// runtime the NATS benches measure on.
+pub struct NatsBench {
+    /// The runtime every measured future runs on.
+    pub rt: tokio::runtime::Runtime,
+    /// The server, stopped when the bench ends.
+    pub server: aether_testkit_nats::NatsServer,
+    /// A client of the server.
+    pub client: async_nats::Client,
+    /// A JetStream context on `client`.
+    pub js: async_nats::jetstream::Context,
+}
+
+impl NatsBench {
+    /// Starts the server and connects.
+    ///
+    /// # Panics
+    /// If the runtime or the server cannot be started.
+    pub fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (server, client, js) = rt.block_on(async {
+            let server = aether_testkit_nats::NatsServer::start().await;
+            let client = aether_testkit_nats::connect(&server.url()).await;
+            // The context spawns its acknowledgement task: inside the runtime.
+            let js = async_nats::jetstream::new(client.clone());
+            (server, client, js)
+        });
+        NatsBench {
+            rt,
+            server,
+            client,
+            js,
+        }
+    }
+}
