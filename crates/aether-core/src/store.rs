@@ -169,6 +169,59 @@ pub trait EventStoreExt: EventStore {
 
 impl<S: EventStore + ?Sized> EventStoreExt for S {}
 
+/// `EventStore` for a dyn-safe store trait object, through its `*_dyn` methods.
+macro_rules! event_store_for_dyn {
+    (impl$(<$lt:lifetime>)? for $ty:ty) => {
+        impl$(<$lt>)? EventStore for $ty {
+            fn namespace(&self) -> &Namespace {
+                DynEventStore::namespace(self)
+            }
+            fn append(
+                &self,
+                actor: &ActorId,
+                expected: Version,
+                events: Vec<Event>,
+            ) -> impl Future<Output = Result<Version>> + Send {
+                let actor = actor.clone();
+                async move { self.append_dyn(&actor, expected, events).await }
+            }
+            fn get_events(
+                &self,
+                actor: &ActorId,
+                from: Version,
+            ) -> impl Future<Output = Result<Vec<Event>>> + Send {
+                let actor = actor.clone();
+                async move { self.get_events_dyn(&actor, from).await }
+            }
+            fn stream_events(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>> {
+                self.stream_events_dyn(actor, from)
+            }
+            fn get_latest_version(&self, actor: &ActorId) -> impl Future<Output = Result<Version>> + Send {
+                let actor = actor.clone();
+                async move { self.get_latest_version_dyn(&actor).await }
+            }
+        }
+    };
+}
+
+/// `SnapshotStore` for a dyn-safe store trait object, through its `*_dyn` methods.
+macro_rules! snapshot_store_for_dyn {
+    (impl$(<$lt:lifetime>)? for $ty:ty) => {
+        impl$(<$lt>)? SnapshotStore for $ty {
+            fn save_snapshot(&self, snapshot: ActorSnapshot) -> impl Future<Output = Result<()>> + Send {
+                self.save_snapshot_dyn(snapshot)
+            }
+            fn get_latest_snapshot(
+                &self,
+                actor: &ActorId,
+            ) -> impl Future<Output = Result<Option<ActorSnapshot>>> + Send {
+                let actor = actor.clone();
+                async move { self.get_latest_snapshot_dyn(&actor).await }
+            }
+        }
+    };
+}
+
 /// The dyn-safe form of [`EventStore`], implemented for every store, so a
 /// store chosen at run time can be held as `Arc<dyn DynEventStore>` (which is
 /// itself an [`EventStore`]).
@@ -229,35 +282,7 @@ impl<T: EventStore> DynEventStore for T {
     }
 }
 
-impl EventStore for dyn DynEventStore {
-    fn namespace(&self) -> &Namespace {
-        DynEventStore::namespace(self)
-    }
-    fn append(
-        &self,
-        actor: &ActorId,
-        expected: Version,
-        events: Vec<Event>,
-    ) -> impl Future<Output = Result<Version>> + Send {
-        let actor = actor.clone();
-        async move { self.append_dyn(&actor, expected, events).await }
-    }
-    fn get_events(
-        &self,
-        actor: &ActorId,
-        from: Version,
-    ) -> impl Future<Output = Result<Vec<Event>>> + Send {
-        let actor = actor.clone();
-        async move { self.get_events_dyn(&actor, from).await }
-    }
-    fn stream_events(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>> {
-        self.stream_events_dyn(actor, from)
-    }
-    fn get_latest_version(&self, actor: &ActorId) -> impl Future<Output = Result<Version>> + Send {
-        let actor = actor.clone();
-        async move { self.get_latest_version_dyn(&actor).await }
-    }
-}
+event_store_for_dyn!(impl for dyn DynEventStore);
 
 /// The dyn-safe form of [`SnapshotStore`]; see [`DynEventStore`].
 pub trait DynSnapshotStore: Send + Sync {
@@ -282,18 +307,7 @@ impl<T: SnapshotStore> DynSnapshotStore for T {
     }
 }
 
-impl SnapshotStore for dyn DynSnapshotStore {
-    fn save_snapshot(&self, snapshot: ActorSnapshot) -> impl Future<Output = Result<()>> + Send {
-        self.save_snapshot_dyn(snapshot)
-    }
-    fn get_latest_snapshot(
-        &self,
-        actor: &ActorId,
-    ) -> impl Future<Output = Result<Option<ActorSnapshot>>> + Send {
-        let actor = actor.clone();
-        async move { self.get_latest_snapshot_dyn(&actor).await }
-    }
-}
+snapshot_store_for_dyn!(impl for dyn DynSnapshotStore);
 
 /// A store that keeps both events and snapshots, held as one trait object:
 /// `Arc<dyn DynStore>` (which is itself an [`EventStore`] and a
@@ -302,48 +316,9 @@ pub trait DynStore: DynEventStore + DynSnapshotStore {}
 
 impl<T: DynEventStore + DynSnapshotStore> DynStore for T {}
 
-impl<'d> EventStore for dyn DynStore + 'd {
-    fn namespace(&self) -> &Namespace {
-        DynEventStore::namespace(self)
-    }
-    fn append(
-        &self,
-        actor: &ActorId,
-        expected: Version,
-        events: Vec<Event>,
-    ) -> impl Future<Output = Result<Version>> + Send {
-        let actor = actor.clone();
-        async move { self.append_dyn(&actor, expected, events).await }
-    }
-    fn get_events(
-        &self,
-        actor: &ActorId,
-        from: Version,
-    ) -> impl Future<Output = Result<Vec<Event>>> + Send {
-        let actor = actor.clone();
-        async move { self.get_events_dyn(&actor, from).await }
-    }
-    fn stream_events(&self, actor: &ActorId, from: Version) -> BoxStream<'static, Result<Event>> {
-        self.stream_events_dyn(actor, from)
-    }
-    fn get_latest_version(&self, actor: &ActorId) -> impl Future<Output = Result<Version>> + Send {
-        let actor = actor.clone();
-        async move { self.get_latest_version_dyn(&actor).await }
-    }
-}
+event_store_for_dyn!(impl<'d> for dyn DynStore + 'd);
 
-impl<'d> SnapshotStore for dyn DynStore + 'd {
-    fn save_snapshot(&self, snapshot: ActorSnapshot) -> impl Future<Output = Result<()>> + Send {
-        self.save_snapshot_dyn(snapshot)
-    }
-    fn get_latest_snapshot(
-        &self,
-        actor: &ActorId,
-    ) -> impl Future<Output = Result<Option<ActorSnapshot>>> + Send {
-        let actor = actor.clone();
-        async move { self.get_latest_snapshot_dyn(&actor).await }
-    }
-}
+snapshot_store_for_dyn!(impl<'d> for dyn DynStore + 'd);
 
 macro_rules! forward_store {
     ($($wrapper:ident),*) => {$(
