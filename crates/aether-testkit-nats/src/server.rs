@@ -147,7 +147,8 @@ impl NatsServerBuilder {
         };
         let mut child = paths.spawn(None);
         let deadline = Instant::now() + self.startup_timeout;
-        let listening = wait_listening(&paths, 0, deadline, &name, || {
+        let routes = self.cluster.is_some();
+        let listening = wait_listening(&paths, 0, deadline, &name, routes, || {
             child.try_wait().ok().flatten()
         })
         .await;
@@ -354,7 +355,8 @@ impl NatsServer {
             let offset = fs::metadata(&self.paths.log).map_or(0, |meta| meta.len());
             let child = self.paths.spawn(Some(self.port));
             self.lock().child = Some(child);
-            let result = wait_listening(&self.paths, offset, deadline, &self.name, || {
+            let routes = self.cluster_port.is_some();
+            let result = wait_listening(&self.paths, offset, deadline, &self.name, routes, || {
                 let mut state = self.lock();
                 match state.child.as_mut() {
                     Some(child) => child.try_wait().ok().flatten(),
@@ -564,12 +566,18 @@ impl LaunchError {
 }
 
 /// Polls the log (from byte `offset`, i.e. this run only) until the server has printed
-/// its client and monitor ports and "Server is ready".
+/// its client and monitor ports and "Server is ready" and, for a cluster member
+/// (`routes`), that it listens for routes.
+///
+/// A cluster member prints "Server is ready" *before* it binds its route port, and a
+/// route port taken meanwhile is fatal ("Error listening on router port"): reporting
+/// such a node as started would hand a test a server that is about to exit.
 async fn wait_listening(
     paths: &Paths,
     offset: u64,
     deadline: Instant,
     name: &str,
+    routes: bool,
     mut exited: impl FnMut() -> Option<ExitStatus>,
 ) -> Result<Listening, LaunchError> {
     let mut backoff = Duration::from_millis(2);
@@ -577,9 +585,13 @@ async fn wait_listening(
         let log = read_from(&paths.log, offset);
         let port = find_port(&log, "Listening for client connections on ");
         let monitor_port = find_port(&log, "Starting http monitor on ");
-        if let (Some(port), Some(monitor_port), true) =
-            (port, monitor_port, log.contains("Server is ready"))
-        {
+        let routes_ready = !routes || log.contains("Listening for route connections on ");
+        if let (Some(port), Some(monitor_port), true, true) = (
+            port,
+            monitor_port,
+            log.contains("Server is ready"),
+            routes_ready,
+        ) {
             return Ok(Listening { port, monitor_port });
         }
         if let Some(status) = exited() {
@@ -699,5 +711,34 @@ mod tests {
         assert!(config.contains("listen: \"127.0.0.1:6222\""));
         assert!(config.contains("\"nats-route://127.0.0.1:6224\""));
         assert!(config.ends_with("max_payload: 1024\n"));
+    }
+
+    /// A cluster member says "Server is ready" before it binds its route port; a
+    /// route port another process holds must come back as `AddrInUse` (which the
+    /// cluster start retries), never as a started node that then exits.
+    #[tokio::test]
+    async fn a_taken_route_port_is_reported_not_started() {
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = squatter.local_addr().unwrap().port();
+        // JetStream clustering refuses to start without a route; this one leads nowhere.
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer_port = peer.local_addr().unwrap().port();
+        drop(peer);
+        let mut builder = NatsServerBuilder::default()
+            .name("route-port-taken")
+            .startup_timeout(Duration::from_secs(30));
+        builder.cluster = Some(ClusterSpec {
+            name: "route-port-taken".into(),
+            port,
+            routes: vec![peer_port],
+        });
+        match builder.launch().await {
+            Err(LaunchError::AddrInUse(message)) => {
+                assert!(message.contains("router port"), "{message}");
+            }
+            Err(LaunchError::Other(message)) => panic!("wrong error kind: {message}"),
+            Ok(server) => panic!("{} reported as started on a taken route port", server.name()),
+        }
+        drop(squatter);
     }
 }
