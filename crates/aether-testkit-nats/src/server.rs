@@ -737,7 +737,10 @@ mod tests {
                 assert!(message.contains("router port"), "{message}");
             }
             Err(LaunchError::Other(message)) => panic!("wrong error kind: {message}"),
-            Ok(server) => panic!("{} reported as started on a taken route port", server.name()),
+            Ok(server) => panic!(
+                "{} reported as started on a taken route port",
+                server.name()
+            ),
         }
         drop(squatter);
     }
