@@ -11,6 +11,7 @@
 //! streams, a bad argument, …).
 
 mod check;
+mod cluster;
 mod conn;
 mod error;
 mod events;
@@ -60,6 +61,9 @@ enum Command {
     /// EventStorming models: `check` and `render`.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// A cluster of `aether-cluster` nodes: `status`.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
@@ -70,6 +74,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::ActorStats(args) => streams::actor_stats(&cli.conn, args).await.map(|()| 0),
         Command::Check(args) => check::run(&cli.conn, args).await,
         Command::Model(command) => model::run(command),
+        Command::Cluster(command) => cluster::run(&cli.conn, command).await.map(|()| 0),
     }
 }
 
