@@ -21,6 +21,14 @@ pub(crate) enum CliError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An NKey seed file could not be read.
+    #[error("cannot read the NKey seed file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The server is older than Aether needs, or has no JetStream.
     #[error("{0}")]
     Unsupported(String),

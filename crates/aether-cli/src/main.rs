@@ -33,9 +33,19 @@ use crate::error::CliError;
 #[derive(Debug, Parser)]
 #[command(name = "aether", version, propagate_version = true)]
 #[command(after_help = "\
-Server commands connect like the `nats` CLI: --server (or NATS_URL), --creds, \
---user/--password, --token, --tls-ca/--tls-cert/--tls-key. They are \
-read-only.
+Server commands connect like the `nats` CLI: --server/-s (or NATS_URL), \
+--creds, --nkey, --user/--password, --token, --tls-ca/--tls-cert/--tls-key, \
+--tls-first (the `nats` CLI's spellings --tlsca, --tlscert, --tlskey, \
+--tlsfirst work too, and so do its NATS_* variables). They are read-only.
+
+Examples:
+  export NATS_URL=nats://127.0.0.1:4222
+  aether streams
+  aether events shop cart-7
+  aether tail shop --from start --count 10
+  aether check shop
+  aether cluster status
+  aether model render board.model.json --format svg -o board.svg
 
 Exit codes: 0 success, 1 problems found (check, model check), 2 an error.")]
 struct Cli {
@@ -49,7 +59,7 @@ struct Cli {
 enum Command {
     /// An actor's history: envelope fields and payloads as JSON.
     Events(events::EventsArgs),
-    /// Live events off the NATS bus.
+    /// Live events off the NATS bus, or a namespace's feed from a position.
     Tail(tail::TailArgs),
     /// Aether's streams on the server: namespace, events, actors, bytes, replicas.
     Streams(streams::StreamsArgs),
