@@ -277,7 +277,14 @@ fn write_table(
             kinds,
             text("subject"),
             text("version"),
-            text("started_at"),
+            // Whole seconds are enough in a table.
+            m["started_at"].as_str().map_or_else(
+                || "-".to_owned(),
+                |t| {
+                    t.split_once('.')
+                        .map_or(t.to_owned(), |(s, _)| format!("{s}Z"))
+                },
+            ),
         ]);
     }
     for col in [2, 3, 4] {

@@ -2,9 +2,10 @@
 //!
 //! It reads what Aether keeps on a NATS server (actor histories, streams,
 //! per-actor counts), checks a namespace for messages the store's trust rule
-//! would skip, tails the event bus, and validates and draws EventStorming
-//! models. Every server command is read-only: it never creates a stream nor
-//! writes a message.
+//! would skip, tails the event bus or a namespace's feed, shows a cluster's
+//! members, leader and shard map, and validates and draws EventStorming
+//! models. Every server command is read-only: it never creates a stream or a
+//! bucket nor writes a message.
 //!
 //! Exit codes: 0 success, 1 problems found (`check`, `model check`), 2 an
 //! error (one line on stderr: no server, a server too old, a namespace with no
@@ -28,8 +29,9 @@ use clap::{Parser, Subcommand};
 use crate::conn::ConnArgs;
 use crate::error::CliError;
 
-/// Browse and check Aether's events on a NATS server; tail the bus; validate
-/// and draw EventStorming models.
+/// Browse and check Aether's events on a NATS server; tail the bus or a
+/// namespace's feed; show a cluster's status; validate and draw EventStorming
+/// models.
 #[derive(Debug, Parser)]
 #[command(name = "aether", version, propagate_version = true)]
 #[command(after_help = "\
