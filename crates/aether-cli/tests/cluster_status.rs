@@ -192,3 +192,85 @@ async fn a_missing_cluster_is_a_clear_error_and_creates_nothing() {
     );
     node.shutdown().await.expect("leave");
 }
+
+/// Buckets written by hand: a member record, a garbage record, a map that
+/// names a node that is no longer a member, no leader bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_records_and_owners_that_left_are_shown() {
+    use aether_cluster::{Incarnation, NodeInfo, ShardMap};
+    use async_nats::jetstream::kv;
+
+    let server = NatsServer::start().await;
+    let cluster = unique_name("cli-hand");
+    let token = aether_core::name::encode_token(&cluster);
+    let js = async_nats::jetstream::new(connect(&server.url()).await);
+    let bucket = |suffix: &str| kv::Config {
+        bucket: format!("AETHER_CLUSTER_{token}_{suffix}"),
+        history: 1,
+        ..Default::default()
+    };
+    let members = js.create_key_value(bucket("MEMBERS")).await.unwrap();
+    let map_bucket = js.create_key_value(bucket("MAP")).await.unwrap();
+    let n1 = NodeId::new("n1").unwrap();
+    let info = NodeInfo {
+        node_id: n1.clone(),
+        incarnation: Incarnation::new(),
+        subject: "aether.cluster.x.node.n1".to_owned(),
+        kinds: vec!["cart".to_owned()],
+        capacity: 2,
+        version: "0.1.0".to_owned(),
+        started_at: time::OffsetDateTime::now_utc(),
+    };
+    members
+        .put("members.n1", rmp_serde::to_vec_named(&info).unwrap().into())
+        .await
+        .unwrap();
+    members
+        .put("members.bad", "not a record".into())
+        .await
+        .unwrap();
+    let mut map = ShardMap::empty(4);
+    map.term = 3;
+    map.epoch = 7;
+    let gone = NodeId::new("gone-node").unwrap();
+    map.owners = vec![Some(n1.clone()), Some(gone.clone()), Some(gone), None];
+    map_bucket.put("map", map.encode().into()).await.unwrap();
+
+    let out = run(
+        &server,
+        &["cluster", "status", "--cluster", &cluster, "--json"],
+    );
+    assert_code(&out, 0);
+    let value = json(&out);
+    assert_eq!(value["leader"], serde_json::Value::Null, "{value:#}");
+    assert_eq!(value["shard_map"]["epoch"], 7);
+    assert_eq!(value["shard_map"]["term"], 3);
+    assert_eq!(value["shard_map"]["unassigned"], 1);
+    let rows = value["members"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{value:#}");
+    assert_eq!(rows[0]["node"], "n1");
+    assert_eq!(rows[0]["member"], true);
+    assert_eq!(rows[0]["shards"], 1);
+    assert_eq!(rows[0]["capacity"], 2);
+    assert_eq!(rows[1]["node"], "gone-node");
+    assert_eq!(rows[1]["member"], false);
+    assert_eq!(rows[1]["shards"], 2);
+    let bad = value["bad_records"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{value:#}");
+    assert_eq!(bad[0]["key"], "members.bad");
+
+    let out = run(&server, &["cluster", "status", "--cluster", &cluster]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("leader: none"), "{text}");
+    assert!(
+        text.contains("shard map: epoch 7, term 3, 4 shards, 1 unassigned"),
+        "{text}"
+    );
+    let gone_row = text
+        .lines()
+        .find(|l| l.contains(" gone-node "))
+        .unwrap_or_else(|| panic!("a row for gone-node:\n{text}"));
+    assert!(gone_row.contains("gone"), "{gone_row}");
+    assert!(text.contains("unreadable record members.bad"), "{text}");
+}
