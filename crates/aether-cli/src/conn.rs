@@ -13,6 +13,7 @@ use crate::error::CliError;
 
 /// How to reach the server and where Aether's streams are.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection (like the `nats` CLI)")]
 pub(crate) struct ConnArgs {
     /// NATS server URL(s), comma separated.
     #[arg(
@@ -38,18 +39,51 @@ pub(crate) struct ConnArgs {
         requires = "user"
     )]
     pub(crate) password: Option<String>,
+    /// User NKey seed file (the seed's public key must be a user of the server).
+    #[arg(
+        long,
+        env = "NATS_NKEY",
+        global = true,
+        value_name = "FILE",
+        conflicts_with_all = ["creds", "user", "token"]
+    )]
+    pub(crate) nkey: Option<PathBuf>,
     /// Token authentication.
     #[arg(long, env = "NATS_TOKEN", hide_env_values = true, global = true)]
     pub(crate) token: Option<String>,
     /// CA certificate (PEM) to verify the server with; turns TLS on.
-    #[arg(long, env = "NATS_CA", global = true)]
+    #[arg(
+        long,
+        alias = "tlsca",
+        env = "NATS_CA",
+        global = true,
+        value_name = "FILE"
+    )]
     pub(crate) tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS (with --tls-key).
-    #[arg(long, env = "NATS_CERT", global = true, requires = "tls_key")]
+    #[arg(
+        long,
+        alias = "tlscert",
+        env = "NATS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub(crate) tls_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS (with --tls-cert).
-    #[arg(long, env = "NATS_KEY", global = true, requires = "tls_cert")]
+    #[arg(
+        long,
+        alias = "tlskey",
+        env = "NATS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Start TLS before the server's INFO (for servers configured with
+    /// `handshake_first`); turns TLS on.
+    #[arg(long, alias = "tlsfirst", global = true)]
+    pub(crate) tls_first: bool,
     /// Subject prefix of the event store (streams are named `<PREFIX>_EVENTS_<ns>`).
     #[arg(long, env = "AETHER_PREFIX", default_value = "aether", global = true)]
     pub(crate) prefix: String,
@@ -81,6 +115,13 @@ impl ConnArgs {
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             options = options.user_and_password(user.clone(), password.clone());
         }
+        if let Some(path) = &self.nkey {
+            let seed = std::fs::read_to_string(path).map_err(|source| CliError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            options = options.nkey(seed.trim().to_owned());
+        }
         if let Some(token) = &self.token {
             options = options.token(token.clone());
         }
@@ -91,6 +132,9 @@ impl ConnArgs {
             options = options
                 .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
+        }
+        if self.tls_first {
+            options = options.tls_first().require_tls(true);
         }
         options = options
             .connection_timeout(self.timeout())

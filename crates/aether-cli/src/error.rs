@@ -21,6 +21,14 @@ pub(crate) enum CliError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An NKey seed file could not be read.
+    #[error("cannot read the NKey seed file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The server is older than Aether needs, or has no JetStream.
     #[error("{0}")]
     Unsupported(String),
@@ -36,6 +44,27 @@ pub(crate) enum CliError {
         /// The store prefix used.
         prefix: String,
     },
+    /// The server has no Aether cluster of that name (or none at all).
+    #[error(
+        "{} on this server (clusters here: {})",
+        match cluster { Some(name) => format!("no Aether cluster named `{name}`"), None => "no Aether cluster".to_owned() },
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+    )]
+    NoCluster {
+        /// The cluster asked for (`None`: any).
+        cluster: Option<String>,
+        /// The clusters the server has.
+        known: Vec<String>,
+    },
+    /// No `--cluster` given and the server has several.
+    #[error("{} clusters on this server ({}): choose one with --cluster", known.len(), known.join(", "))]
+    ChooseCluster {
+        /// The clusters the server has.
+        known: Vec<String>,
+    },
+    /// Reading a cluster's buckets failed.
+    #[error("cluster: {0}")]
+    Cluster(#[from] aether_cluster::ClusterError),
     /// A command-line argument is not valid (a namespace or actor id, a pattern).
     #[error("invalid {what} `{value}`: {detail}")]
     InvalidArgument {

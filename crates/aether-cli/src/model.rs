@@ -23,6 +23,9 @@ pub(crate) enum ModelCommand {
 
 /// `aether model check`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  aether model check examples/order_fulfilment.model.json")]
 pub(crate) struct CheckArgs {
     /// The model file (`.json`).
     file: PathBuf,

@@ -47,6 +47,7 @@ pub mod placement;
 pub mod ring;
 pub mod runtime;
 pub mod shard_map;
+pub mod status;
 pub mod types;
 
 pub use coordinator::{HandoffRequest, LeaderAction};
@@ -57,4 +58,5 @@ pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;
 pub use runtime::{ActorRef, ActorSystem, AskError, AskOutcome};
 pub use shard_map::{Move, ShardChange, ShardMap};
+pub use status::ClusterStatus;
 pub use types::{ClusterEvent, Incarnation, NodeId, NodeInfo, ShardId};

@@ -365,7 +365,7 @@ impl ViewKeeper {
 }
 
 /// Decodes a member record and checks it belongs under `token`.
-fn decode_member(token: &str, value: &[u8]) -> Result<NodeInfo, String> {
+pub(crate) fn decode_member(token: &str, value: &[u8]) -> Result<NodeInfo, String> {
     let info: NodeInfo =
         rmp_serde::from_slice(value).map_err(|err| format!("not a member record: {err}"))?;
     if aether_core::name::encode_token(info.node_id.as_str()) != token {

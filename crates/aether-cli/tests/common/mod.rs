@@ -19,6 +19,10 @@ pub(crate) fn aether() -> Command {
         "NATS_USER",
         "NATS_PASSWORD",
         "NATS_TOKEN",
+        "NATS_NKEY",
+        "NATS_CA",
+        "NATS_CERT",
+        "NATS_KEY",
         "AETHER_PREFIX",
     ] {
         cmd.env_remove(var);
