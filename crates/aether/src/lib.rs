@@ -104,6 +104,24 @@ pub use aether_projection as projection;
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod metrics_prometheus;
 
+/// The NATS client Aether's NATS crates are built on (features `jetstream`,
+/// `nats-bus`, `cluster`): connect with `aether::async_nats` so the
+/// `Client` you pass is the very type the stores, the bus and the cluster
+/// take, with no second `async-nats` version to keep in step.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = aether::async_nats::connect("nats://127.0.0.1:4222").await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(any(feature = "jetstream", feature = "nats-bus", feature = "cluster"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "jetstream", feature = "nats-bus", feature = "cluster")))
+)]
+pub use async_nats;
+
 // The README's code blocks are compiled (and the quick start run) as doc tests.
 #[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../../../README.md")]
