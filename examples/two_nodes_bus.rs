@@ -83,7 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Node A appends through its store; the store publishes on A's bus.
     let store_a = PublishingStore::new(
-        InMemoryEventStore::in_namespace(orders.clone()),
+        InMemoryEventStore::builder()
+            .namespace(orders.clone())
+            .build(),
         node_a.clone(),
     );
     let order = ActorId::new("order-17")?;

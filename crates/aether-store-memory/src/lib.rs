@@ -8,9 +8,12 @@
 //! * Per-actor locking: writers of distinct actors never wait for each other;
 //!   the actor map is sharded ([`dashmap`]), and each actor's log has its own
 //!   lock held only for the in-memory copy.
-//! * Namespaces share one backend: [`InMemoryEventStore::with_namespace`]
-//!   returns a view of another namespace over the same data, and no view ever
-//!   sees another's events or snapshots.
+//! * Constructors follow the stores' one convention:
+//!   [`InMemoryEventStore::new`] is the `default` namespace,
+//!   [`InMemoryEventStore::builder`] sets namespace, trust policy and size
+//!   limit, and [`InMemoryEventStore::with_namespace`] returns a handle on
+//!   another namespace over the same data; no view ever sees another's
+//!   events or snapshots.
 //! * Events larger than [`InMemoryEventStore::DEFAULT_MAX_EVENT_SIZE`]
 //!   (1 MiB, the NATS default) are refused with
 //!   [`StoreError::TooLarge`], so code that works here also fits JetStream.
@@ -271,19 +274,39 @@ impl InMemoryEventStore {
     /// The default event size limit: 1 MiB, like NATS's default `max_payload`.
     pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 
-    /// A new, empty store in the `default` namespace.
+    /// A new, empty store in the `default` namespace, with the default size
+    /// limit and trust policy. [`builder`](Self::builder) sets those.
     pub fn new() -> Self {
-        Self::in_namespace(Namespace::default())
+        Self::builder().build()
     }
 
-    /// A new, empty store in `namespace`.
-    pub fn in_namespace(namespace: Namespace) -> Self {
-        Self::with_backend(
-            Arc::default(),
-            namespace,
-            Self::DEFAULT_MAX_EVENT_SIZE,
-            TrustPolicy::default(),
-        )
+    /// A builder for a new, empty store: namespace, trust policy, event size
+    /// limit, then [`build`](InMemoryEventStoreBuilder::build).
+    ///
+    /// ```
+    /// use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, TrustPolicy, Version};
+    /// use aether_store_memory::InMemoryEventStore;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let store = InMemoryEventStore::builder()
+    ///     .namespace(Namespace::new("bank")?)
+    ///     .trust_policy(TrustPolicy::Strict)
+    ///     .build();
+    /// let actor = ActorId::new("account-1")?;
+    /// store.save_event(Event::new(actor.clone(), Version::FIRST, "Opened", &"alice")?).await?;
+    /// // A handle on another namespace over the same data sees none of it:
+    /// let audit = store.with_namespace(Namespace::new("bank.audit")?);
+    /// assert_eq!(audit.get_latest_version(&actor).await?, Version::ZERO);
+    /// assert_eq!(audit.policy(), TrustPolicy::Strict);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn builder() -> InMemoryEventStoreBuilder {
+        InMemoryEventStoreBuilder {
+            namespace: Namespace::default(),
+            max_event_size: Self::DEFAULT_MAX_EVENT_SIZE,
+            policy: TrustPolicy::default(),
+        }
     }
 
     fn with_backend(
@@ -308,8 +331,9 @@ impl InMemoryEventStore {
         }
     }
 
-    /// A view of `namespace` over the same backend (same data, other
-    /// namespace), with this view's size limit and trust policy.
+    /// A handle on `namespace` over the same backend (same data, other
+    /// namespace), with this view's size limit and trust policy. Views of
+    /// distinct namespaces never see each other's events or snapshots.
     #[must_use]
     pub fn with_namespace(&self, namespace: Namespace) -> Self {
         Self::with_backend(
@@ -320,14 +344,16 @@ impl InMemoryEventStore {
         )
     }
 
-    /// Sets the largest accepted event, as measured by [`Event::approx_size`].
+    /// This view with another event size limit (same data); see
+    /// [`InMemoryEventStoreBuilder::max_event_size`].
     #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
         self
     }
 
-    /// Sets what this view does with foreign records (see [`aether_core::trust`]).
+    /// This view with another trust policy (same data); see
+    /// [`InMemoryEventStoreBuilder::trust_policy`].
     #[must_use]
     pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
         self.policy = policy;
@@ -478,6 +504,50 @@ impl InMemoryEventStore {
         self.log(actor).map_or(Version::ZERO, |log| {
             log.read().unwrap_or_else(PoisonError::into_inner).latest()
         })
+    }
+}
+
+/// Builds an [`InMemoryEventStore`] over a new, empty backend
+/// ([`InMemoryEventStore::builder`]). Every setting has a default: the
+/// `default` namespace, [`TrustPolicy::SkipForeign`] and
+/// [`InMemoryEventStore::DEFAULT_MAX_EVENT_SIZE`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct InMemoryEventStoreBuilder {
+    namespace: Namespace,
+    max_event_size: usize,
+    policy: TrustPolicy,
+}
+
+impl InMemoryEventStoreBuilder {
+    /// The namespace the store reads and writes.
+    pub fn namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// What the store does with records it did not write (see
+    /// [`aether_core::trust`]).
+    pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The largest accepted event, as measured by [`Event::approx_size`];
+    /// larger ones are refused with [`StoreError::TooLarge`].
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// The store, over a new backend of its own.
+    pub fn build(self) -> InMemoryEventStore {
+        InMemoryEventStore::with_backend(
+            Arc::default(),
+            self.namespace,
+            self.max_event_size,
+            self.policy,
+        )
     }
 }
 
