@@ -117,6 +117,7 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
 
 /// An aggregate rebuilt from its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rehydrated<A> {
     /// The folded state.
     pub state: A,
@@ -457,6 +458,7 @@ impl<C> Command<C> {
 
 /// What a command did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CommandOutcome<A> {
     /// The state after the command's events were applied (for a duplicate:
     /// the actor's current state, which may include later commands).

@@ -62,6 +62,7 @@ impl NamespacePattern {
 /// # Ok::<(), aether_core::NameError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EventFilter {
     /// The namespaces covered.
     pub namespaces: NamespacePattern,
