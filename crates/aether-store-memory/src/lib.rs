@@ -40,14 +40,25 @@
 //! ```
 //!
 //! # Metrics
-//! `aether_events_appended_total`, `aether_append_conflicts_total`,
-//! `aether_events_read_total`, `aether_snapshots_saved_total`, labelled
-//! `namespace` and `backend="memory"`; `aether_foreign_messages_total`
-//! `{namespace, reason}` for foreign records met. Handles are taken when a store view is
-//! created, so install a recorder before creating stores.
+//! The same set as the JetStream store, labelled `namespace` and
+//! `backend="memory"`: `aether_append_duration_seconds` (histogram),
+//! `aether_appends_total`, `aether_events_appended_total`,
+//! `aether_append_conflicts_total`, `aether_append_errors_total` (failures
+//! other than conflicts), `aether_events_read_total`,
+//! `aether_snapshots_saved_total`, and for the feed
+//! `aether_feed_events_total` and the gauge `aether_feed_behind_events`;
+//! `aether_foreign_messages_total{namespace, reason}` for foreign records
+//! met. The `metrics` macros are called at each use (no handle is kept), so
+//! a recorder installed after the store was built still sees everything.
+//!
+//! # Tracing
+//! `debug` spans `aether.store.append`, `aether.store.get_events`,
+//! `aether.store.save_snapshot` and `aether.store.get_latest_snapshot`
+//! (fields `backend`, `namespace`, `actor`, …).
 
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 mod feed;
 
@@ -58,7 +69,7 @@ use aether_core::{
 };
 use dashmap::DashMap;
 use futures::stream;
-use metrics::Counter;
+use metrics::{Counter, Histogram, Label, SharedString};
 
 /// One record of an actor's log as stored, valid or not: an event written
 /// through the store (or injected by a test hook), or raw bytes injected by a
@@ -204,23 +215,36 @@ struct NamespaceData {
     feed: Mutex<feed::CommitLog>,
 }
 
+/// The labels of a view's metrics (`namespace`, `backend="memory"`).
+///
+/// Handles are looked up through the `metrics` macros at every use, never
+/// kept: a recorder installed after the store was built sees everything.
 #[derive(Clone)]
 struct Metrics {
-    appended: Counter,
-    conflicts: Counter,
-    read: Counter,
-    snapshots: Counter,
+    labels: Arc<[Label]>,
 }
 
 impl Metrics {
     fn new(ns: &Namespace) -> Self {
-        let ns = ns.as_str().to_owned();
+        let ns: Arc<str> = Arc::from(ns.as_str());
         Metrics {
-            appended: metrics::counter!("aether_events_appended_total", "namespace" => ns.clone(), "backend" => "memory"),
-            conflicts: metrics::counter!("aether_append_conflicts_total", "namespace" => ns.clone(), "backend" => "memory"),
-            read: metrics::counter!("aether_events_read_total", "namespace" => ns.clone(), "backend" => "memory"),
-            snapshots: metrics::counter!("aether_snapshots_saved_total", "namespace" => ns, "backend" => "memory"),
+            labels: Arc::new([
+                Label::new("namespace", SharedString::from_shared(ns)),
+                Label::new("backend", "memory"),
+            ]),
         }
+    }
+
+    pub(crate) fn counter(&self, name: &'static str) -> Counter {
+        metrics::counter!(name, self.labels.iter())
+    }
+
+    fn histogram(&self, name: &'static str) -> Histogram {
+        metrics::histogram!(name, self.labels.iter())
+    }
+
+    pub(crate) fn gauge(&self, name: &'static str) -> metrics::Gauge {
+        metrics::gauge!(name, self.labels.iter())
     }
 }
 
@@ -460,7 +484,6 @@ impl InMemoryEventStore {
             if latest >= last && log.already_stored(&events) {
                 return Ok(last);
             }
-            self.metrics.conflicts.increment(1);
             return Err(StoreError::VersionConflict {
                 actor: actor.clone(),
                 expected,
@@ -479,7 +502,6 @@ impl InMemoryEventStore {
         // Still under the actor's lock: the batch joins the feed whole and
         // in version order.
         self.commit(committed);
-        self.metrics.appended.increment(n as u64);
         Ok(last)
     }
 
@@ -496,7 +518,9 @@ impl InMemoryEventStore {
             &mut self.guard(actor, last_valid),
             &mut events,
         )?;
-        self.metrics.read.increment(events.len() as u64);
+        self.metrics
+            .counter("aether_events_read_total")
+            .increment(events.len() as u64);
         Ok(events)
     }
 
@@ -564,15 +588,50 @@ impl EventStore for InMemoryEventStore {
         &self.namespace
     }
 
+    #[tracing::instrument(
+        name = "aether.store.append",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %actor, %expected, events = events.len()),
+    )]
     async fn append(
         &self,
         actor: &ActorId,
         expected: Version,
         events: Vec<Event>,
     ) -> Result<Version, StoreError> {
-        self.append_now(actor, expected, events)
+        let started = Instant::now();
+        let n = events.len() as u64;
+        let result = self.append_now(actor, expected, events);
+        self.metrics
+            .histogram("aether_append_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.metrics.counter("aether_appends_total").increment(1);
+        match &result {
+            Ok(_) => self
+                .metrics
+                .counter("aether_events_appended_total")
+                .increment(n),
+            Err(StoreError::VersionConflict { .. }) => self
+                .metrics
+                .counter("aether_append_conflicts_total")
+                .increment(1),
+            Err(e) => {
+                self.metrics
+                    .counter("aether_append_errors_total")
+                    .increment(1);
+                tracing::debug!(error = %e, "append failed");
+            }
+        }
+        result
     }
 
+    #[tracing::instrument(
+        name = "aether.store.get_events",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %actor, %from),
+    )]
     async fn get_events(&self, actor: &ActorId, from: Version) -> Result<Vec<Event>, StoreError> {
         self.read_now(actor, from)
     }
@@ -592,10 +651,10 @@ impl EventStore for InMemoryEventStore {
                 .start_of(from);
             StreamState::At(pos, self.guard(actor, last_valid))
         };
-        let read = self.metrics.read.clone();
+        let metrics = self.metrics.clone();
         let chunks = stream::unfold(start, move |state| {
             let log = log.clone();
-            let read = read.clone();
+            let metrics = metrics.clone();
             async move {
                 let StreamState::At(pos, mut guard) = state else {
                     return None;
@@ -607,7 +666,9 @@ impl EventStore for InMemoryEventStore {
                     &mut guard,
                     &mut chunk,
                 );
-                read.increment(chunk.len() as u64);
+                metrics
+                    .counter("aether_events_read_total")
+                    .increment(chunk.len() as u64);
                 let mut items: Vec<Result<Event, StoreError>> = chunk.into_iter().map(Ok).collect();
                 let next = match scanned {
                     Ok(end) if end == pos => return None,
@@ -630,6 +691,12 @@ impl EventStore for InMemoryEventStore {
 }
 
 impl SnapshotStore for InMemoryEventStore {
+    #[tracing::instrument(
+        name = "aether.store.save_snapshot",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %snapshot.actor_id, version = %snapshot.version),
+    )]
     async fn save_snapshot(&self, snapshot: ActorSnapshot) -> Result<(), StoreError> {
         let latest = self.latest_now(&snapshot.actor_id);
         if snapshot.version > latest {
@@ -658,10 +725,18 @@ impl SnapshotStore for InMemoryEventStore {
                 }
             })
             .or_insert_with(|| snapshot.clone());
-        self.metrics.snapshots.increment(1);
+        self.metrics
+            .counter("aether_snapshots_saved_total")
+            .increment(1);
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "aether.store.get_latest_snapshot",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %actor),
+    )]
     async fn get_latest_snapshot(
         &self,
         actor: &ActorId,
