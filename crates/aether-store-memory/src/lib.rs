@@ -48,8 +48,9 @@
 //! `aether_snapshots_saved_total`, and for the feed
 //! `aether_feed_events_total` and the gauge `aether_feed_behind_events`;
 //! `aether_foreign_messages_total{namespace, reason}` for foreign records
-//! met. The `metrics` macros are called at each use (no handle is kept), so
-//! a recorder installed after the store was built still sees everything.
+//! met. No metric handle is kept: every emission asks the current recorder
+//! (metric keys are built once per view), so a recorder installed after the
+//! store was built still sees everything.
 //!
 //! # Tracing
 //! `debug` spans `aether.store.append`, `aether.store.get_events`,
@@ -69,7 +70,7 @@ use aether_core::{
 };
 use dashmap::DashMap;
 use futures::stream;
-use metrics::{Counter, Histogram, Label, SharedString};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, SharedString};
 
 /// One record of an actor's log as stored, valid or not: an event written
 /// through the store (or injected by a test hook), or raw bytes injected by a
@@ -215,36 +216,70 @@ struct NamespaceData {
     feed: Mutex<feed::CommitLog>,
 }
 
-/// The labels of a view's metrics (`namespace`, `backend="memory"`).
+/// The metric keys of a view (labels `namespace`, `backend="memory"`),
+/// built once when the view is made.
 ///
-/// Handles are looked up through the `metrics` macros at every use, never
-/// kept: a recorder installed after the store was built sees everything.
+/// No handle is kept: each emission asks the current recorder for the
+/// metric, exactly as the `metrics` macros expand, so a recorder installed
+/// after the store was built sees everything. Only the key (name and
+/// labels) is built ahead, which spares the per-call label allocation the
+/// macros make for run-time label values.
 #[derive(Clone)]
-struct Metrics {
-    labels: Arc<[Label]>,
+struct Metrics(Arc<Keys>);
+
+struct Keys {
+    append_seconds: Key,
+    appends: Key,
+    events_appended: Key,
+    conflicts: Key,
+    append_errors: Key,
+    events_read: Key,
+    snapshots_saved: Key,
+    feed_events: Key,
+    feed_behind: Key,
 }
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 impl Metrics {
     fn new(ns: &Namespace) -> Self {
         let ns: Arc<str> = Arc::from(ns.as_str());
-        Metrics {
-            labels: Arc::new([
-                Label::new("namespace", SharedString::from_shared(ns)),
-                Label::new("backend", "memory"),
-            ]),
-        }
+        let key = |name: &'static str| {
+            Key::from_parts(
+                name,
+                vec![
+                    Label::new("namespace", SharedString::from_shared(ns.clone())),
+                    Label::new("backend", "memory"),
+                ],
+            )
+        };
+        Metrics(Arc::new(Keys {
+            append_seconds: key("aether_append_duration_seconds"),
+            appends: key("aether_appends_total"),
+            events_appended: key("aether_events_appended_total"),
+            conflicts: key("aether_append_conflicts_total"),
+            append_errors: key("aether_append_errors_total"),
+            events_read: key("aether_events_read_total"),
+            snapshots_saved: key("aether_snapshots_saved_total"),
+            feed_events: key("aether_feed_events_total"),
+            feed_behind: key("aether_feed_behind_events"),
+        }))
     }
 
-    pub(crate) fn counter(&self, name: &'static str) -> Counter {
-        metrics::counter!(name, self.labels.iter())
+    pub(crate) fn counter(&self, key: impl FnOnce(&Keys) -> &Key) -> Counter {
+        let key = key(&self.0);
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA))
     }
 
-    fn histogram(&self, name: &'static str) -> Histogram {
-        metrics::histogram!(name, self.labels.iter())
+    fn histogram(&self, key: impl FnOnce(&Keys) -> &Key) -> Histogram {
+        let key = key(&self.0);
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
     }
 
-    pub(crate) fn gauge(&self, name: &'static str) -> metrics::Gauge {
-        metrics::gauge!(name, self.labels.iter())
+    pub(crate) fn gauge(&self, key: impl FnOnce(&Keys) -> &Key) -> Gauge {
+        let key = key(&self.0);
+        metrics::with_recorder(|r| r.register_gauge(key, &METADATA))
     }
 }
 
@@ -519,7 +554,7 @@ impl InMemoryEventStore {
             &mut events,
         )?;
         self.metrics
-            .counter("aether_events_read_total")
+            .counter(|k| &k.events_read)
             .increment(events.len() as u64);
         Ok(events)
     }
@@ -604,22 +639,16 @@ impl EventStore for InMemoryEventStore {
         let n = events.len() as u64;
         let result = self.append_now(actor, expected, events);
         self.metrics
-            .histogram("aether_append_duration_seconds")
+            .histogram(|k| &k.append_seconds)
             .record(started.elapsed().as_secs_f64());
-        self.metrics.counter("aether_appends_total").increment(1);
+        self.metrics.counter(|k| &k.appends).increment(1);
         match &result {
-            Ok(_) => self
-                .metrics
-                .counter("aether_events_appended_total")
-                .increment(n),
-            Err(StoreError::VersionConflict { .. }) => self
-                .metrics
-                .counter("aether_append_conflicts_total")
-                .increment(1),
+            Ok(_) => self.metrics.counter(|k| &k.events_appended).increment(n),
+            Err(StoreError::VersionConflict { .. }) => {
+                self.metrics.counter(|k| &k.conflicts).increment(1)
+            }
             Err(e) => {
-                self.metrics
-                    .counter("aether_append_errors_total")
-                    .increment(1);
+                self.metrics.counter(|k| &k.append_errors).increment(1);
                 tracing::debug!(error = %e, "append failed");
             }
         }
@@ -667,7 +696,7 @@ impl EventStore for InMemoryEventStore {
                     &mut chunk,
                 );
                 metrics
-                    .counter("aether_events_read_total")
+                    .counter(|k| &k.events_read)
                     .increment(chunk.len() as u64);
                 let mut items: Vec<Result<Event, StoreError>> = chunk.into_iter().map(Ok).collect();
                 let next = match scanned {
@@ -725,9 +754,7 @@ impl SnapshotStore for InMemoryEventStore {
                 }
             })
             .or_insert_with(|| snapshot.clone());
-        self.metrics
-            .counter("aether_snapshots_saved_total")
-            .increment(1);
+        self.metrics.counter(|k| &k.snapshots_saved).increment(1);
         Ok(())
     }
 
