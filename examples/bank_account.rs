@@ -92,7 +92,9 @@ impl Aggregate for Account {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = InMemoryEventStore::in_namespace(Namespace::new("bank.retail")?);
+    let store = InMemoryEventStore::builder()
+        .namespace(Namespace::new("bank.retail")?)
+        .build();
     let bank = Repository::new(store.clone()).snapshot_every(5);
     let alice = ActorId::new("account-alice")?;
 

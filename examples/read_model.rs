@@ -69,7 +69,9 @@ impl Projection for BalancesProjection {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = InMemoryEventStore::in_namespace(Namespace::new("bank")?);
+    let store = InMemoryEventStore::builder()
+        .namespace(Namespace::new("bank")?)
+        .build();
     // 200 accounts, 100 events each.
     for a in 0..200 {
         let id = ActorId::new(format!("account-{a}"))?;

@@ -3,6 +3,8 @@
 //! * `ci` — every check CI runs, in order, each saying how to fix a failure.
 //! * `nats-server` — make sure the pinned `nats-server` is available and print its path.
 //! * `nats` — start a local JetStream-enabled `nats-server` for development.
+//! * `readme` — the README's code compiles in a fresh project that depends on
+//!   the facade alone (also a step of `ci`).
 //!
 //! Depends on nothing but std, and calls cargo through `$CARGO`.
 
@@ -11,6 +13,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod readme;
 
 /// The `nats-server` release the project pins and provisions.
 const NATS_VERSION: &str = "2.15.1";
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("nats-server") => nats_server().map(|p| println!("{}", p.display())),
         Some("nats") => run_nats(&args[1..]),
+        Some("readme") => readme_step(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -41,16 +46,35 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci            fmt, clippy, nats-server, tests (incl. NATS suites), doc tests, docs,
+  ci            fmt, clippy, nats-server, tests (incl. NATS suites), doc tests, readme, docs,
                 examples, cargo-deny — what CI runs
   nats-server   provision the pinned nats-server (v2.15.1) if needed and print its path
-  nats [ARGS]   run a local nats-server with JetStream (extra ARGS are passed through)";
+  nats [ARGS]   run a local nats-server with JetStream (extra ARGS are passed through)
+  readme        check that README.md's Rust blocks compile in a fresh project that
+                depends on the facade alone (target/readme-check/)";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The workspace's target directory (`CARGO_TARGET_DIR` or `target/`).
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// The README's code compiles for a newcomer (see `readme.rs`).
+fn readme_step() -> Result<(), String> {
+    println!("\n==> README compiles in a fresh project (facade only)");
+    let start = Instant::now();
+    readme::readme(&root(), &target_dir(), &cargo())?;
+    println!(
+        "    ok: README compiles ({:.1}s)",
+        start.elapsed().as_secs_f32()
+    );
+    Ok(())
 }
 
 fn cargo() -> OsString {
@@ -244,6 +268,7 @@ fn ci() -> Result<(), String> {
         },
         &mut doctests,
     )?;
+    readme_step()?;
     let mut doc = cargo_cmd(&[
         "doc",
         "--workspace",
@@ -272,8 +297,7 @@ fn ci() -> Result<(), String> {
             "--examples",
         ]),
     )?;
-    let target =
-        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let target = target_dir();
     // The examples that need no server run for real.
     for (example, fix) in [
         (

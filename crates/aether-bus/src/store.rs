@@ -38,7 +38,7 @@ use aether_core::{
 /// # futures::executor::block_on(async {
 /// let bus = LocalEventBus::new();
 /// let store = PublishingStore::new(
-///     InMemoryEventStore::in_namespace(Namespace::new("shop")?),
+///     InMemoryEventStore::builder().namespace(Namespace::new("shop")?).build(),
 ///     bus.clone(),
 /// );
 /// let mut sub = bus.subscribe(EventFilter::namespace(Namespace::new("shop")?)).await?;

@@ -346,7 +346,12 @@ async fn the_bus_works_as_a_dyn_event_bus() {
 async fn publishing_store_publishes_appended_events_only() {
     let bus = LocalEventBus::new();
     let shop = ns("shop");
-    let store = PublishingStore::new(InMemoryEventStore::in_namespace(shop.clone()), bus.clone());
+    let store = PublishingStore::new(
+        InMemoryEventStore::builder()
+            .namespace(shop.clone())
+            .build(),
+        bus.clone(),
+    );
     let mut sub = bus
         .subscribe(EventFilter::within(shop.clone()))
         .await

@@ -117,6 +117,7 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
 
 /// An aggregate rebuilt from its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rehydrated<A> {
     /// The folded state.
     pub state: A,
@@ -457,6 +458,7 @@ impl<C> Command<C> {
 
 /// What a command did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CommandOutcome<A> {
     /// The state after the command's events were applied (for a duplicate:
     /// the actor's current state, which may include later commands).
@@ -489,10 +491,17 @@ pub struct CommandOutcome<A> {
 /// # Metrics
 /// `aether_commands_total{kind, outcome}` (`applied`, `duplicate`,
 /// `rejected`, `conflict`, `error`), `aether_command_retries_total{kind}`,
-/// `aether_aggregate_load_duration_seconds{kind}` (histogram),
+/// `aether_load_duration_seconds{kind}` (histogram),
 /// `aether_events_replayed_total{kind}`,
 /// `aether_snapshot_failures_total{kind, stage}` (`encode`, `save`),
-/// `aether_snapshots_ignored_total{kind, reason}`.
+/// `aether_snapshots_ignored_total{kind, reason}`. The macros are called at
+/// each use, so a recorder installed after the repository was made sees
+/// everything.
+///
+/// # Tracing
+/// Spans `aether.repository.execute` (info; `kind`, `actor`,
+/// `command_id`), `aether.repository.decide_and_append` (info) and
+/// `aether.repository.load` (debug).
 #[derive(Debug, Clone)]
 pub struct Repository<S> {
     store: S,
@@ -548,6 +557,12 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
     ///
     /// # Errors
     /// Store and rehydration errors.
+    #[tracing::instrument(
+        name = "aether.repository.load",
+        level = "debug",
+        skip_all,
+        fields(kind = A::KIND, actor = %actor),
+    )]
     pub async fn load<A: Aggregate>(
         &self,
         actor: &ActorId,
@@ -582,7 +597,7 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
             }
             None => self.replay(actor).await?,
         };
-        metrics::histogram!("aether_aggregate_load_duration_seconds", "kind" => A::KIND)
+        metrics::histogram!("aether_load_duration_seconds", "kind" => A::KIND)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("aether_events_replayed_total", "kind" => A::KIND)
             .increment(loaded.events_applied as u64);
@@ -629,6 +644,11 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
     /// [`CommandError::Store`] with a [`crate::StoreError::VersionConflict`] if
     /// conflicts outlast the retries; other store, codec and rehydration
     /// errors. A snapshot failure is never an error (the events are stored).
+    #[tracing::instrument(
+        name = "aether.repository.execute",
+        skip_all,
+        fields(kind = A::KIND, actor = %actor, command_id = %command.command_id()),
+    )]
     pub async fn execute_command<A>(
         &self,
         actor: &ActorId,
@@ -668,6 +688,11 @@ impl<S: EventStore + SnapshotStore> Repository<S> {
     ///
     /// # Errors
     /// As [`Repository::execute_command`], with conflicts returned at once.
+    #[tracing::instrument(
+        name = "aether.repository.decide_and_append",
+        skip_all,
+        fields(kind = A::KIND, actor = %actor, command_id = %command.command_id(), version = %loaded.version),
+    )]
     pub async fn decide_and_append<A: Aggregate>(
         &self,
         actor: &ActorId,

@@ -62,6 +62,7 @@ impl NamespacePattern {
 /// # Ok::<(), aether_core::NameError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EventFilter {
     /// The namespaces covered.
     pub namespaces: NamespacePattern,
@@ -165,7 +166,9 @@ pub trait EventBus: Send + Sync {
     ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send;
 }
 
-/// The dyn-safe form of [`EventBus`], implemented for every bus.
+/// The dyn-safe form of [`EventBus`], implemented for every bus, so a bus
+/// chosen at run time can be held as `Arc<dyn DynEventBus>` (which is itself
+/// an [`EventBus`], as are `Arc<B>` and `Box<B>` of any bus).
 pub trait DynEventBus: Send + Sync {
     /// See [`EventBus::publish`].
     fn publish_dyn<'a>(
@@ -199,10 +202,183 @@ impl<T: EventBus> DynEventBus for T {
     }
 }
 
+/// A shared bus is a bus: `Arc<LocalEventBus>` or `Arc<dyn DynEventBus>`
+/// works wherever a `B: EventBus` is taken (e.g. a publishing store), with
+/// the inner bus's guarantees.
+impl<B: EventBus + ?Sized> EventBus for Arc<B> {
+    type Subscription = B::Subscription;
+
+    fn publish(
+        &self,
+        namespace: &Namespace,
+        event: Event,
+    ) -> impl Future<Output = Result<(), BusError>> + Send {
+        (**self).publish(namespace, event)
+    }
+
+    fn subscribe(
+        &self,
+        filter: EventFilter,
+    ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send {
+        (**self).subscribe(filter)
+    }
+}
+
+/// A boxed bus is a bus, like [`Arc`]'s.
+impl<B: EventBus + ?Sized> EventBus for Box<B> {
+    type Subscription = B::Subscription;
+
+    fn publish(
+        &self,
+        namespace: &Namespace,
+        event: Event,
+    ) -> impl Future<Output = Result<(), BusError>> + Send {
+        (**self).publish(namespace, event)
+    }
+
+    fn subscribe(
+        &self,
+        filter: EventFilter,
+    ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send {
+        (**self).subscribe(filter)
+    }
+}
+
+/// A bus chosen at run time (`Arc<dyn DynEventBus>`) is an [`EventBus`]
+/// through its `*_dyn` methods, with the chosen bus's guarantees; its
+/// subscriptions are boxed streams.
+impl<'d> EventBus for dyn DynEventBus + 'd {
+    type Subscription = BoxStream<'static, Result<BusEvent, BusError>>;
+
+    fn publish(
+        &self,
+        namespace: &Namespace,
+        event: Event,
+    ) -> impl Future<Output = Result<(), BusError>> + Send {
+        let namespace = namespace.clone();
+        async move { self.publish_dyn(&namespace, event).await }
+    }
+
+    fn subscribe(
+        &self,
+        filter: EventFilter,
+    ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send {
+        self.subscribe_dyn(filter)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use futures::StreamExt;
+
     use super::*;
     use crate::{ActorId, Version};
+
+    /// A small in-test bus: every subscription gets the events published
+    /// before it was made and that pass its filter.
+    #[derive(Default)]
+    struct RecordingBus {
+        published: Mutex<Vec<BusEvent>>,
+    }
+
+    impl EventBus for RecordingBus {
+        type Subscription = futures::stream::Iter<std::vec::IntoIter<Result<BusEvent, BusError>>>;
+
+        async fn publish(&self, namespace: &Namespace, event: Event) -> Result<(), BusError> {
+            self.published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(BusEvent {
+                    namespace: namespace.clone(),
+                    event: Arc::new(event),
+                });
+            Ok(())
+        }
+
+        async fn subscribe(&self, filter: EventFilter) -> Result<Self::Subscription, BusError> {
+            let matching: Vec<_> = self
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .filter(|e| filter.matches(&e.namespace, &e.event))
+                .cloned()
+                .map(Ok)
+                .collect();
+            Ok(futures::stream::iter(matching))
+        }
+    }
+
+    /// Code generic over `B: EventBus`, as a publishing store is.
+    struct Publisher<B> {
+        bus: B,
+        namespace: Namespace,
+    }
+
+    impl<B: EventBus> Publisher<B> {
+        async fn publish_all(&self, events: Vec<Event>) -> Result<(), BusError> {
+            for e in events {
+                self.bus.publish(&self.namespace, e).await?;
+            }
+            Ok(())
+        }
+
+        async fn seen(&self) -> Vec<Version> {
+            let sub = self
+                .bus
+                .subscribe(EventFilter::namespace(self.namespace.clone()))
+                .await
+                .unwrap();
+            sub.map(|e| e.unwrap().event.version).collect().await
+        }
+    }
+
+    fn events(n: u64) -> Vec<Event> {
+        let actor = ActorId::new("order-1").unwrap();
+        (1..=n)
+            .map(|v| Event::from_raw(actor.clone(), Version::new(v), "OrderPlaced", vec![]))
+            .collect()
+    }
+
+    #[test]
+    fn a_bus_chosen_at_run_time_is_an_event_bus() {
+        futures::executor::block_on(async {
+            let ns = Namespace::new("shop").unwrap();
+            let chosen: Arc<dyn DynEventBus> = Arc::new(RecordingBus::default());
+            let publisher = Publisher {
+                bus: chosen.clone(),
+                namespace: ns.clone(),
+            };
+            publisher.publish_all(events(3)).await.unwrap();
+            assert_eq!(
+                publisher.seen().await,
+                vec![Version::new(1), Version::new(2), Version::new(3)]
+            );
+            // Another namespace sees nothing through the same trait object.
+            let other = Publisher {
+                bus: chosen,
+                namespace: Namespace::new("shop2").unwrap(),
+            };
+            assert_eq!(other.seen().await, Vec::<Version>::new());
+
+            let boxed: Box<dyn DynEventBus> = Box::new(RecordingBus::default());
+            let publisher = Publisher {
+                bus: boxed,
+                namespace: ns.clone(),
+            };
+            publisher.publish_all(events(1)).await.unwrap();
+            assert_eq!(publisher.seen().await, vec![Version::new(1)]);
+
+            let shared = Publisher {
+                bus: Arc::new(RecordingBus::default()),
+                namespace: ns,
+            };
+            shared.publish_all(events(2)).await.unwrap();
+            assert_eq!(shared.seen().await.len(), 2);
+        });
+    }
 
     #[test]
     fn filter_matches() {

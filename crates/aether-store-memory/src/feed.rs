@@ -78,7 +78,7 @@ impl InMemoryEventStore {
             end,
             buf: VecDeque::new(),
             done: false,
-            behind: metrics::gauge!("aether_feed_behind_events", "namespace" => self.namespace.as_str().to_owned(), "backend" => "memory"),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -105,8 +105,9 @@ struct FeedReader {
     end: Option<usize>,
     buf: VecDeque<Result<FeedItem, StoreError>>,
     done: bool,
-    /// Records committed after the last chunk read.
-    behind: metrics::Gauge,
+    /// Where `aether_feed_behind_events` (records committed after the last
+    /// chunk read) and `aether_feed_events_total` go.
+    metrics: crate::Metrics,
 }
 
 impl Stream for FeedReader {
@@ -142,7 +143,7 @@ impl Stream for FeedReader {
                 let chunk: Vec<Arc<Committed>> = log.records[this.next..stop].to_vec();
                 (chunk, log.records.len() - stop)
             };
-            this.behind.set(behind as f64);
+            this.metrics.gauge(|k| &k.feed_behind).set(behind as f64);
             let first = this.next;
             this.next += chunk.len();
             for (i, c) in chunk.iter().enumerate() {
@@ -150,6 +151,7 @@ impl Stream for FeedReader {
                 match (&c.foreign, &c.record) {
                     (None, RawRecord::Event(e)) => {
                         if this.filter.matches(e) {
+                            this.metrics.counter(|k| &k.feed_events).increment(1);
                             this.buf.push_back(Ok(FeedItem {
                                 position: Position::new(position),
                                 event: e.clone(),

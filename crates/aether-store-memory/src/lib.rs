@@ -8,9 +8,12 @@
 //! * Per-actor locking: writers of distinct actors never wait for each other;
 //!   the actor map is sharded ([`dashmap`]), and each actor's log has its own
 //!   lock held only for the in-memory copy.
-//! * Namespaces share one backend: [`InMemoryEventStore::with_namespace`]
-//!   returns a view of another namespace over the same data, and no view ever
-//!   sees another's events or snapshots.
+//! * Constructors follow the stores' one convention:
+//!   [`InMemoryEventStore::new`] is the `default` namespace,
+//!   [`InMemoryEventStore::builder`] sets namespace, trust policy and size
+//!   limit, and [`InMemoryEventStore::with_namespace`] returns a handle on
+//!   another namespace over the same data; no view ever sees another's
+//!   events or snapshots.
 //! * Events larger than [`InMemoryEventStore::DEFAULT_MAX_EVENT_SIZE`]
 //!   (1 MiB, the NATS default) are refused with
 //!   [`StoreError::TooLarge`], so code that works here also fits JetStream.
@@ -37,14 +40,26 @@
 //! ```
 //!
 //! # Metrics
-//! `aether_events_appended_total`, `aether_append_conflicts_total`,
-//! `aether_events_read_total`, `aether_snapshots_saved_total`, labelled
-//! `namespace` and `backend="memory"`; `aether_foreign_messages_total`
-//! `{namespace, reason}` for foreign records met. Handles are taken when a store view is
-//! created, so install a recorder before creating stores.
+//! The same set as the JetStream store, labelled `namespace` and
+//! `backend="memory"`: `aether_append_duration_seconds` (histogram),
+//! `aether_appends_total`, `aether_events_appended_total`,
+//! `aether_append_conflicts_total`, `aether_append_errors_total` (failures
+//! other than conflicts), `aether_events_read_total`,
+//! `aether_snapshots_saved_total`, and for the feed
+//! `aether_feed_events_total` and the gauge `aether_feed_behind_events`;
+//! `aether_foreign_messages_total{namespace, reason}` for foreign records
+//! met. No metric handle is kept: every emission asks the current recorder
+//! (metric keys are built once per view), so a recorder installed after the
+//! store was built still sees everything.
+//!
+//! # Tracing
+//! `debug` spans `aether.store.append`, `aether.store.get_events`,
+//! `aether.store.save_snapshot` and `aether.store.get_latest_snapshot`
+//! (fields `backend`, `namespace`, `actor`, …).
 
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 mod feed;
 
@@ -55,7 +70,7 @@ use aether_core::{
 };
 use dashmap::DashMap;
 use futures::stream;
-use metrics::Counter;
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, SharedString};
 
 /// One record of an actor's log as stored, valid or not: an event written
 /// through the store (or injected by a test hook), or raw bytes injected by a
@@ -201,23 +216,70 @@ struct NamespaceData {
     feed: Mutex<feed::CommitLog>,
 }
 
+/// The metric keys of a view (labels `namespace`, `backend="memory"`),
+/// built once when the view is made.
+///
+/// No handle is kept: each emission asks the current recorder for the
+/// metric, exactly as the `metrics` macros expand, so a recorder installed
+/// after the store was built sees everything. Only the key (name and
+/// labels) is built ahead, which spares the per-call label allocation the
+/// macros make for run-time label values.
 #[derive(Clone)]
-struct Metrics {
-    appended: Counter,
-    conflicts: Counter,
-    read: Counter,
-    snapshots: Counter,
+struct Metrics(Arc<Keys>);
+
+struct Keys {
+    append_seconds: Key,
+    appends: Key,
+    events_appended: Key,
+    conflicts: Key,
+    append_errors: Key,
+    events_read: Key,
+    snapshots_saved: Key,
+    feed_events: Key,
+    feed_behind: Key,
 }
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 impl Metrics {
     fn new(ns: &Namespace) -> Self {
-        let ns = ns.as_str().to_owned();
-        Metrics {
-            appended: metrics::counter!("aether_events_appended_total", "namespace" => ns.clone(), "backend" => "memory"),
-            conflicts: metrics::counter!("aether_append_conflicts_total", "namespace" => ns.clone(), "backend" => "memory"),
-            read: metrics::counter!("aether_events_read_total", "namespace" => ns.clone(), "backend" => "memory"),
-            snapshots: metrics::counter!("aether_snapshots_saved_total", "namespace" => ns, "backend" => "memory"),
-        }
+        let ns: Arc<str> = Arc::from(ns.as_str());
+        let key = |name: &'static str| {
+            Key::from_parts(
+                name,
+                vec![
+                    Label::new("namespace", SharedString::from_shared(ns.clone())),
+                    Label::new("backend", "memory"),
+                ],
+            )
+        };
+        Metrics(Arc::new(Keys {
+            append_seconds: key("aether_append_duration_seconds"),
+            appends: key("aether_appends_total"),
+            events_appended: key("aether_events_appended_total"),
+            conflicts: key("aether_append_conflicts_total"),
+            append_errors: key("aether_append_errors_total"),
+            events_read: key("aether_events_read_total"),
+            snapshots_saved: key("aether_snapshots_saved_total"),
+            feed_events: key("aether_feed_events_total"),
+            feed_behind: key("aether_feed_behind_events"),
+        }))
+    }
+
+    pub(crate) fn counter(&self, key: impl FnOnce(&Keys) -> &Key) -> Counter {
+        let key = key(&self.0);
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA))
+    }
+
+    fn histogram(&self, key: impl FnOnce(&Keys) -> &Key) -> Histogram {
+        let key = key(&self.0);
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
+    }
+
+    pub(crate) fn gauge(&self, key: impl FnOnce(&Keys) -> &Key) -> Gauge {
+        let key = key(&self.0);
+        metrics::with_recorder(|r| r.register_gauge(key, &METADATA))
     }
 }
 
@@ -271,19 +333,39 @@ impl InMemoryEventStore {
     /// The default event size limit: 1 MiB, like NATS's default `max_payload`.
     pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 
-    /// A new, empty store in the `default` namespace.
+    /// A new, empty store in the `default` namespace, with the default size
+    /// limit and trust policy. [`builder`](Self::builder) sets those.
     pub fn new() -> Self {
-        Self::in_namespace(Namespace::default())
+        Self::builder().build()
     }
 
-    /// A new, empty store in `namespace`.
-    pub fn in_namespace(namespace: Namespace) -> Self {
-        Self::with_backend(
-            Arc::default(),
-            namespace,
-            Self::DEFAULT_MAX_EVENT_SIZE,
-            TrustPolicy::default(),
-        )
+    /// A builder for a new, empty store: namespace, trust policy, event size
+    /// limit, then [`build`](InMemoryEventStoreBuilder::build).
+    ///
+    /// ```
+    /// use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, TrustPolicy, Version};
+    /// use aether_store_memory::InMemoryEventStore;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let store = InMemoryEventStore::builder()
+    ///     .namespace(Namespace::new("bank")?)
+    ///     .trust_policy(TrustPolicy::Strict)
+    ///     .build();
+    /// let actor = ActorId::new("account-1")?;
+    /// store.save_event(Event::new(actor.clone(), Version::FIRST, "Opened", &"alice")?).await?;
+    /// // A handle on another namespace over the same data sees none of it:
+    /// let audit = store.with_namespace(Namespace::new("bank.audit")?);
+    /// assert_eq!(audit.get_latest_version(&actor).await?, Version::ZERO);
+    /// assert_eq!(audit.policy(), TrustPolicy::Strict);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn builder() -> InMemoryEventStoreBuilder {
+        InMemoryEventStoreBuilder {
+            namespace: Namespace::default(),
+            max_event_size: Self::DEFAULT_MAX_EVENT_SIZE,
+            policy: TrustPolicy::default(),
+        }
     }
 
     fn with_backend(
@@ -308,8 +390,9 @@ impl InMemoryEventStore {
         }
     }
 
-    /// A view of `namespace` over the same backend (same data, other
-    /// namespace), with this view's size limit and trust policy.
+    /// A handle on `namespace` over the same backend (same data, other
+    /// namespace), with this view's size limit and trust policy. Views of
+    /// distinct namespaces never see each other's events or snapshots.
     #[must_use]
     pub fn with_namespace(&self, namespace: Namespace) -> Self {
         Self::with_backend(
@@ -320,14 +403,16 @@ impl InMemoryEventStore {
         )
     }
 
-    /// Sets the largest accepted event, as measured by [`Event::approx_size`].
+    /// This view with another event size limit (same data); see
+    /// [`InMemoryEventStoreBuilder::max_event_size`].
     #[must_use]
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
         self
     }
 
-    /// Sets what this view does with foreign records (see [`aether_core::trust`]).
+    /// This view with another trust policy (same data); see
+    /// [`InMemoryEventStoreBuilder::trust_policy`].
     #[must_use]
     pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
         self.policy = policy;
@@ -434,7 +519,6 @@ impl InMemoryEventStore {
             if latest >= last && log.already_stored(&events) {
                 return Ok(last);
             }
-            self.metrics.conflicts.increment(1);
             return Err(StoreError::VersionConflict {
                 actor: actor.clone(),
                 expected,
@@ -453,7 +537,6 @@ impl InMemoryEventStore {
         // Still under the actor's lock: the batch joins the feed whole and
         // in version order.
         self.commit(committed);
-        self.metrics.appended.increment(n as u64);
         Ok(last)
     }
 
@@ -470,7 +553,9 @@ impl InMemoryEventStore {
             &mut self.guard(actor, last_valid),
             &mut events,
         )?;
-        self.metrics.read.increment(events.len() as u64);
+        self.metrics
+            .counter(|k| &k.events_read)
+            .increment(events.len() as u64);
         Ok(events)
     }
 
@@ -478,6 +563,50 @@ impl InMemoryEventStore {
         self.log(actor).map_or(Version::ZERO, |log| {
             log.read().unwrap_or_else(PoisonError::into_inner).latest()
         })
+    }
+}
+
+/// Builds an [`InMemoryEventStore`] over a new, empty backend
+/// ([`InMemoryEventStore::builder`]). Every setting has a default: the
+/// `default` namespace, [`TrustPolicy::SkipForeign`] and
+/// [`InMemoryEventStore::DEFAULT_MAX_EVENT_SIZE`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct InMemoryEventStoreBuilder {
+    namespace: Namespace,
+    max_event_size: usize,
+    policy: TrustPolicy,
+}
+
+impl InMemoryEventStoreBuilder {
+    /// The namespace the store reads and writes.
+    pub fn namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// What the store does with records it did not write (see
+    /// [`aether_core::trust`]).
+    pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The largest accepted event, as measured by [`Event::approx_size`];
+    /// larger ones are refused with [`StoreError::TooLarge`].
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// The store, over a new backend of its own.
+    pub fn build(self) -> InMemoryEventStore {
+        InMemoryEventStore::with_backend(
+            Arc::default(),
+            self.namespace,
+            self.max_event_size,
+            self.policy,
+        )
     }
 }
 
@@ -494,15 +623,44 @@ impl EventStore for InMemoryEventStore {
         &self.namespace
     }
 
+    #[tracing::instrument(
+        name = "aether.store.append",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %actor, %expected, events = events.len()),
+    )]
     async fn append(
         &self,
         actor: &ActorId,
         expected: Version,
         events: Vec<Event>,
     ) -> Result<Version, StoreError> {
-        self.append_now(actor, expected, events)
+        let started = Instant::now();
+        let n = events.len() as u64;
+        let result = self.append_now(actor, expected, events);
+        self.metrics
+            .histogram(|k| &k.append_seconds)
+            .record(started.elapsed().as_secs_f64());
+        self.metrics.counter(|k| &k.appends).increment(1);
+        match &result {
+            Ok(_) => self.metrics.counter(|k| &k.events_appended).increment(n),
+            Err(StoreError::VersionConflict { .. }) => {
+                self.metrics.counter(|k| &k.conflicts).increment(1)
+            }
+            Err(e) => {
+                self.metrics.counter(|k| &k.append_errors).increment(1);
+                tracing::debug!(error = %e, "append failed");
+            }
+        }
+        result
     }
 
+    #[tracing::instrument(
+        name = "aether.store.get_events",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %actor, %from),
+    )]
     async fn get_events(&self, actor: &ActorId, from: Version) -> Result<Vec<Event>, StoreError> {
         self.read_now(actor, from)
     }
@@ -522,10 +680,10 @@ impl EventStore for InMemoryEventStore {
                 .start_of(from);
             StreamState::At(pos, self.guard(actor, last_valid))
         };
-        let read = self.metrics.read.clone();
+        let metrics = self.metrics.clone();
         let chunks = stream::unfold(start, move |state| {
             let log = log.clone();
-            let read = read.clone();
+            let metrics = metrics.clone();
             async move {
                 let StreamState::At(pos, mut guard) = state else {
                     return None;
@@ -537,7 +695,9 @@ impl EventStore for InMemoryEventStore {
                     &mut guard,
                     &mut chunk,
                 );
-                read.increment(chunk.len() as u64);
+                metrics
+                    .counter(|k| &k.events_read)
+                    .increment(chunk.len() as u64);
                 let mut items: Vec<Result<Event, StoreError>> = chunk.into_iter().map(Ok).collect();
                 let next = match scanned {
                     Ok(end) if end == pos => return None,
@@ -560,6 +720,12 @@ impl EventStore for InMemoryEventStore {
 }
 
 impl SnapshotStore for InMemoryEventStore {
+    #[tracing::instrument(
+        name = "aether.store.save_snapshot",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %snapshot.actor_id, version = %snapshot.version),
+    )]
     async fn save_snapshot(&self, snapshot: ActorSnapshot) -> Result<(), StoreError> {
         let latest = self.latest_now(&snapshot.actor_id);
         if snapshot.version > latest {
@@ -588,10 +754,16 @@ impl SnapshotStore for InMemoryEventStore {
                 }
             })
             .or_insert_with(|| snapshot.clone());
-        self.metrics.snapshots.increment(1);
+        self.metrics.counter(|k| &k.snapshots_saved).increment(1);
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "aether.store.get_latest_snapshot",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", namespace = %self.namespace, actor = %actor),
+    )]
     async fn get_latest_snapshot(
         &self,
         actor: &ActorId,

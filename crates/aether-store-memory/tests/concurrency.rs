@@ -141,7 +141,9 @@ async fn racing_threads_never_fork_an_actor() {
 
 #[tokio::test]
 async fn views_share_data_per_namespace_only() {
-    let a = InMemoryEventStore::in_namespace("tenant-a".parse().unwrap());
+    let a = InMemoryEventStore::builder()
+        .namespace("tenant-a".parse().unwrap())
+        .build();
     let b = a.with_namespace("tenant-b".parse().unwrap());
     let a2 = b.with_namespace("tenant-a".parse().unwrap());
     let actor = ActorId::new("x").unwrap();

@@ -30,21 +30,22 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `memory` (default) | [`memory::InMemoryEventStore`], the embedded default store |
-//! | `jetstream` | `jetstream::JetStreamEventStore`, the NATS JetStream store |
+//! | `jetstream` | `jetstream::JetStreamEventStore`, the NATS JetStream store, and `async_nats` |
 //! | `bus` | `bus::LocalEventBus`, the in-process event bus |
 //! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
 //! | `cluster` | `cluster`: membership, leader lease and shard placement on NATS KV |
 //! | `projection` | `projection`: read models — `ProjectionRunner`, checkpoint stores (`KvCheckpointStore` with `jetstream`) |
 //! | `model` | `model`: EventStorming models, validation and rendering |
 //! | `model-toml` | TOML files for models, besides JSON (implies `model`) |
-//! | `prometheus` | `metrics_prometheus::install`, a Prometheus exporter for the `aether_*` metrics |
+//! | `prometheus` | `metrics_prometheus::install_recorder` / `install_http`, a Prometheus exporter for the `aether_*` metrics |
 //! | `testkit` | [`testkit`]: the store conformance suite and the given/when/then aggregate test kit |
 //! | `full` | all of the above |
 //!
 //! # Picking crates
 //!
 //! Each part is also its own crate: `aether-core` (contracts), `aether-store-memory`,
-//! `aether-store-jetstream`, `aether-bus`, `aether-cluster`, `aether-model`. Depend on those
+//! `aether-store-jetstream`, `aether-bus`, `aether-cluster`, `aether-projection`,
+//! `aether-model`. Depend on those
 //! directly to keep a dependency tree minimal, or on this facade for one
 //! version to manage.
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
@@ -103,6 +104,24 @@ pub use aether_projection as projection;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod metrics_prometheus;
+
+/// The NATS client Aether's NATS crates are built on (features `jetstream`,
+/// `nats-bus`, `cluster`): connect with `aether::async_nats` so the
+/// `Client` you pass is the very type the stores, the bus and the cluster
+/// take, with no second `async-nats` version to keep in step.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = aether::async_nats::connect("nats://127.0.0.1:4222").await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(any(feature = "jetstream", feature = "nats-bus", feature = "cluster"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "jetstream", feature = "nats-bus", feature = "cluster")))
+)]
+pub use async_nats;
 
 // The README's code blocks are compiled (and the quick start run) as doc tests.
 #[cfg(all(doctest, feature = "full"))]

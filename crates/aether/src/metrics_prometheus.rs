@@ -12,8 +12,10 @@ pub use metrics_exporter_prometheus::{BuildError, PrometheusHandle};
 /// [`PrometheusHandle::render`] produces the text exposition format (serve it
 /// from your own HTTP endpoint).
 ///
-/// Install it before creating stores and buses: they take their metric
-/// handles when they are created.
+/// Install it first thing in `main`: the memory store and `Repository`
+/// look their metrics up as they emit them, but crates that keep metric
+/// handles take them when a store or bus is created (each says so in its
+/// docs), and those would report to no recorder.
 ///
 /// # Errors
 /// [`BuildError`] if a global recorder is already installed.
