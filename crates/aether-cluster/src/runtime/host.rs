@@ -107,6 +107,8 @@ pub(crate) struct Envelope<A: Aggregate> {
     pub(crate) command: Command<A::Command>,
     pub(crate) deadline: Instant,
     pub(crate) reply: oneshot::Sender<Answer<A>>,
+    /// The span the command runs under (`aether.ask` or `aether.handle`).
+    pub(crate) span: tracing::Span,
 }
 
 /// What an envelope's sender hears back.
@@ -302,12 +304,14 @@ where
         command: Command<A::Command>,
         deadline: Instant,
         wait: bool,
+        span: tracing::Span,
     ) -> Local<A> {
         let (reply, rx) = oneshot::channel();
         let env = Envelope {
             command,
             deadline,
             reply,
+            span,
         };
         match self.enqueue(id, store_id, env, wait).await {
             Ok(()) => {}

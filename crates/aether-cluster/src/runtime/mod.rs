@@ -137,14 +137,28 @@
 //! `no_reply_subject`). The per-command metrics (commands, mailbox depth,
 //! ask durations, busy) are registered once per kind when the system is
 //! built, so install the `metrics` recorder before building the system.
-//! Each command runs in a tracing span
-//! `aether.actor.command` with the kind, actor id and command id.
+//!
+//! # Tracing
+//!
+//! Every ask runs in a `tracing` span `aether.ask` (kind, actor, command
+//! id, and the W3C ids `trace_id`, `span_id`, `parent_span_id`); a remote
+//! ask carries `traceparent` over NATS, and the owner serves it in a span
+//! `aether.handle` with the caller's `trace_id` and the caller's span id as
+//! `parent_span_id`: one command is one trace over two nodes. The actor
+//! runs the command in a span `aether.actor.command` (kind, actor id,
+//! command id), a child of the `aether.ask` or `aether.handle` span. An ask
+//! continues [`TraceContext::current`] (set it with
+//! [`TraceContext::scope`], e.g. from an incoming HTTP `traceparent`) or
+//! starts a new trace. All three spans are at `DEBUG` level. No
+//! OpenTelemetry dependency: a subscriber that exports spans reads the ids
+//! from the fields.
 
 mod actor;
 mod directory;
 mod host;
 mod router;
 mod system;
+mod trace;
 pub mod wire;
 
 use std::sync::Arc;
@@ -156,6 +170,7 @@ use aether_core::{
 
 pub use directory::{Placement, ShardDirectory, SingleNodeDirectory, StaticDirectory};
 pub use system::{ActorRef, ActorSystem, ActorSystemBuilder, SystemError};
+pub use trace::TraceContext;
 pub use wire::{WIRE_FORMAT, WireError};
 
 #[doc(no_inline)]

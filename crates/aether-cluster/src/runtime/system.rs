@@ -13,10 +13,12 @@ use aether_core::{
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::directory::{Placement, ShardDirectory, SingleNodeDirectory};
 use super::host::{HostControl, KindHost, Local, Settings, Shared, count_retry};
 use super::router::{self, Attempt, Nats, RemoteKind};
+use super::trace::TraceContext;
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
 use crate::types::ShardId;
@@ -576,7 +578,7 @@ where
 
     async fn send(
         &self,
-        mut command: Command<A::Command>,
+        command: Command<A::Command>,
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<AskOutcome<A>, AskError<A::Error>> {
@@ -585,6 +587,41 @@ where
             Err(RefError::NotRegistered) => return Err(AskError::NotRegistered(A::KIND)),
             Err(RefError::InvalidId(e)) => return Err(AskError::InvalidId(e.clone())),
         };
+        let span = tracing::debug_span!(
+            "aether.ask",
+            kind = A::KIND,
+            actor = %self.id,
+            command = %command.command_id(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+        );
+        // Trace ids cost a little: drawn only when someone traces this ask or
+        // it may cross NATS.
+        let trace = (!span.is_disabled() || target.host.shared.nats.is_some()).then(|| {
+            let parent = TraceContext::current();
+            let ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
+            span.record("trace_id", ctx.trace_id_hex());
+            span.record("span_id", ctx.span_id_hex());
+            if let Some(p) = parent {
+                span.record("parent_span_id", p.span_id_hex());
+            }
+            ctx
+        });
+        self.route(target, command, timeout, wait, trace, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn route(
+        &self,
+        target: &Target<A>,
+        mut command: Command<A::Command>,
+        timeout: Option<Duration>,
+        wait: bool,
+        trace: Option<TraceContext>,
+        span: tracing::Span,
+    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
         let shared = &target.host.shared;
         let directory = shared.directory.as_ref();
         let started = Instant::now();
@@ -598,7 +635,14 @@ where
                 Placement::Local => {
                     match target
                         .host
-                        .ask_local(&self.id, &target.store_id, command, deadline, wait)
+                        .ask_local(
+                            &self.id,
+                            &target.store_id,
+                            command,
+                            deadline,
+                            wait,
+                            span.clone(),
+                        )
                         .await
                     {
                         Local::NotHere(back) => {
@@ -628,8 +672,10 @@ where
                         )));
                     };
                     let epoch = directory.epoch();
-                    match router::ask_remote::<A>(nats, &node, &self.id, &command, deadline, epoch)
-                        .await
+                    match router::ask_remote::<A>(
+                        nats, &node, &self.id, &command, deadline, epoch, trace,
+                    )
+                    .await
                     {
                         Attempt::Done(result) => {
                             target
