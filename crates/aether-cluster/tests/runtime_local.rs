@@ -581,3 +581,75 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
     assert_eq!(out.state.total, 7);
     system.shutdown().await;
 }
+
+/// Commands for a shard that is moving wait in a bounded buffer until the
+/// directory settles; beyond its capacity they get `Busy` at once, never
+/// queued or run.
+#[tokio::test]
+async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
+    use aether_cluster::runtime::{Placement, StaticDirectory};
+    use aether_cluster::{NodeId, ShardId};
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let dir = Arc::new(StaticDirectory::new(
+        NodeId::new("solo").expect("node"),
+        1,
+        |_| Placement::Moving,
+    ));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .directory(dir.clone())
+        .moving_buffer(2)
+        .ask_deadline(Duration::from_secs(20))
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("moving"));
+    let waiters: Vec<_> = (1..=2)
+        .map(|n| {
+            let c = c.clone();
+            tokio::spawn(async move { c.ask(Cmd::Add(n)).await })
+        })
+        .collect();
+    wait_until(WAIT, "two commands wait for the shard", async || {
+        system.waiting_for_placement() == 2
+    })
+    .await;
+    // The buffer is full: the third is turned away at once, unrun.
+    let started = std::time::Instant::now();
+    assert!(matches!(c.ask(Cmd::Add(100)).await, Err(AskError::Busy)));
+    assert!(started.elapsed() < Duration::from_secs(5), "Busy at once");
+    assert_eq!(system.waiting_for_placement(), 2);
+    assert_eq!(system.active_actors(), 0, "nothing ran while moving");
+    // The shard settles here: the two waiting commands run.
+    dir.assign(ShardId::new(0), Placement::Local);
+    let mut versions = Vec::new();
+    for w in waiters {
+        versions.push(
+            w.await
+                .expect("task")
+                .expect("ran once placed")
+                .version
+                .get(),
+        );
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(system.waiting_for_placement(), 0);
+    let stored = store
+        .get_events(
+            &persistence_id("counter", &id("moving")).expect("id"),
+            Version::ZERO,
+        )
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 2, "the Busy command never ran");
+    // A waiter whose deadline passes while the shard moves gets
+    // `Unavailable` (never sent) and leaves the buffer.
+    dir.assign(ShardId::new(0), Placement::Moving);
+    let late = c
+        .ask_within(Command::new(Cmd::Add(1)), Duration::from_millis(50))
+        .await;
+    assert!(matches!(late, Err(AskError::Unavailable(_))), "{late:?}");
+    assert_eq!(system.waiting_for_placement(), 0);
+    system.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! mailbox, activation, least-recently-used eviction and passivation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ pub(crate) struct Settings {
     pub(crate) ask_deadline: Duration,
     pub(crate) recent_commands: usize,
     pub(crate) max_conflict_retries: u32,
+    pub(crate) moving_buffer: usize,
 }
 
 impl Default for Settings {
@@ -38,6 +39,7 @@ impl Default for Settings {
             ask_deadline: Duration::from_secs(5),
             recent_commands: aether_core::DEFAULT_COMMAND_WINDOW,
             max_conflict_retries: 3,
+            moving_buffer: 1024,
         }
     }
 }
@@ -50,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) directory: Arc<dyn ShardDirectory>,
     pub(crate) settings: Settings,
     pub(crate) nats: Option<Nats>,
+    /// The commands waiting for a moving or unassigned shard.
+    pub(crate) waiting: Gate,
     /// The LRU clock: ticks once per routed command.
     clock: AtomicU64,
     closed: AtomicBool,
@@ -67,6 +71,7 @@ impl Shared {
     ) -> Self {
         let repo = Repository::new(store.clone()).recent_commands(settings.recent_commands);
         Shared {
+            waiting: Gate::new(settings.moving_buffer),
             store,
             repo,
             bus,
@@ -99,6 +104,45 @@ impl Shared {
         let mut rx = self.running.subscribe();
         // The sender lives in `self`, so the wait cannot fail.
         let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// A counting bound: at most `cap` holders of a [`GateSlot`] at once.
+pub(crate) struct Gate {
+    cap: usize,
+    held: AtomicUsize,
+}
+
+impl Gate {
+    pub(crate) fn new(cap: usize) -> Self {
+        Gate {
+            cap,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// A slot if fewer than `cap` are held; freed when dropped.
+    pub(crate) fn try_enter(&self) -> Option<GateSlot<'_>> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| GateSlot(self))
+    }
+
+    /// How many slots are held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One held slot of a [`Gate`].
+pub(crate) struct GateSlot<'a>(&'a Gate);
+
+impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -154,6 +198,7 @@ pub(crate) struct KindMetrics {
     pub(crate) expired: metrics::Counter,
     pub(crate) panicked: metrics::Counter,
     pub(crate) busy: metrics::Counter,
+    pub(crate) busy_moving: metrics::Counter,
 }
 
 impl KindMetrics {
@@ -170,7 +215,8 @@ impl KindMetrics {
             error: command("error"),
             expired: command("expired"),
             panicked: command("panicked"),
-            busy: metrics::counter!("aether_actor_busy_total", "kind" => kind),
+            busy: metrics::counter!("aether_actor_busy_total", "kind" => kind, "reason" => "mailbox"),
+            busy_moving: metrics::counter!("aether_actor_busy_total", "kind" => kind, "reason" => "moving"),
         }
     }
 }

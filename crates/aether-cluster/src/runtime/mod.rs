@@ -98,7 +98,9 @@
 //! failure at the owner, are retried with jittered exponential backoff
 //! (5 ms to 200 ms) after reading the directory again, inside the caller's
 //! deadline; commands for a moving or unassigned shard wait for the
-//! directory to change. The same command id travels with every retry, so a
+//! directory to change, in a bounded buffer
+//! ([`ActorSystemBuilder::moving_buffer`] commands per node): beyond it an
+//! ask gets [`AskError::Busy`] at once. The same command id travels with every retry, so a
 //! retry after a lost reply is answered from the owner's window, not
 //! applied twice.
 //!
@@ -129,7 +131,7 @@
 //! taken), `aether_actor_ask_duration_seconds{kind, route}` (histogram,
 //! `route` = `local` or `remote`), `aether_actor_retries_total{kind, reason}`
 //! (`conflict`, `passivated`, `not_here`, `no_responders`, `timeout`,
-//! `transport`, `unavailable`), `aether_actor_busy_total{kind}`,
+//! `transport`, `unavailable`), `aether_actor_busy_total{kind, reason}` (`mailbox`, `moving`),
 //! `aether_actor_commands_total{kind, outcome}` (`applied`, `duplicate`,
 //! `rejected`, `error`, `expired`, `panicked`),
 //! `aether_actor_bus_failures_total{kind}`,

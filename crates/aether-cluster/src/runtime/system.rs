@@ -189,6 +189,18 @@ impl ActorSystemBuilder {
         self
     }
 
+    /// How many commands (all kinds together) may wait on this node for a
+    /// shard that is moving or unassigned to be placed again (default
+    /// 1024). Beyond it an ask gets [`AskError::Busy`] at once (never sent,
+    /// never run; a retry that may already have reached an owner gets
+    /// [`AskError::Timeout`] instead), counted in `aether_actor_busy_total`
+    /// with `reason = "moving"`.
+    #[must_use]
+    pub fn moving_buffer(mut self, n: usize) -> Self {
+        self.settings.moving_buffer = n;
+        self
+    }
+
     /// How often a command is decided again after a version conflict before
     /// the conflict is returned and the actor passivates (default 3).
     #[must_use]
@@ -440,6 +452,13 @@ impl ActorSystem {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// How many asks made on this node wait for a moving or unassigned
+    /// shard to be placed (at most [`ActorSystemBuilder::moving_buffer`]).
+    /// A moment's reading, for diagnostics and tests.
+    pub fn waiting_for_placement(&self) -> usize {
+        self.inner.shared.waiting.held()
     }
 
     /// How many actors are active on this node, all kinds together.
@@ -700,11 +719,25 @@ where
                     // Subscribe before looking again, so a change in between
                     // is not missed.
                     let changed = directory.changed();
-                    if matches!(
+                    if !matches!(
                         directory.placement(target.shard),
                         Placement::Moving | Placement::Unassigned
-                    ) && tokio::time::timeout_at(deadline, changed).await.is_err()
-                    {
+                    ) {
+                        continue;
+                    }
+                    // Wait in the bounded buffer of commands for moving
+                    // shards; a full buffer turns the command away at once.
+                    let Some(_slot) = shared.waiting.try_enter() else {
+                        target.host.metrics.busy_moving.increment(1);
+                        return Err(if maybe_sent {
+                            // It may have reached an owner already: `Busy`
+                            // would wrongly promise it never ran.
+                            AskError::Timeout
+                        } else {
+                            AskError::Busy
+                        });
+                    };
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
                         return Err(out_of_time(maybe_sent, target.shard));
                     }
                 }
