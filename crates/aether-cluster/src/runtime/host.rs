@@ -27,6 +27,7 @@ pub(crate) struct Settings {
     pub(crate) recent_commands: usize,
     pub(crate) max_conflict_retries: u32,
     pub(crate) moving_buffer: usize,
+    pub(crate) max_remote_requests: usize,
 }
 
 impl Default for Settings {
@@ -40,6 +41,7 @@ impl Default for Settings {
             recent_commands: aether_core::DEFAULT_COMMAND_WINDOW,
             max_conflict_retries: 3,
             moving_buffer: 1024,
+            max_remote_requests: 1024,
         }
     }
 }
@@ -54,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) nats: Option<Nats>,
     /// The commands waiting for a moving or unassigned shard.
     pub(crate) waiting: Gate,
+    /// The other nodes' requests being served.
+    pub(crate) serving: Arc<Gate>,
     /// The LRU clock: ticks once per routed command.
     clock: AtomicU64,
     closed: AtomicBool,
@@ -72,6 +76,7 @@ impl Shared {
         let repo = Repository::new(store.clone()).recent_commands(settings.recent_commands);
         Shared {
             waiting: Gate::new(settings.moving_buffer),
+            serving: Arc::new(Gate::new(settings.max_remote_requests)),
             store,
             repo,
             bus,
@@ -131,6 +136,15 @@ impl Gate {
             .map(|_| GateSlot(self))
     }
 
+    /// Like [`try_enter`](Self::try_enter), with a slot that owns a handle
+    /// to the gate (to move into a task).
+    pub(crate) fn try_enter_owned(self: &Arc<Self>) -> Option<OwnedGateSlot> {
+        self.try_enter().map(|slot| {
+            std::mem::forget(slot);
+            OwnedGateSlot(self.clone())
+        })
+    }
+
     /// How many slots are held now.
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
@@ -141,6 +155,15 @@ impl Gate {
 pub(crate) struct GateSlot<'a>(&'a Gate);
 
 impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One held slot of a [`Gate`] behind an `Arc`.
+pub(crate) struct OwnedGateSlot(Arc<Gate>);
+
+impl Drop for OwnedGateSlot {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, Ordering::AcqRel);
     }

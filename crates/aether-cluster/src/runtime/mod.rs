@@ -100,7 +100,10 @@
 //! deadline; commands for a moving or unassigned shard wait for the
 //! directory to change, in a bounded buffer
 //! ([`ActorSystemBuilder::moving_buffer`] commands per node): beyond it an
-//! ask gets [`AskError::Busy`] at once. The same command id travels with every retry, so a
+//! ask gets [`AskError::Busy`] at once. A node serves at most
+//! [`ActorSystemBuilder::max_remote_requests`] requests of other nodes at
+//! once (one task each); beyond it a request is answered `Busy` at once, so
+//! a flood costs a bounded number of tasks and no caller hangs. The same command id travels with every retry, so a
 //! retry after a lost reply is answered from the owner's window, not
 //! applied twice.
 //!
@@ -136,7 +139,8 @@
 //! `rejected`, `error`, `expired`, `panicked`),
 //! `aether_actor_bus_failures_total{kind}`,
 //! `aether_actor_wire_rejected_total{reason}` (`malformed`,
-//! `no_reply_subject`). The per-command metrics (commands, mailbox depth,
+//! `no_reply_subject`), `aether_actor_remote_busy_total` (requests of other
+//! nodes answered `Busy`). The per-command metrics (commands, mailbox depth,
 //! ask durations, busy) are registered once per kind when the system is
 //! built, so install the `metrics` recorder before building the system.
 //!

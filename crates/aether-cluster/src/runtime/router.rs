@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::directory::Placement;
-use super::host::{KindHost, Local};
+use super::host::{Gate, KindHost, Local};
 use super::trace::{TRACEPARENT, TraceContext};
 use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
 use super::{AskError, AskOutcome, persistence_id};
@@ -297,22 +297,35 @@ fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> 
 }
 
 /// The owner's loop: every message on the node's subject is one request,
-/// served in its own task. Garbage and unknown kinds get a typed error
-/// reply; a message without a reply subject is counted and dropped.
+/// served in its own task, at most `serving`'s capacity at once; beyond it
+/// a request gets a `Busy` reply at once (never queued, never run; counted
+/// in `aether_actor_remote_busy_total`). Garbage and unknown kinds get a
+/// typed error reply; a message without a reply subject is counted and
+/// dropped.
 pub(crate) async fn serve(
     client: async_nats::Client,
     mut subscriber: async_nats::Subscriber,
     kinds: Arc<HashMap<String, Arc<dyn RemoteKind>>>,
+    serving: Arc<Gate>,
 ) {
+    let busy = metrics::counter!("aether_actor_remote_busy_total");
     while let Some(msg) = subscriber.next().await {
         let Some(reply_to) = msg.reply.clone() else {
             metrics::counter!("aether_actor_wire_rejected_total", "reason" => "no_reply_subject")
                 .increment(1);
             continue;
         };
+        let Some(slot) = serving.try_enter_owned() else {
+            busy.increment(1);
+            if let Err(error) = client.publish(reply_to, Reply::Busy.encode().into()).await {
+                tracing::warn!(%error, "actor reply not sent");
+            }
+            continue;
+        };
         let client = client.clone();
         let kinds = kinds.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let reply = match Request::decode(&msg.payload) {
                 Err(e) => {
                     metrics::counter!("aether_actor_wire_rejected_total", "reason" => "malformed")

@@ -189,6 +189,17 @@ impl ActorSystemBuilder {
         self
     }
 
+    /// How many other nodes' requests this node serves at once (default
+    /// 1024): each is one task, holding its command until the actor answers
+    /// or the request's deadline passes. Beyond it a request is answered
+    /// `Busy` at once (the caller sees [`AskError::Busy`]: never queued,
+    /// never run), counted in `aether_actor_remote_busy_total`.
+    #[must_use]
+    pub fn max_remote_requests(mut self, n: usize) -> Self {
+        self.settings.max_remote_requests = n.max(1);
+        self
+    }
+
     /// How many commands (all kinds together) may wait on this node for a
     /// shard that is moving or unassigned to be placed again (default
     /// 1024). Beyond it an ask gets [`AskError::Busy`] at once (never sent,
@@ -250,6 +261,7 @@ impl ActorSystemBuilder {
             nats.client.clone(),
             subscriber,
             Arc::new(remote),
+            system.inner.shared.serving.clone(),
         ));
         if let Ok(mut tasks) = system.inner.server.lock() {
             tasks.push(task);
@@ -459,6 +471,12 @@ impl ActorSystem {
     /// A moment's reading, for diagnostics and tests.
     pub fn waiting_for_placement(&self) -> usize {
         self.inner.shared.waiting.held()
+    }
+
+    /// How many other nodes' requests this node is serving (at most
+    /// [`ActorSystemBuilder::max_remote_requests`]). A moment's reading.
+    pub fn serving_remote(&self) -> usize {
+        self.inner.shared.serving.held()
     }
 
     /// How many actors are active on this node, all kinds together.
