@@ -342,6 +342,46 @@ async fn the_least_recently_used_actor_passivates_beyond_the_maximum() {
     system.shutdown().await;
 }
 
+#[tokio::test]
+async fn eviction_takes_the_actor_used_least_recently_not_the_oldest_activation() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .max_active_actors(3)
+        .build()
+        .expect("system");
+    let r = |a: &str| system.actor::<Counter>(id(a));
+    for a in ["a", "b", "c", "a", "a", "c"] {
+        r(a).ask(Cmd::Add(1)).await.expect("ask");
+    }
+    // b was used least recently: activating d evicts it, not a.
+    r("d").ask(Cmd::Add(1)).await.expect("d");
+    let active: Vec<bool> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|a| r(a).is_active())
+        .collect();
+    assert_eq!(active, vec![true, false, true, true]);
+    // Then a (c and d were used since).
+    r("c").ask(Cmd::Nothing).await.expect("c");
+    r("d").ask(Cmd::Nothing).await.expect("d");
+    r("e").ask(Cmd::Add(1)).await.expect("e");
+    let active: Vec<bool> = ["a", "c", "d", "e"]
+        .iter()
+        .map(|a| r(a).is_active())
+        .collect();
+    assert_eq!(active, vec![false, true, true, true]);
+    // Many actors through a small table: every history intact, the table
+    // never past its maximum.
+    for round in 1..=2u64 {
+        for n in 0..300 {
+            let out = r(&format!("m{n}")).ask(Cmd::Add(1)).await.expect("ask");
+            assert_eq!(out.version, Version::new(round));
+            assert!(system.active_actors() <= 3);
+        }
+    }
+    system.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_user_code_stops_the_incarnation_not_the_node() {
     let store = Arc::new(InMemoryEventStore::new());

@@ -560,6 +560,14 @@ where
         self.target.as_ref().map_or(0, |t| t.host.queued(&self.id))
     }
 
+    /// Whether the actor has an active incarnation on this node. A moment's
+    /// reading, for diagnostics and tests.
+    pub fn is_active(&self) -> bool {
+        self.target
+            .as_ref()
+            .is_ok_and(|t| t.host.is_active(&self.id))
+    }
+
     /// The actor's shard, if the kind is registered and the id valid.
     pub fn shard(&self) -> Option<ShardId> {
         self.target.as_ref().ok().map(|t| t.shard)
