@@ -653,6 +653,12 @@ where
             }
             ctx
         });
+        if span.is_disabled() {
+            // Nobody traces this ask: no span to enter on every poll.
+            return self
+                .route(target, command, timeout, wait, trace, span)
+                .await;
+        }
         self.route(target, command, timeout, wait, trace, span.clone())
             .instrument(span)
             .await
