@@ -912,7 +912,11 @@ pub fn command_events<E: DomainEvent>(
     id: CommandId,
     correlation_id: Option<&str>,
 ) -> Result<Vec<Event>, StoreError> {
-    let mut causation = Some(id.to_string());
+    let mut causation = Some(String::from(
+        &*id.0
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    ));
     let last = events.len().saturating_sub(1);
     let mut version = expected;
     events
