@@ -711,7 +711,7 @@ where
                                 .metrics
                                 .ask_local
                                 .record(started.elapsed().as_secs_f64());
-                            return result;
+                            return busy_after_send(result, maybe_sent);
                         }
                     }
                 }
@@ -734,7 +734,7 @@ where
                                 .metrics
                                 .ask_remote
                                 .record(started.elapsed().as_secs_f64());
-                            return result;
+                            return busy_after_send(result, maybe_sent);
                         }
                         Attempt::Retry(reason) => {
                             maybe_sent |= reason != "no_responders";
@@ -778,6 +778,18 @@ where
     }
 }
 
+/// `Busy` promises the command never ran: after an earlier attempt that may
+/// have reached an owner, a `Busy` answer to a retry is a `Timeout`.
+fn busy_after_send<T, E>(
+    result: Result<T, AskError<E>>,
+    maybe_sent: bool,
+) -> Result<T, AskError<E>> {
+    match result {
+        Err(AskError::Busy) if maybe_sent => Err(AskError::Timeout),
+        other => other,
+    }
+}
+
 fn out_of_time<E>(maybe_sent: bool, shard: ShardId) -> AskError<E> {
     if maybe_sent {
         AskError::Timeout
@@ -785,5 +797,24 @@ fn out_of_time<E>(maybe_sent: bool, shard: ShardId) -> AskError<E> {
         AskError::Unavailable(format!(
             "shard {shard} could not be reached before the deadline"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_after_an_attempt_that_may_have_arrived_is_a_timeout() {
+        let busy = || Err::<(), AskError<std::io::Error>>(AskError::Busy);
+        assert!(matches!(
+            busy_after_send(busy(), false),
+            Err(AskError::Busy)
+        ));
+        assert!(matches!(
+            busy_after_send(busy(), true),
+            Err(AskError::Timeout)
+        ));
+        assert!(busy_after_send(Ok::<(), AskError<std::io::Error>>(()), true).is_ok());
     }
 }
