@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `actor_system` | `ActorRef::ask` on a `JetStreamEventStore` (state cached in the actors, activated before timing, snapshots off) |
 //! | `raw_pipelined_expected_seq` | the baseline: per round, one JetStream publish per actor subject with `Nats-Msg-Id` and the expected last subject sequence, acks awaited together |
+//! | `store_append` | what an actor's command costs in the store alone: per round, one `EventStore::append` per actor at once of the batch an actor writes (`command_events`: derived ids, causation id), the expected version kept in memory; the ratio actor_system / store_append is the runtime's own share |
 //! | `repository_execute` | the same commands through `Repository::execute` (load of snapshot + events, append; a snapshot every 10 events, as in `jetstream`'s `load_modify_save_100`) |
 //!
 //! The goal is actor_system ≥ 0.7× the raw baseline's commands/s. The
@@ -27,7 +28,7 @@ use aether_benches::{Added, Counter, NatsBench};
 use aether_cluster::ActorRef;
 use aether_cluster::runtime::ActorSystem;
 use aether_core::event::encode_payload;
-use aether_core::{ActorId, Namespace, Repository};
+use aether_core::{ActorId, CommandId, EventStore, Namespace, Repository, Version, command_events};
 use aether_store_jetstream::JetStreamEventStore;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, stream};
@@ -89,6 +90,34 @@ async fn repository_rounds(repo: &Repository<Arc<JetStreamEventStore>>, actors: 
     }
 }
 
+/// The store alone: per round, the batch an actor writes for one command,
+/// appended for every actor at once, versions kept in memory.
+struct Direct {
+    store: Arc<JetStreamEventStore>,
+    actors: Vec<ActorId>,
+    versions: Vec<AtomicU64>,
+}
+
+impl Direct {
+    async fn rounds(&self) {
+        for _ in 0..ROUNDS {
+            let appends = self
+                .actors
+                .iter()
+                .zip(&self.versions)
+                .map(|(a, v)| async move {
+                    let expected = Version::new(v.load(Ordering::Relaxed));
+                    let batch =
+                        command_events(a, expected, &[Added { amount: 1 }], CommandId::new(), None)
+                            .expect("batch");
+                    let next = self.store.append(a, expected, batch).await.expect("append");
+                    v.store(next.get(), Ordering::Relaxed);
+                });
+            join_all(appends).await;
+        }
+    }
+}
+
 /// The raw baseline: a stream laid out like the store's (one subject per
 /// actor), the expected last subject sequence of each actor kept in memory
 /// as an actor keeps its version.
@@ -126,9 +155,16 @@ impl Raw {
     }
 }
 
-/// One call of each, alternating, `pairs` times; returns `(a/b, c/b)`
+/// One call of each, alternating, `pairs` times; returns `(a/b, c/b, a/d)`
 /// throughput ratios and prints the rates.
-fn paired<A, FA, B, FB, C, FC>(env: &Env, pairs: u32, a: A, b: B, c: C) -> (f64, f64)
+fn paired<A, FA, B, FB, C, FC, D, FD>(
+    env: &Env,
+    pairs: u32,
+    a: A,
+    b: B,
+    c: C,
+    d: D,
+) -> (f64, f64, f64)
 where
     A: Fn() -> FA,
     FA: Future<Output = ()>,
@@ -136,8 +172,15 @@ where
     FB: Future<Output = ()>,
     C: Fn() -> FC,
     FC: Future<Output = ()>,
+    D: Fn() -> FD,
+    FD: Future<Output = ()>,
 {
-    let (mut ta, mut tb, mut tc) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut ta, mut tb, mut tc, mut td) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     env.rt.block_on(async {
         for _ in 0..pairs {
             let t = Instant::now();
@@ -149,18 +192,26 @@ where
             let t = Instant::now();
             c().await;
             tc += t.elapsed();
+            let t = Instant::now();
+            d().await;
+            td += t.elapsed();
         }
     });
     let n = f64::from(pairs) * PER_CALL as f64;
     let rate = |t: Duration| n / t.as_secs_f64();
     eprintln!(
         "paired commands/s over {ACTORS} actors: actor_system {:.0}, raw pipelined {:.0}, \
-         repository_execute {:.0}",
+         repository_execute {:.0}, store_append {:.0}",
         rate(ta),
         rate(tb),
-        rate(tc)
+        rate(tc),
+        rate(td)
     );
-    (rate(ta) / rate(tb), rate(tc) / rate(tb))
+    (
+        rate(ta) / rate(tb),
+        rate(tc) / rate(tb),
+        rate(ta) / rate(td),
+    )
 }
 
 fn main() {
@@ -184,6 +235,11 @@ fn main() {
     // Activate every actor before timing: the state is cached from here on.
     env.rt.block_on(actor_rounds(&refs));
 
+    let direct = Direct {
+        store: env.store("bench-actors-direct"),
+        actors: ids("acct"),
+        versions: (0..ACTORS).map(|_| AtomicU64::new(0)).collect(),
+    };
     let repo = Repository::new(env.store("bench-actors-repo")).snapshot_every(10);
     let repo_ids = ids("acct");
 
@@ -213,22 +269,26 @@ fn main() {
     g.bench_function("raw_pipelined_expected_seq", |b| {
         b.to_async(&env.rt).iter(|| raw.rounds())
     });
+    g.bench_function("store_append", |b| {
+        b.to_async(&env.rt).iter(|| direct.rounds())
+    });
     g.bench_function("repository_execute", |b| {
         b.to_async(&env.rt)
             .iter(|| repository_rounds(&repo, &repo_ids))
     });
     g.finish();
 
-    let (actors, repository) = paired(
+    let (actors, repository, runtime) = paired(
         &env,
         20,
         || actor_rounds(&refs),
         || raw.rounds(),
         || repository_rounds(&repo, &repo_ids),
+        || direct.rounds(),
     );
     eprintln!(
         "paired ratios vs raw pipelined publish: actor_system {actors:.2} (goal 0.7), \
-         repository_execute {repository:.2}"
+         repository_execute {repository:.2}; actor_system vs store_append alone {runtime:.2}"
     );
     env.rt.block_on(system.shutdown());
     c.final_summary();

@@ -342,6 +342,46 @@ async fn the_least_recently_used_actor_passivates_beyond_the_maximum() {
     system.shutdown().await;
 }
 
+#[tokio::test]
+async fn eviction_takes_the_actor_used_least_recently_not_the_oldest_activation() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .max_active_actors(3)
+        .build()
+        .expect("system");
+    let r = |a: &str| system.actor::<Counter>(id(a));
+    for a in ["a", "b", "c", "a", "a", "c"] {
+        r(a).ask(Cmd::Add(1)).await.expect("ask");
+    }
+    // b was used least recently: activating d evicts it, not a.
+    r("d").ask(Cmd::Add(1)).await.expect("d");
+    let active: Vec<bool> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|a| r(a).is_active())
+        .collect();
+    assert_eq!(active, vec![true, false, true, true]);
+    // Then a (c and d were used since).
+    r("c").ask(Cmd::Nothing).await.expect("c");
+    r("d").ask(Cmd::Nothing).await.expect("d");
+    r("e").ask(Cmd::Add(1)).await.expect("e");
+    let active: Vec<bool> = ["a", "c", "d", "e"]
+        .iter()
+        .map(|a| r(a).is_active())
+        .collect();
+    assert_eq!(active, vec![false, true, true, true]);
+    // Many actors through a small table: every history intact, the table
+    // never past its maximum.
+    for round in 1..=2u64 {
+        for n in 0..300 {
+            let out = r(&format!("m{n}")).ask(Cmd::Add(1)).await.expect("ask");
+            assert_eq!(out.version, Version::new(round));
+            assert!(system.active_actors() <= 3);
+        }
+    }
+    system.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_user_code_stops_the_incarnation_not_the_node() {
     let store = Arc::new(InMemoryEventStore::new());
@@ -579,5 +619,77 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
     assert_eq!(a_log.len(), 3, "nothing lost, nothing doubled");
     let out = a.ask(Cmd::Nothing).await.expect("a");
     assert_eq!(out.state.total, 7);
+    system.shutdown().await;
+}
+
+/// Commands for a shard that is moving wait in a bounded buffer until the
+/// directory settles; beyond its capacity they get `Busy` at once, never
+/// queued or run.
+#[tokio::test]
+async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
+    use aether_cluster::runtime::{Placement, StaticDirectory};
+    use aether_cluster::{NodeId, ShardId};
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let dir = Arc::new(StaticDirectory::new(
+        NodeId::new("solo").expect("node"),
+        1,
+        |_| Placement::Moving,
+    ));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .directory(dir.clone())
+        .moving_buffer(2)
+        .ask_deadline(Duration::from_secs(20))
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("moving"));
+    let waiters: Vec<_> = (1..=2)
+        .map(|n| {
+            let c = c.clone();
+            tokio::spawn(async move { c.ask(Cmd::Add(n)).await })
+        })
+        .collect();
+    wait_until(WAIT, "two commands wait for the shard", async || {
+        system.waiting_for_placement() == 2
+    })
+    .await;
+    // The buffer is full: the third is turned away at once, unrun.
+    let started = std::time::Instant::now();
+    assert!(matches!(c.ask(Cmd::Add(100)).await, Err(AskError::Busy)));
+    assert!(started.elapsed() < Duration::from_secs(5), "Busy at once");
+    assert_eq!(system.waiting_for_placement(), 2);
+    assert_eq!(system.active_actors(), 0, "nothing ran while moving");
+    // The shard settles here: the two waiting commands run.
+    dir.assign(ShardId::new(0), Placement::Local);
+    let mut versions = Vec::new();
+    for w in waiters {
+        versions.push(
+            w.await
+                .expect("task")
+                .expect("ran once placed")
+                .version
+                .get(),
+        );
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(system.waiting_for_placement(), 0);
+    let stored = store
+        .get_events(
+            &persistence_id("counter", &id("moving")).expect("id"),
+            Version::ZERO,
+        )
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 2, "the Busy command never ran");
+    // A waiter whose deadline passes while the shard moves gets
+    // `Unavailable` (never sent) and leaves the buffer.
+    dir.assign(ShardId::new(0), Placement::Moving);
+    let late = c
+        .ask_within(Command::new(Cmd::Add(1)), Duration::from_millis(50))
+        .await;
+    assert!(matches!(late, Err(AskError::Unavailable(_))), "{late:?}");
+    assert_eq!(system.waiting_for_placement(), 0);
     system.shutdown().await;
 }

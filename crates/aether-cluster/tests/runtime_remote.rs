@@ -341,3 +341,115 @@ async fn actors_of_a_shard_that_moves_away_passivate_and_their_commands_follow()
     p.a.shutdown().await;
     p.b.shutdown().await;
 }
+
+/// A flood of requests at a node whose store is stuck: the node serves at
+/// most `max_remote_requests` at once (one task each) and answers the rest
+/// `Busy` at once; every caller gets `Busy` or success, none hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
+    use runtime_common::GatedStore;
+    const FLOOD: usize = 200;
+    const SERVED: usize = 4;
+
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let cluster = unique_name("flood");
+    let memory = Arc::new(InMemoryEventStore::new());
+    let gated = Arc::new(GatedStore::new(memory.clone()));
+    let a = ActorSystem::builder(memory.clone())
+        .register::<Counter>()
+        .directory(directory("node-a"))
+        .nats(connect(&url).await, cluster.clone())
+        .start()
+        .await
+        .expect("start a");
+    let b = ActorSystem::builder(gated.clone())
+        .register::<Counter>()
+        .directory(directory("node-b"))
+        .nats(connect(&url).await, cluster.clone())
+        .max_remote_requests(SERVED)
+        .start()
+        .await
+        .expect("start b");
+    gated.close();
+
+    let busy = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (b, most, stop) = (b.clone(), most.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            while !stop.load(Ordering::SeqCst) {
+                most.fetch_max(b.serving_remote(), Ordering::SeqCst);
+                tick.tick().await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let callers: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            let r = a.actor::<Counter>(actor_in(1, &format!("flood{}", i % 50)));
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                let result = r
+                    .ask_within(Command::new(Cmd::Add(1)), Duration::from_secs(20))
+                    .await;
+                if matches!(result, Err(AskError::Busy)) {
+                    busy.fetch_add(1, Ordering::SeqCst);
+                }
+                result
+            })
+        })
+        .collect();
+    wait_until(
+        WAIT,
+        "all but the served requests are turned away",
+        async || busy.load(Ordering::SeqCst) == FLOOD - SERVED && b.serving_remote() == SERVED,
+    )
+    .await;
+    gated.open();
+    let mut ok = 0;
+    for c in callers {
+        match tokio::time::timeout(WAIT, c)
+            .await
+            .expect("no caller hangs")
+            .expect("task")
+        {
+            Ok(_) => ok += 1,
+            Err(AskError::Busy) => {}
+            Err(e) => panic!("neither Busy nor success: {e:?}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.expect("sampler");
+    assert_eq!((ok, busy.load(Ordering::SeqCst)), (SERVED, FLOOD - SERVED));
+    assert!(
+        most.load(Ordering::SeqCst) <= SERVED,
+        "at most {SERVED} requests served at once, saw {}",
+        most.load(Ordering::SeqCst)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "within the deadline"
+    );
+    wait_until(WAIT, "the served slots are released", async || {
+        b.serving_remote() == 0
+    })
+    .await;
+    // Only the served commands were stored.
+    let mut stored = 0;
+    for i in 0..50 {
+        let sid =
+            aether_cluster::runtime::persistence_id("counter", &actor_in(1, &format!("flood{i}")))
+                .expect("id");
+        stored += memory
+            .get_events(&sid, Version::ZERO)
+            .await
+            .expect("read")
+            .len();
+    }
+    assert_eq!(stored, SERVED, "Busy requests never ran");
+    a.shutdown().await;
+    b.shutdown().await;
+}

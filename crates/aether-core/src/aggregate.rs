@@ -27,7 +27,7 @@
 //! replayed from its events. Failing to encode or save a snapshot never fails
 //! a command whose events were stored.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -272,27 +272,92 @@ fn ignore_snapshot<A: Aggregate>(
 /// assert_eq!((done.first, done.last), (Version::new(1), Version::new(2)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CommandWindow {
     cap: usize,
     items: VecDeque<RecentCommand>,
+    /// Where each command's latest entry is: its position counted from the
+    /// first entry ever pushed (`popped + index in items`), so a lookup is
+    /// one hash probe instead of a scan of the window.
+    index: HashMap<CommandId, u64, IdHash>,
+    /// How many entries have left the front of `items`.
+    popped: u64,
 }
+
+/// A cheap hasher for command ids (UUIDs: mostly random bits). Collisions
+/// forced by a caller can only slow lookups in one bounded window.
+#[derive(Debug, Clone, Copy, Default)]
+struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl PartialEq for CommandWindow {
+    fn eq(&self, other: &Self) -> bool {
+        self.cap == other.cap && self.items == other.items
+    }
+}
+
+impl Eq for CommandWindow {}
 
 impl CommandWindow {
     /// A window of at most `cap` commands, seeded with `seed` (oldest first;
     /// the oldest beyond `cap` are dropped).
     pub fn new(cap: usize, seed: Vec<RecentCommand>) -> Self {
+        let skip = seed.len().saturating_sub(cap);
         let mut w = CommandWindow {
             cap,
-            items: seed.into(),
+            items: VecDeque::with_capacity(seed.len() - skip),
+            index: HashMap::with_capacity_and_hasher(seed.len() - skip, IdHash),
+            popped: 0,
         };
-        w.trim();
+        for c in seed.into_iter().skip(skip) {
+            w.push(c);
+        }
         w
     }
 
-    fn trim(&mut self) {
+    fn push(&mut self, c: RecentCommand) {
+        let at = self.popped + self.items.len() as u64;
+        self.items.push_back(c);
+        self.index.insert(c.id, at);
         while self.items.len() > self.cap {
-            self.items.pop_front();
+            if let Some(old) = self.items.pop_front() {
+                // Forget the id only if this was its latest entry.
+                if self.index.get(&old.id) == Some(&self.popped) {
+                    self.index.remove(&old.id);
+                }
+            }
+            self.popped += 1;
         }
     }
 
@@ -307,12 +372,11 @@ impl CommandWindow {
             last.last = version;
             return;
         }
-        self.items.push_back(RecentCommand {
+        self.push(RecentCommand {
             id,
             first: version,
             last: version,
         });
-        self.trim();
     }
 
     /// Notes an appended event under its causation id, if that is a
@@ -328,9 +392,12 @@ impl CommandWindow {
         }
     }
 
-    /// The versions written by command `id`, if it is in the window.
+    /// The versions written by command `id`, if it is in the window (its
+    /// latest entry, if it wrote more than one). One hash lookup.
     pub fn find(&self, id: CommandId) -> Option<RecentCommand> {
-        self.items.iter().rev().find(|c| c.id == id).copied()
+        let at = *self.index.get(&id)?;
+        let i = usize::try_from(at.checked_sub(self.popped)?).ok()?;
+        self.items.get(i).copied()
     }
 
     /// The commands in the window, oldest first (as snapshots store them).
@@ -870,7 +937,12 @@ pub fn command_events<E: DomainEvent>(
     id: CommandId,
     correlation_id: Option<&str>,
 ) -> Result<Vec<Event>, StoreError> {
-    let causation = id.to_string();
+    let mut causation = Some(String::from(
+        &*id.0
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    ));
+    let last = events.len().saturating_sub(1);
     let mut version = expected;
     events
         .iter()
@@ -891,7 +963,12 @@ pub fn command_events<E: DomainEvent>(
                 version,
                 domain,
             )?;
-            e.metadata.causation_id = Some(causation.clone());
+            // The last event takes the text itself, the others a copy.
+            e.metadata.causation_id = if i == last {
+                causation.take()
+            } else {
+                causation.clone()
+            };
             if let Some(c) = correlation_id {
                 e.metadata.correlation_id = Some(c.to_owned());
             }
@@ -974,6 +1051,44 @@ mod tests {
         assert_eq!(r.find_command(ids[0]), None);
         assert_eq!(events[2].id, EventId::for_command(ids[1], &a, 0));
         assert_eq!(events[3].id, EventId::for_command(ids[1], &a, 1));
+    }
+
+    #[test]
+    fn the_window_finds_the_latest_entry_of_an_id_and_forgets_evicted_ones() {
+        let ids: Vec<CommandId> = (0..5).map(|_| CommandId::new()).collect();
+        let mut w = CommandWindow::new(3, Vec::new());
+        // ids[0] twice, apart: the later entry is the one found.
+        for (v, id) in [ids[0], ids[1], ids[0], ids[2]].into_iter().enumerate() {
+            w.note(id, Version::new(v as u64 + 1));
+        }
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.find(ids[0]).map(|c| c.first), Some(Version::new(3)));
+        assert_eq!(w.find(ids[1]).map(|c| c.first), Some(Version::new(2)));
+        // Evicting the later ids[0] forgets it; ids[3], ids[4] are found.
+        w.note(ids[3], Version::new(5));
+        w.note(ids[4], Version::new(6));
+        w.note(ids[4], Version::new(7));
+        assert_eq!(w.find(ids[0]), None);
+        assert_eq!(w.find(ids[1]), None);
+        assert_eq!(
+            w.find(ids[4]).map(|c| (c.first, c.last)),
+            Some((Version::new(6), Version::new(7)))
+        );
+        assert_eq!(
+            w.to_vec().iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[3], ids[4]]
+        );
+        // A window rebuilt from its own list is equal and finds the same.
+        let again = CommandWindow::new(3, w.to_vec());
+        assert_eq!(again, w);
+        assert_eq!(again.find(ids[2]), w.find(ids[2]));
+        // A seed longer than the cap keeps its newest entries.
+        let small = CommandWindow::new(1, w.to_vec());
+        assert_eq!(
+            (small.find(ids[3]), small.find(ids[4]).is_some()),
+            (None, true)
+        );
+        assert!(CommandWindow::new(0, w.to_vec()).is_empty());
     }
 
     #[test]

@@ -43,11 +43,20 @@ impl EventId {
     /// big-endian `u32`.
     pub fn for_command(command: CommandId, actor: &ActorId, index: u32) -> EventId {
         let actor = actor.as_str().as_bytes();
-        let mut name = Vec::with_capacity(actor.len() + 5);
-        name.extend_from_slice(actor);
-        name.push(0);
-        name.extend_from_slice(&index.to_be_bytes());
-        EventId(Uuid::new_v5(&command.0, &name))
+        let len = actor.len() + 5;
+        // Ids are at most `ActorId::MAX_LEN` bytes: the name fits on the stack.
+        let mut buf = [0u8; ActorId::MAX_LEN + 5];
+        let mut heap = Vec::new();
+        let name: &mut [u8] = if len <= buf.len() {
+            &mut buf[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        name[..actor.len()].copy_from_slice(actor);
+        name[actor.len()] = 0;
+        name[actor.len() + 1..].copy_from_slice(&index.to_be_bytes());
+        EventId(Uuid::new_v5(&command.0, name))
     }
 
     /// The underlying UUID.

@@ -107,6 +107,7 @@ where
             command,
             deadline,
             reply,
+            span: parent,
         } = env;
         if now >= deadline {
             // The caller has stopped waiting: do not run what it gave up on.
@@ -115,6 +116,7 @@ where
             return Flow::Continue;
         }
         let span = tracing::debug_span!(
+            parent: &parent,
             "aether.actor.command",
             kind = A::KIND,
             actor = %self.id,

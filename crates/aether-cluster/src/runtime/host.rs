@@ -2,7 +2,7 @@
 //! mailbox, activation, least-recently-used eviction and passivation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub(crate) struct Settings {
     pub(crate) ask_deadline: Duration,
     pub(crate) recent_commands: usize,
     pub(crate) max_conflict_retries: u32,
+    pub(crate) moving_buffer: usize,
+    pub(crate) max_remote_requests: usize,
 }
 
 impl Default for Settings {
@@ -38,6 +40,8 @@ impl Default for Settings {
             ask_deadline: Duration::from_secs(5),
             recent_commands: aether_core::DEFAULT_COMMAND_WINDOW,
             max_conflict_retries: 3,
+            moving_buffer: 1024,
+            max_remote_requests: 1024,
         }
     }
 }
@@ -50,6 +54,10 @@ pub(crate) struct Shared {
     pub(crate) directory: Arc<dyn ShardDirectory>,
     pub(crate) settings: Settings,
     pub(crate) nats: Option<Nats>,
+    /// The commands waiting for a moving or unassigned shard.
+    pub(crate) waiting: Gate,
+    /// The other nodes' requests being served.
+    pub(crate) serving: Arc<Gate>,
     /// The LRU clock: ticks once per routed command.
     clock: AtomicU64,
     closed: AtomicBool,
@@ -67,6 +75,8 @@ impl Shared {
     ) -> Self {
         let repo = Repository::new(store.clone()).recent_commands(settings.recent_commands);
         Shared {
+            waiting: Gate::new(settings.moving_buffer),
+            serving: Arc::new(Gate::new(settings.max_remote_requests)),
             store,
             repo,
             bus,
@@ -102,11 +112,70 @@ impl Shared {
     }
 }
 
+/// A counting bound: at most `cap` holders of a [`GateSlot`] at once.
+pub(crate) struct Gate {
+    cap: usize,
+    held: AtomicUsize,
+}
+
+impl Gate {
+    pub(crate) fn new(cap: usize) -> Self {
+        Gate {
+            cap,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// A slot if fewer than `cap` are held; freed when dropped.
+    pub(crate) fn try_enter(&self) -> Option<GateSlot<'_>> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| GateSlot(self))
+    }
+
+    /// Like [`try_enter`](Self::try_enter), with a slot that owns a handle
+    /// to the gate (to move into a task).
+    pub(crate) fn try_enter_owned(self: &Arc<Self>) -> Option<OwnedGateSlot> {
+        self.try_enter().map(|slot| {
+            std::mem::forget(slot);
+            OwnedGateSlot(self.clone())
+        })
+    }
+
+    /// How many slots are held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One held slot of a [`Gate`].
+pub(crate) struct GateSlot<'a>(&'a Gate);
+
+impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One held slot of a [`Gate`] behind an `Arc`.
+pub(crate) struct OwnedGateSlot(Arc<Gate>);
+
+impl Drop for OwnedGateSlot {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One command on its way to an actor.
 pub(crate) struct Envelope<A: Aggregate> {
     pub(crate) command: Command<A::Command>,
     pub(crate) deadline: Instant,
     pub(crate) reply: oneshot::Sender<Answer<A>>,
+    /// The span the command runs under (`aether.ask` or `aether.handle`).
+    pub(crate) span: tracing::Span,
 }
 
 /// What an envelope's sender hears back.
@@ -152,6 +221,7 @@ pub(crate) struct KindMetrics {
     pub(crate) expired: metrics::Counter,
     pub(crate) panicked: metrics::Counter,
     pub(crate) busy: metrics::Counter,
+    pub(crate) busy_moving: metrics::Counter,
 }
 
 impl KindMetrics {
@@ -168,8 +238,61 @@ impl KindMetrics {
             error: command("error"),
             expired: command("expired"),
             panicked: command("panicked"),
-            busy: metrics::counter!("aether_actor_busy_total", "kind" => kind),
+            busy: metrics::counter!("aether_actor_busy_total", "kind" => kind, "reason" => "mailbox"),
+            busy_moving: metrics::counter!("aether_actor_busy_total", "kind" => kind, "reason" => "moving"),
         }
+    }
+}
+
+/// The active actors of a kind and their order of last use.
+struct Table<A: Aggregate> {
+    slots: HashMap<ActorId, Slot<A>>,
+    lru: LruOrder,
+}
+
+/// The order in which actors were last used, for least-recently-used
+/// eviction without a scan of the table: a queue of `(tick, id)` in tick
+/// order, one entry per use. An entry is current while its tick is the
+/// actor's `last_used`; stale entries are skipped when a victim is taken
+/// and dropped when the queue outgrows twice the table, so every
+/// operation is amortised O(1).
+#[derive(Debug, Default)]
+pub(crate) struct LruOrder {
+    order: std::collections::VecDeque<(u64, ActorId)>,
+}
+
+impl LruOrder {
+    /// Notes a use of `id` at `tick` (ticks only grow).
+    pub(crate) fn touch(&mut self, id: &ActorId, tick: u64) {
+        match self.order.back_mut() {
+            // The same actor again: its entry moves, nothing grows.
+            Some((t, last)) if last == id => *t = tick,
+            _ => self.order.push_back((tick, id.clone())),
+        }
+    }
+
+    /// The least recently used actor, given each actor's current tick
+    /// (`None`: not active). Its entry leaves the queue.
+    pub(crate) fn victim(&mut self, current: impl Fn(&ActorId) -> Option<u64>) -> Option<ActorId> {
+        while let Some((tick, id)) = self.order.pop_front() {
+            if current(&id) == Some(tick) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Drops stale entries once the queue holds more than twice `live`.
+    pub(crate) fn compact(&mut self, live: usize, current: impl Fn(&ActorId) -> Option<u64>) {
+        if self.order.len() > 2 * live + 16 {
+            self.order.retain(|(tick, id)| current(id) == Some(*tick));
+        }
+    }
+
+    /// How many entries the queue holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -177,7 +300,7 @@ impl KindMetrics {
 pub(crate) struct KindHost<A: Aggregate> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) metrics: KindMetrics,
-    actors: Mutex<HashMap<ActorId, Slot<A>>>,
+    actors: Mutex<Table<A>>,
     next_incarnation: AtomicU64,
 }
 
@@ -205,12 +328,15 @@ where
         KindHost {
             shared,
             metrics: KindMetrics::new(A::KIND),
-            actors: Mutex::new(HashMap::new()),
+            actors: Mutex::new(Table {
+                slots: HashMap::new(),
+                lru: LruOrder::default(),
+            }),
             next_incarnation: AtomicU64::new(1),
         }
     }
 
-    fn table(&self) -> MutexGuard<'_, HashMap<ActorId, Slot<A>>> {
+    fn table(&self) -> MutexGuard<'_, Table<A>> {
         // A panic while holding this lock can only come from the standard
         // library (the table runs no user code), so poisoning is ignored.
         self.actors
@@ -239,7 +365,7 @@ where
             let full = {
                 let mut table = self.table();
                 let tick = self.shared.clock.fetch_add(1, Ordering::Relaxed);
-                if !table.contains_key(id) {
+                if !table.slots.contains_key(id) {
                     let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
                     if self.shared.directory.placement(shard) != Placement::Local {
                         // The shard left this node (or is moving): the
@@ -253,17 +379,20 @@ where
                     }
                     self.activate(&mut table, id, store_id, shard);
                 }
-                let Some(slot) = table.get_mut(id) else {
+                let Table { slots, lru } = &mut *table;
+                lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
+                let Some(slot) = slots.get_mut(id) else {
                     continue;
                 };
                 slot.last_used = tick;
+                lru.touch(id, tick);
                 match slot.tx.try_send(env) {
                     Ok(()) => return Ok(()),
                     Err(mpsc::error::TrySendError::Closed(back)) => {
                         // An incarnation that ended without leaving the
                         // table (it died): forget it and start another.
                         env = back;
-                        table.remove(id);
+                        slots.remove(id);
                         count_retry::<A>("passivated");
                         continue;
                     }
@@ -302,12 +431,14 @@ where
         command: Command<A::Command>,
         deadline: Instant,
         wait: bool,
+        span: tracing::Span,
     ) -> Local<A> {
         let (reply, rx) = oneshot::channel();
         let env = Envelope {
             command,
             deadline,
             reply,
+            span,
         };
         match self.enqueue(id, store_id, env, wait).await {
             Ok(()) => {}
@@ -347,21 +478,20 @@ where
     /// actor first if the table is full.
     fn activate(
         self: &Arc<Self>,
-        table: &mut HashMap<ActorId, Slot<A>>,
+        table: &mut Table<A>,
         id: &ActorId,
         store_id: &ActorId,
         shard: ShardId,
     ) {
-        if table.len() >= self.shared.settings.max_active_actors.max(1)
-            && let Some(victim) = table
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone())
-            && let Some(mut slot) = table.remove(&victim)
+        let Table { slots, lru } = table;
+        if slots.len() >= self.shared.settings.max_active_actors.max(1)
+            && let Some(victim) = lru.victim(|k| slots.get(k).map(|s| s.last_used))
+            && let Some(mut slot) = slots.remove(&victim)
             && let Some(stop) = slot.stop.take()
         {
             let _ = stop.send("lru");
         }
+        lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
         let (tx, rx) = mpsc::channel(self.shared.settings.mailbox_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +504,7 @@ where
             rx,
             stop_rx,
         ));
-        table.insert(
+        slots.insert(
             id.clone(),
             Slot {
                 tx,
@@ -390,16 +520,26 @@ where
     /// Commands waiting in the mailbox of `id`'s active incarnation.
     pub(crate) fn queued(&self, id: &ActorId) -> usize {
         self.table()
+            .slots
             .get(id)
             .map_or(0, |s| s.tx.max_capacity() - s.tx.capacity())
+    }
+
+    /// Whether `id` has an incarnation in the table.
+    pub(crate) fn is_active(&self, id: &ActorId) -> bool {
+        self.table().slots.contains_key(id)
     }
 
     /// Removes incarnation `incarnation` of `id` from the table, if it is
     /// still there (an evicted actor is already gone).
     pub(crate) fn leave(&self, id: &ActorId, incarnation: u64) {
         let mut table = self.table();
-        if table.get(id).is_some_and(|s| s.incarnation == incarnation) {
-            table.remove(id);
+        if table
+            .slots
+            .get(id)
+            .is_some_and(|s| s.incarnation == incarnation)
+        {
+            table.slots.remove(id);
         }
     }
 }
@@ -410,7 +550,11 @@ where
     A::Command: Clone,
 {
     fn stop_all(&self, reason: StopReason) {
-        let slots: Vec<Slot<A>> = self.table().drain().map(|(_, s)| s).collect();
+        let slots: Vec<Slot<A>> = {
+            let mut table = self.table();
+            table.lru = LruOrder::default();
+            table.slots.drain().map(|(_, s)| s).collect()
+        };
         for mut slot in slots {
             if let Some(stop) = slot.stop.take() {
                 let _ = stop.send(reason);
@@ -419,7 +563,7 @@ where
     }
 
     fn active(&self) -> usize {
-        self.table().len()
+        self.table().slots.len()
     }
 
     fn stop_shards(
@@ -430,11 +574,12 @@ where
         let slots: Vec<Slot<A>> = {
             let mut table = self.table();
             let ids: Vec<ActorId> = table
+                .slots
                 .iter()
                 .filter(|(_, s)| moved(s.shard))
                 .map(|(k, _)| k.clone())
                 .collect();
-            ids.iter().filter_map(|k| table.remove(k)).collect()
+            ids.iter().filter_map(|k| table.slots.remove(k)).collect()
         };
         slots
             .into_iter()
@@ -451,4 +596,45 @@ where
 pub(crate) fn count_retry<A: Aggregate>(reason: &'static str) {
     metrics::counter!("aether_actor_retries_total", "kind" => A::KIND, "reason" => reason)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: usize) -> ActorId {
+        ActorId::new(format!("a{n}")).expect("id")
+    }
+
+    #[test]
+    fn the_victim_is_the_least_recently_used_and_the_queue_stays_bounded() {
+        let mut lru = LruOrder::default();
+        let mut current: HashMap<ActorId, u64> = HashMap::new();
+        let mut tick = 0;
+        let mut touch = |lru: &mut LruOrder, current: &mut HashMap<ActorId, u64>, n: usize| {
+            tick += 1;
+            current.insert(id(n), tick);
+            lru.touch(&id(n), tick);
+        };
+        for n in [0, 1, 2, 0, 0, 1] {
+            touch(&mut lru, &mut current, n);
+        }
+        // 2 was used least recently (0 and 1 since).
+        assert_eq!(lru.victim(|k| current.get(k).copied()), Some(id(2)));
+        current.remove(&id(2));
+        assert_eq!(lru.victim(|k| current.get(k).copied()), Some(id(0)));
+        current.remove(&id(0));
+        assert_eq!(lru.victim(|k| current.get(k).copied()), Some(id(1)));
+        current.remove(&id(1));
+        assert_eq!(lru.victim(|k| current.get(k).copied()), None);
+        // Many uses of a few actors: compaction keeps the queue near the table.
+        for round in 0..10_000 {
+            touch(&mut lru, &mut current, round % 7);
+            lru.compact(current.len(), |k| current.get(k).copied());
+            assert!(lru.len() <= 2 * current.len() + 17, "queue {}", lru.len());
+        }
+        // The order survives compaction: the oldest of the seven goes first.
+        let oldest = (0..7).min_by_key(|n| current[&id(*n)]).expect("seven");
+        assert_eq!(lru.victim(|k| current.get(k).copied()), Some(id(oldest)));
+    }
 }

@@ -78,7 +78,9 @@
 //!
 //! An actor passivates after [`ActorSystemBuilder::idle_timeout`] without a
 //! command, and the least recently used actor of a kind is passivated when
-//! activating one more would pass [`ActorSystemBuilder::max_active_actors`].
+//! activating one more would pass [`ActorSystemBuilder::max_active_actors`]
+//! (found in amortised O(1): the host keeps its actors in order of last
+//! use, not a scan of the table).
 //! A passivating actor first leaves the host's table, then closes its
 //! mailbox and sends every command still queued in it to the next
 //! incarnation: no command is lost.
@@ -98,7 +100,12 @@
 //! failure at the owner, are retried with jittered exponential backoff
 //! (5 ms to 200 ms) after reading the directory again, inside the caller's
 //! deadline; commands for a moving or unassigned shard wait for the
-//! directory to change. The same command id travels with every retry, so a
+//! directory to change, in a bounded buffer
+//! ([`ActorSystemBuilder::moving_buffer`] commands per node): beyond it an
+//! ask gets [`AskError::Busy`] at once. A node serves at most
+//! [`ActorSystemBuilder::max_remote_requests`] requests of other nodes at
+//! once (one task each); beyond it a request is answered `Busy` at once, so
+//! a flood costs a bounded number of tasks and no caller hangs. The same command id travels with every retry, so a
 //! retry after a lost reply is answered from the owner's window, not
 //! applied twice.
 //!
@@ -129,22 +136,37 @@
 //! taken), `aether_actor_ask_duration_seconds{kind, route}` (histogram,
 //! `route` = `local` or `remote`), `aether_actor_retries_total{kind, reason}`
 //! (`conflict`, `passivated`, `not_here`, `no_responders`, `timeout`,
-//! `transport`, `unavailable`), `aether_actor_busy_total{kind}`,
+//! `transport`, `unavailable`), `aether_actor_busy_total{kind, reason}` (`mailbox`, `moving`),
 //! `aether_actor_commands_total{kind, outcome}` (`applied`, `duplicate`,
 //! `rejected`, `error`, `expired`, `panicked`),
 //! `aether_actor_bus_failures_total{kind}`,
 //! `aether_actor_wire_rejected_total{reason}` (`malformed`,
-//! `no_reply_subject`). The per-command metrics (commands, mailbox depth,
+//! `no_reply_subject`), `aether_actor_remote_busy_total` (requests of other
+//! nodes answered `Busy`). The per-command metrics (commands, mailbox depth,
 //! ask durations, busy) are registered once per kind when the system is
 //! built, so install the `metrics` recorder before building the system.
-//! Each command runs in a tracing span
-//! `aether.actor.command` with the kind, actor id and command id.
+//!
+//! # Tracing
+//!
+//! Every ask runs in a `tracing` span `aether.ask` (kind, actor, command
+//! id, and the W3C ids `trace_id`, `span_id`, `parent_span_id`); a remote
+//! ask carries `traceparent` over NATS, and the owner serves it in a span
+//! `aether.handle` with the caller's `trace_id` and the caller's span id as
+//! `parent_span_id`: one command is one trace over two nodes. The actor
+//! runs the command in a span `aether.actor.command` (kind, actor id,
+//! command id), a child of the `aether.ask` or `aether.handle` span. An ask
+//! continues [`TraceContext::current`] (set it with
+//! [`TraceContext::scope`], e.g. from an incoming HTTP `traceparent`) or
+//! starts a new trace. All three spans are at `DEBUG` level. No
+//! OpenTelemetry dependency: a subscriber that exports spans reads the ids
+//! from the fields.
 
 mod actor;
 mod directory;
 mod host;
 mod router;
 mod system;
+mod trace;
 pub mod wire;
 
 use std::sync::Arc;
@@ -156,6 +178,7 @@ use aether_core::{
 
 pub use directory::{Placement, ShardDirectory, SingleNodeDirectory, StaticDirectory};
 pub use system::{ActorRef, ActorSystem, ActorSystemBuilder, SystemError};
+pub use trace::TraceContext;
 pub use wire::{WIRE_FORMAT, WireError};
 
 #[doc(no_inline)]

@@ -3,7 +3,7 @@
 //! attempts) and the owner's side (the node's request subject, served per
 //! kind).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +13,11 @@ use async_nats::RequestErrorKind;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::directory::Placement;
-use super::host::{KindHost, Local};
+use super::host::{Gate, KindHost, Local};
+use super::trace::{TRACEPARENT, TraceContext};
 use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
@@ -61,6 +63,7 @@ pub(crate) async fn ask_remote<A>(
     command: &Command<A::Command>,
     deadline: Instant,
     epoch: u64,
+    trace: Option<TraceContext>,
 ) -> Attempt<A>
 where
     A: Aggregate,
@@ -81,7 +84,9 @@ where
         actor: id.as_str().to_owned(),
         deadline_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
         epoch,
-        trace: Default::default(),
+        trace: trace
+            .map(|t| BTreeMap::from([(TRACEPARENT.to_owned(), t.traceparent())]))
+            .unwrap_or_default(),
         command: payload.into(),
     };
     let bytes = match request.encode() {
@@ -172,8 +177,9 @@ pub(crate) async fn backoff(attempt: u32, deadline: Instant) -> bool {
 
 /// A kind as the owner's request loop sees it.
 pub(crate) trait RemoteKind: Send + Sync {
-    /// Runs one request for this kind and answers it.
-    fn serve(self: Arc<Self>, request: Request) -> BoxFuture<'static, Reply>;
+    /// Runs one request for this kind (its command under `span`) and
+    /// answers it.
+    fn serve(self: Arc<Self>, request: Request, span: tracing::Span) -> BoxFuture<'static, Reply>;
 }
 
 impl<A> RemoteKind for KindHost<A>
@@ -181,7 +187,7 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    fn serve(self: Arc<Self>, request: Request) -> BoxFuture<'static, Reply> {
+    fn serve(self: Arc<Self>, request: Request, span: tracing::Span) -> BoxFuture<'static, Reply> {
         Box::pin(async move {
             let Ok(id) = ActorId::new(&request.actor) else {
                 return Reply::BadRequest(WireError::Malformed(format!(
@@ -215,7 +221,7 @@ where
                 command = command.correlation_id(c);
             }
             match self
-                .ask_local(&id, &store_id, command, deadline, true)
+                .ask_local(&id, &store_id, command, deadline, true, span)
                 .await
             {
                 Local::Answer(result) => to_reply(result),
@@ -225,6 +231,30 @@ where
             }
         })
     }
+}
+
+/// The owner's span for one request: `aether.handle`, in the caller's trace
+/// (a child of its `aether.ask` span) if the request carries a readable
+/// `traceparent`, else in a new trace.
+fn handle_span(request: &Request) -> (TraceContext, tracing::Span) {
+    let parent = request
+        .trace
+        .get(TRACEPARENT)
+        .and_then(|v| TraceContext::from_traceparent(v));
+    let ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
+    let span = tracing::debug_span!(
+        "aether.handle",
+        kind = %request.kind,
+        actor = %request.actor,
+        command = %request.command_id,
+        trace_id = %ctx.trace_id_hex(),
+        span_id = %ctx.span_id_hex(),
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(p) = parent {
+        span.record("parent_span_id", p.span_id_hex());
+    }
+    (ctx, span)
 }
 
 fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> Reply {
@@ -267,22 +297,35 @@ fn to_reply<A: Aggregate>(result: Result<AskOutcome<A>, AskError<A::Error>>) -> 
 }
 
 /// The owner's loop: every message on the node's subject is one request,
-/// served in its own task. Garbage and unknown kinds get a typed error
-/// reply; a message without a reply subject is counted and dropped.
+/// served in its own task, at most `serving`'s capacity at once; beyond it
+/// a request gets a `Busy` reply at once (never queued, never run; counted
+/// in `aether_actor_remote_busy_total`). Garbage and unknown kinds get a
+/// typed error reply; a message without a reply subject is counted and
+/// dropped.
 pub(crate) async fn serve(
     client: async_nats::Client,
     mut subscriber: async_nats::Subscriber,
     kinds: Arc<HashMap<String, Arc<dyn RemoteKind>>>,
+    serving: Arc<Gate>,
 ) {
+    let busy = metrics::counter!("aether_actor_remote_busy_total");
     while let Some(msg) = subscriber.next().await {
         let Some(reply_to) = msg.reply.clone() else {
             metrics::counter!("aether_actor_wire_rejected_total", "reason" => "no_reply_subject")
                 .increment(1);
             continue;
         };
+        let Some(slot) = serving.try_enter_owned() else {
+            busy.increment(1);
+            if let Err(error) = client.publish(reply_to, Reply::Busy.encode().into()).await {
+                tracing::warn!(%error, "actor reply not sent");
+            }
+            continue;
+        };
         let client = client.clone();
         let kinds = kinds.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let reply = match Request::decode(&msg.payload) {
                 Err(e) => {
                     metrics::counter!("aether_actor_wire_rejected_total", "reason" => "malformed")
@@ -291,7 +334,11 @@ pub(crate) async fn serve(
                     Reply::BadRequest(e)
                 }
                 Ok(request) => match kinds.get(&request.kind) {
-                    Some(kind) => kind.clone().serve(request).await,
+                    Some(kind) => {
+                        let (ctx, span) = handle_span(&request);
+                        let served = kind.clone().serve(request, span.clone());
+                        ctx.scope(served).instrument(span).await
+                    }
                     None => Reply::Failed {
                         failure: Failure::NotRegistered,
                         message: request.kind,

@@ -13,10 +13,12 @@ use aether_core::{
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::directory::{Placement, ShardDirectory, SingleNodeDirectory};
 use super::host::{HostControl, KindHost, Local, Settings, Shared, count_retry};
 use super::router::{self, Attempt, Nats, RemoteKind};
+use super::trace::TraceContext;
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
 use crate::types::ShardId;
@@ -187,6 +189,29 @@ impl ActorSystemBuilder {
         self
     }
 
+    /// How many other nodes' requests this node serves at once (default
+    /// 1024): each is one task, holding its command until the actor answers
+    /// or the request's deadline passes. Beyond it a request is answered
+    /// `Busy` at once (the caller sees [`AskError::Busy`]: never queued,
+    /// never run), counted in `aether_actor_remote_busy_total`.
+    #[must_use]
+    pub fn max_remote_requests(mut self, n: usize) -> Self {
+        self.settings.max_remote_requests = n.max(1);
+        self
+    }
+
+    /// How many commands (all kinds together) may wait on this node for a
+    /// shard that is moving or unassigned to be placed again (default
+    /// 1024). Beyond it an ask gets [`AskError::Busy`] at once (never sent,
+    /// never run; a retry that may already have reached an owner gets
+    /// [`AskError::Timeout`] instead), counted in `aether_actor_busy_total`
+    /// with `reason = "moving"`.
+    #[must_use]
+    pub fn moving_buffer(mut self, n: usize) -> Self {
+        self.settings.moving_buffer = n;
+        self
+    }
+
     /// How often a command is decided again after a version conflict before
     /// the conflict is returned and the actor passivates (default 3).
     #[must_use]
@@ -236,6 +261,7 @@ impl ActorSystemBuilder {
             nats.client.clone(),
             subscriber,
             Arc::new(remote),
+            system.inner.shared.serving.clone(),
         ));
         if let Ok(mut tasks) = system.inner.server.lock() {
             tasks.push(task);
@@ -440,6 +466,19 @@ impl ActorSystem {
         }
     }
 
+    /// How many asks made on this node wait for a moving or unassigned
+    /// shard to be placed (at most [`ActorSystemBuilder::moving_buffer`]).
+    /// A moment's reading, for diagnostics and tests.
+    pub fn waiting_for_placement(&self) -> usize {
+        self.inner.shared.waiting.held()
+    }
+
+    /// How many other nodes' requests this node is serving (at most
+    /// [`ActorSystemBuilder::max_remote_requests`]). A moment's reading.
+    pub fn serving_remote(&self) -> usize {
+        self.inner.shared.serving.held()
+    }
+
     /// How many actors are active on this node, all kinds together.
     pub fn active_actors(&self) -> usize {
         self.inner.controls.iter().map(|c| c.active()).sum()
@@ -521,6 +560,14 @@ where
         self.target.as_ref().map_or(0, |t| t.host.queued(&self.id))
     }
 
+    /// Whether the actor has an active incarnation on this node. A moment's
+    /// reading, for diagnostics and tests.
+    pub fn is_active(&self) -> bool {
+        self.target
+            .as_ref()
+            .is_ok_and(|t| t.host.is_active(&self.id))
+    }
+
     /// The actor's shard, if the kind is registered and the id valid.
     pub fn shard(&self) -> Option<ShardId> {
         self.target.as_ref().ok().map(|t| t.shard)
@@ -576,7 +623,7 @@ where
 
     async fn send(
         &self,
-        mut command: Command<A::Command>,
+        command: Command<A::Command>,
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<AskOutcome<A>, AskError<A::Error>> {
@@ -585,6 +632,47 @@ where
             Err(RefError::NotRegistered) => return Err(AskError::NotRegistered(A::KIND)),
             Err(RefError::InvalidId(e)) => return Err(AskError::InvalidId(e.clone())),
         };
+        let span = tracing::debug_span!(
+            "aether.ask",
+            kind = A::KIND,
+            actor = %self.id,
+            command = %command.command_id(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+        );
+        // Trace ids cost a little: drawn only when someone traces this ask or
+        // it may cross NATS.
+        let trace = (!span.is_disabled() || target.host.shared.nats.is_some()).then(|| {
+            let parent = TraceContext::current();
+            let ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
+            span.record("trace_id", ctx.trace_id_hex());
+            span.record("span_id", ctx.span_id_hex());
+            if let Some(p) = parent {
+                span.record("parent_span_id", p.span_id_hex());
+            }
+            ctx
+        });
+        if span.is_disabled() {
+            // Nobody traces this ask: no span to enter on every poll.
+            return self
+                .route(target, command, timeout, wait, trace, span)
+                .await;
+        }
+        self.route(target, command, timeout, wait, trace, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn route(
+        &self,
+        target: &Target<A>,
+        mut command: Command<A::Command>,
+        timeout: Option<Duration>,
+        wait: bool,
+        trace: Option<TraceContext>,
+        span: tracing::Span,
+    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
         let shared = &target.host.shared;
         let directory = shared.directory.as_ref();
         let started = Instant::now();
@@ -598,7 +686,14 @@ where
                 Placement::Local => {
                     match target
                         .host
-                        .ask_local(&self.id, &target.store_id, command, deadline, wait)
+                        .ask_local(
+                            &self.id,
+                            &target.store_id,
+                            command,
+                            deadline,
+                            wait,
+                            span.clone(),
+                        )
                         .await
                     {
                         Local::NotHere(back) => {
@@ -616,7 +711,7 @@ where
                                 .metrics
                                 .ask_local
                                 .record(started.elapsed().as_secs_f64());
-                            return result;
+                            return busy_after_send(result, maybe_sent);
                         }
                     }
                 }
@@ -628,8 +723,10 @@ where
                         )));
                     };
                     let epoch = directory.epoch();
-                    match router::ask_remote::<A>(nats, &node, &self.id, &command, deadline, epoch)
-                        .await
+                    match router::ask_remote::<A>(
+                        nats, &node, &self.id, &command, deadline, epoch, trace,
+                    )
+                    .await
                     {
                         Attempt::Done(result) => {
                             target
@@ -637,7 +734,7 @@ where
                                 .metrics
                                 .ask_remote
                                 .record(started.elapsed().as_secs_f64());
-                            return result;
+                            return busy_after_send(result, maybe_sent);
                         }
                         Attempt::Retry(reason) => {
                             maybe_sent |= reason != "no_responders";
@@ -654,16 +751,42 @@ where
                     // Subscribe before looking again, so a change in between
                     // is not missed.
                     let changed = directory.changed();
-                    if matches!(
+                    if !matches!(
                         directory.placement(target.shard),
                         Placement::Moving | Placement::Unassigned
-                    ) && tokio::time::timeout_at(deadline, changed).await.is_err()
-                    {
+                    ) {
+                        continue;
+                    }
+                    // Wait in the bounded buffer of commands for moving
+                    // shards; a full buffer turns the command away at once.
+                    let Some(_slot) = shared.waiting.try_enter() else {
+                        target.host.metrics.busy_moving.increment(1);
+                        return Err(if maybe_sent {
+                            // It may have reached an owner already: `Busy`
+                            // would wrongly promise it never ran.
+                            AskError::Timeout
+                        } else {
+                            AskError::Busy
+                        });
+                    };
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
                         return Err(out_of_time(maybe_sent, target.shard));
                     }
                 }
             }
         }
+    }
+}
+
+/// `Busy` promises the command never ran: after an earlier attempt that may
+/// have reached an owner, a `Busy` answer to a retry is a `Timeout`.
+fn busy_after_send<T, E>(
+    result: Result<T, AskError<E>>,
+    maybe_sent: bool,
+) -> Result<T, AskError<E>> {
+    match result {
+        Err(AskError::Busy) if maybe_sent => Err(AskError::Timeout),
+        other => other,
     }
 }
 
@@ -674,5 +797,24 @@ fn out_of_time<E>(maybe_sent: bool, shard: ShardId) -> AskError<E> {
         AskError::Unavailable(format!(
             "shard {shard} could not be reached before the deadline"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_after_an_attempt_that_may_have_arrived_is_a_timeout() {
+        let busy = || Err::<(), AskError<std::io::Error>>(AskError::Busy);
+        assert!(matches!(
+            busy_after_send(busy(), false),
+            Err(AskError::Busy)
+        ));
+        assert!(matches!(
+            busy_after_send(busy(), true),
+            Err(AskError::Timeout)
+        ));
+        assert!(busy_after_send(Ok::<(), AskError<std::io::Error>>(()), true).is_ok());
     }
 }

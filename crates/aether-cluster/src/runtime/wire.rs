@@ -5,8 +5,9 @@
 //! [`WIRE_FORMAT`]), `command_id` (UUID), `correlation_id` (optional text),
 //! `kind`, `actor` (the id without the kind), `deadline_ms` (time left when
 //! sent, in milliseconds: clocks of two nodes are never compared), `epoch`
-//! (the sender's map epoch), `trace` (text pairs for a trace propagator,
-//! e.g. W3C `traceparent`; this release sends it empty and ignores it) and
+//! (the sender's map epoch), `trace` (text pairs for a trace propagator:
+//! this release sends and reads W3C `traceparent`, see
+//! [`TraceContext`](super::TraceContext); other keys are ignored) and
 //! `command` (the aggregate's command, itself
 //! MessagePack). A node refuses a request of another format with a typed
 //! reply, and answers bytes that are not a request with one, never a panic.
