@@ -50,6 +50,9 @@ pub mod shard_map;
 pub mod status;
 pub mod types;
 
+/// The NATS client this crate's API takes, re-exported so a user never pins a
+/// second, mismatching version.
+pub use async_nats;
 pub use coordinator::{HandoffRequest, LeaderAction};
 pub use error::{ClusterError, Result};
 pub use hash::{shard_of, stable_hash};
