@@ -2,16 +2,33 @@
 //! version check.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{InvalidInput, NameError, NameKind, Namespace, StoreError, TrustPolicy};
 use async_nats::Client;
 use async_nats::jetstream::{self, stream};
 
-use crate::cache::VersionCache;
 use crate::error::{IncompatibleStream, create_stream_error, get_stream_error, is_name_in_use};
-use crate::store::{ConnectionWatch, Inner, JetStreamEventStore, Metrics, StreamHandle};
+use crate::store::JetStreamEventStore;
+
+/// What the builder hands the store once the server is checked and both
+/// streams exist and are valid: plain settings, no store internals.
+pub(crate) struct Opened {
+    pub(crate) client: Client,
+    pub(crate) namespace: Namespace,
+    pub(crate) events: stream::Stream,
+    /// `<prefix>.<ns>.events`.
+    pub(crate) events_subject: String,
+    pub(crate) snapshots: stream::Stream,
+    /// `<prefix>.<ns>.snapshots`.
+    pub(crate) snapshots_subject: String,
+    pub(crate) api_prefix: String,
+    pub(crate) max_payload: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) read_batch: usize,
+    pub(crate) cache_capacity: usize,
+    pub(crate) policy: TrustPolicy,
+}
 
 /// Where the streams keep their messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -280,32 +297,28 @@ impl JetStreamStoreBuilder {
             .ensure_stream(&js, snapshots_cfg, Kind::Snapshots)
             .await?;
 
-        let events = StreamHandle::new(events, events_subject);
-        let inner = Inner {
-            metrics: Metrics::new(&self.namespace),
+        let store = JetStreamEventStore::from_opened(Opened {
+            client: self.client,
             namespace: self.namespace,
-            direct_get_subject: format!("{}.DIRECT.GET.{}", self.api_prefix, events.name),
             events,
-            snapshots: StreamHandle::new(snapshots, snapshots_subject),
+            events_subject,
+            snapshots,
+            snapshots_subject,
+            api_prefix: self.api_prefix,
             max_payload: info.max_payload,
             timeout: self.timeout,
             read_batch: self.read_batch,
-            cache: VersionCache::new(self.cache_capacity),
-            hints: VersionCache::new(self.cache_capacity),
+            cache_capacity: self.cache_capacity,
             policy: self.policy,
-            connection: ConnectionWatch::spawn(self.client.clone()),
-            client: self.client,
-        };
+        });
         tracing::debug!(
-            namespace = %inner.namespace,
-            events = %inner.events.name,
-            snapshots = %inner.snapshots.name,
+            namespace = %aether_core::EventStore::namespace(&store),
+            events = %store.events_stream_name(),
+            snapshots = %store.snapshots_stream_name(),
             server = %info.version,
             "opened JetStream event store"
         );
-        Ok(JetStreamEventStore {
-            inner: Arc::new(inner),
-        })
+        Ok(store)
     }
 
     /// The server's INFO, waiting (up to the request timeout) for a client
