@@ -14,6 +14,8 @@ use crate::store::JetStreamEventStore;
 /// What the builder hands the store once the server is checked and both
 /// streams exist and are valid: plain settings, no store internals.
 pub(crate) struct Opened {
+    /// The builder as it was when `open` began.
+    pub(crate) settings: JetStreamStoreBuilder,
     pub(crate) client: Client,
     pub(crate) namespace: Namespace,
     pub(crate) events: stream::Stream,
@@ -222,6 +224,14 @@ impl JetStreamStoreBuilder {
         self
     }
 
+    /// Forgets explicit stream names: the streams are named from the prefix
+    /// and the namespace.
+    pub(crate) fn default_stream_names(mut self) -> Self {
+        self.events_stream = None;
+        self.snapshots_stream = None;
+        self
+    }
+
     /// Checks the server, creates or validates both streams and returns the store.
     ///
     /// # Errors
@@ -237,6 +247,7 @@ impl JetStreamStoreBuilder {
     ///   `retry_on_initial_connect` that has not connected within the
     ///   request timeout ("not connected yet"; transient).
     pub async fn open(self) -> Result<JetStreamEventStore, StoreError> {
+        let settings = self.clone();
         let info = self.connected_server_info().await?;
         check_server(&info)?;
         validate_token("prefix", &self.prefix, 64)?;
@@ -298,6 +309,7 @@ impl JetStreamStoreBuilder {
             .await?;
 
         let store = JetStreamEventStore::from_opened(Opened {
+            settings,
             client: self.client,
             namespace: self.namespace,
             events,

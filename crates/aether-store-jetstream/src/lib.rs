@@ -10,7 +10,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, Version};
-//! use aether_store_jetstream::JetStreamEventStore;
+//! use aether_store_jetstream::{JetStreamEventStore, async_nats};
 //!
 //! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 //! let store = JetStreamEventStore::builder(client)
@@ -20,8 +20,15 @@
 //! let cart = ActorId::new("cart-7")?;
 //! store.save_event(Event::new(cart.clone(), Version::FIRST, "ItemAdded", &"book")?).await?;
 //! assert_eq!(store.get_latest_version(&cart).await?, Version::FIRST);
+//! // The same client and settings in another namespace:
+//! let _billing = store.with_namespace(Namespace::new("billing")?).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! `JetStreamEventStore::new(client)` opens the `default` namespace with every
+//! setting at its default; [`JetStreamEventStore::builder`] sets the rest. The
+//! crate re-exports the [`async_nats`] it is built with: connect through
+//! `aether_store_jetstream::async_nats` to never pin a second version.
 //!
 //! # Requirements
 //!
@@ -268,3 +275,8 @@ mod store;
 pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
 pub use error::{ApiError, IncompatibleStream};
 pub use store::{JetStreamEventStore, MAX_BATCH};
+
+/// The async-nats version this crate's API takes (`async_nats::Client`,
+/// `ConnectOptions`): use it through this re-export so an application never
+/// builds a client of a second, mismatching version.
+pub use async_nats;

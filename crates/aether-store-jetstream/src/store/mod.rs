@@ -119,6 +119,8 @@ impl StreamHandle {
 }
 
 pub(crate) struct Inner {
+    /// The builder this store was opened with, for [`JetStreamEventStore::with_namespace`].
+    pub(crate) settings: JetStreamStoreBuilder,
     pub(crate) namespace: Namespace,
     pub(crate) client: Client,
     pub(crate) events: StreamHandle,
@@ -146,6 +148,7 @@ impl JetStreamEventStore {
     pub(crate) fn from_opened(o: Opened) -> Self {
         let events = StreamHandle::new(o.events, o.events_subject);
         let inner = Inner {
+            settings: o.settings,
             metrics: Metrics::new(&o.namespace),
             namespace: o.namespace,
             direct_get_subject: format!("{}.DIRECT.GET.{}", o.api_prefix, events.name),
@@ -185,30 +188,31 @@ impl JetStreamEventStore {
         JetStreamStoreBuilder::new(client)
     }
 
-    /// Opens the store of the `default` namespace with its events in the
-    /// stream `stream_name` (and snapshots in `<stream_name>_SNAPSHOTS`),
-    /// creating them if needed.
+    /// Opens the store of the `default` namespace with every setting at its
+    /// default (streams `AETHER_EVENTS_default` and
+    /// `AETHER_SNAPSHOTS_default`, created if missing): the same as
+    /// `JetStreamEventStore::builder(client).open().await`.
     ///
     /// # Errors
     /// See [`JetStreamStoreBuilder::open`].
-    pub async fn new(client: Client, stream_name: impl Into<String>) -> Result<Self, StoreError> {
-        Self::builder(client)
-            .events_stream(stream_name)
-            .open()
-            .await
+    pub async fn new(client: Client) -> Result<Self, StoreError> {
+        Self::builder(client).open().await
     }
 
-    /// Opens the store of `namespace` with its events in `stream_name`.
+    /// The store of another namespace with the same client and settings
+    /// (prefix, storage, replicas, timeouts, trust policy, …), its streams
+    /// named by the default rule for `namespace` (explicit stream names given
+    /// to the builder name this store's streams only) and created if missing
+    /// unless `create_streams(false)` was set. The new store has its own
+    /// version cache.
     ///
     /// # Errors
     /// See [`JetStreamStoreBuilder::open`].
-    pub async fn with_namespace(
-        client: Client,
-        stream_name: impl Into<String>,
-        namespace: Namespace,
-    ) -> Result<Self, StoreError> {
-        Self::builder(client)
-            .events_stream(stream_name)
+    pub async fn with_namespace(&self, namespace: Namespace) -> Result<Self, StoreError> {
+        self.inner
+            .settings
+            .clone()
+            .default_stream_names()
             .namespace(namespace)
             .open()
             .await
