@@ -8,6 +8,7 @@ use aether_core::{InvalidInput, NameError, NameKind, Namespace, StoreError, Trus
 use async_nats::Client;
 use async_nats::jetstream::{self, stream};
 
+use crate::envelope::EnvelopeFormat;
 use crate::error::{IncompatibleStream, create_stream_error, get_stream_error, is_name_in_use};
 use crate::store::JetStreamEventStore;
 
@@ -30,6 +31,7 @@ pub(crate) struct Opened {
     pub(crate) read_batch: usize,
     pub(crate) cache_capacity: usize,
     pub(crate) policy: TrustPolicy,
+    pub(crate) format: EnvelopeFormat,
 }
 
 /// Where the streams keep their messages.
@@ -81,6 +83,7 @@ pub struct JetStreamStoreBuilder {
     create_streams: bool,
     api_prefix: String,
     policy: TrustPolicy,
+    format: EnvelopeFormat,
 }
 
 /// The default timeout of each request to the server: 5 s.
@@ -113,6 +116,7 @@ impl JetStreamStoreBuilder {
             create_streams: true,
             api_prefix: "$JS.API".to_owned(),
             policy: TrustPolicy::default(),
+            format: EnvelopeFormat::default(),
         }
     }
 
@@ -126,6 +130,15 @@ impl JetStreamStoreBuilder {
     /// [`StoreError::Corrupt`]. See [`aether_core::trust`].
     pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The envelope format events and snapshots are written in (default
+    /// [`EnvelopeFormat::V2`]); both formats are always read. Set
+    /// [`EnvelopeFormat::V1`] while processes that read only format 1 still
+    /// read the same streams.
+    pub fn envelope_format(mut self, format: EnvelopeFormat) -> Self {
+        self.format = format;
         self
     }
 
@@ -322,6 +335,7 @@ impl JetStreamStoreBuilder {
             read_batch: self.read_batch,
             cache_capacity: self.cache_capacity,
             policy: self.policy,
+            format: self.format,
         });
         tracing::debug!(
             namespace = %aether_core::EventStore::namespace(&store),

@@ -82,8 +82,31 @@
 //! as 32 hex digits. The server's duplicate detection is per stream while an
 //! event id is unique per actor, so the same id in two actors is two events.
 //! Streams written before the scope (`Nats-Msg-Id` = the bare event id) read
-//! the same way. The body is a small MessagePack map, the envelope, with the
-//! payload inside as an opaque `bin`:
+//! the same way. The body is a small MessagePack value, the envelope, with
+//! the payload inside as an opaque `bin`. Two formats are read; format 2 is
+//! written unless [`JetStreamStoreBuilder::envelope_format`] says
+//! [`EnvelopeFormat::V1`] (for a rolling upgrade from a version that reads
+//! only format 1).
+//!
+//! **Format 2** (default), a positional array, about 45 bytes shorter per
+//! event than format 1:
+//!
+//! | position | value |
+//! |---|---|
+//! | 0 | `2`, the envelope format |
+//! | 1 | the event type |
+//! | 2 | the actor id |
+//! | 3 | the per-actor version |
+//! | 4 | the timestamp: MessagePack timestamp extension (type -1), 96-bit form, UTC |
+//! | 5 | the payload's schema version |
+//! | 6, 7 | correlation and causation ids, or nil |
+//! | 8 | custom metadata (string map, empty when none) |
+//! | 9 | the payload (MessagePack, as given), `bin` |
+//!
+//! A snapshot is `[2, version, seq, ts, schema, cmds, state]`, `seq` an
+//! integer or nil, `cmds` an array of `[command id (16 bytes bin), first, last]`.
+//!
+//! **Format 1**, a map:
 //!
 //! | key | value |
 //! |---|---|
@@ -97,11 +120,12 @@
 //! | `meta` | custom metadata (string map), when not empty |
 //! | `data` | the payload (MessagePack, as given), `bin` |
 //!
-//! A snapshot's body is `{aether, version, seq, ts, schema, cmds, state}`
+//! A format 1 snapshot's body is `{aether, version, seq, ts, schema, cmds, state}`
 //! alike, where `seq` (when the writer knew it) is the stream sequence of the
 //! event at `version`, `schema` the state's schema version and `cmds` (when
 //! not empty) the actor's window of recent commands, an array of
 //! `{id: "<command uuid>", first: <version>, last: <version>}`.
+//! [`inspect_event`] reads the fields of either format for tools.
 //! Any MessagePack library reads every field without decoding `data`, and
 //! events read back exactly equal, unicode metadata included (the store hands
 //! the payload back as a zero-copy slice of the message). The envelope is in
@@ -271,8 +295,10 @@ mod envelope;
 mod error;
 mod feed;
 mod store;
+mod wire;
 
 pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
+pub use envelope::{EnvelopeFormat, StoredEnvelope, inspect_event, inspect_snapshot_version};
 pub use error::{ApiError, IncompatibleStream};
 pub use store::{JetStreamEventStore, MAX_BATCH};
 

@@ -305,7 +305,7 @@ impl Inner {
         events
             .iter()
             .map(|e| {
-                let enc = encode_event(e, &scope)?;
+                let enc = encode_event(e, &scope, self.format)?;
                 let size = enc.wire_len(CONTROL_HEADERS);
                 if size > self.max_payload {
                     return Err(StoreError::TooLarge {

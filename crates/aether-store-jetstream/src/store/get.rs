@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Inner, StreamHandle};
-use crate::envelope::{Origin, decode_event, names, read_version};
+use crate::envelope::{Origin, decode_event, names, read_event_version};
 use crate::error::{direct_get_error, raw_get_error, request_error};
 
 /// One stored message as read back.
@@ -89,7 +89,7 @@ impl Inner {
 
     /// The version in the envelope of `m`, a message of the events stream.
     pub(crate) fn event_version(&self, m: &RawMsg) -> Result<Version, aether_core::CodecError> {
-        read_version(
+        read_event_version(
             &m.payload,
             Origin {
                 stream: &self.events.name,

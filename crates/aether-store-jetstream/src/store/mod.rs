@@ -22,7 +22,7 @@ use async_nats::jetstream::stream::Stream as NatsStream;
 
 use crate::cache::VersionCache;
 use crate::config::{JetStreamStoreBuilder, Opened};
-use crate::envelope::{actor_scope, encode_event};
+use crate::envelope::{EnvelopeFormat, actor_scope, encode_event};
 
 pub(crate) use self::get::RawMsg;
 pub(crate) use self::metrics::Metrics;
@@ -121,6 +121,8 @@ impl StreamHandle {
 pub(crate) struct Inner {
     /// The builder this store was opened with, for [`JetStreamEventStore::with_namespace`].
     pub(crate) settings: JetStreamStoreBuilder,
+    /// The envelope format appends and snapshots are written in.
+    pub(crate) format: EnvelopeFormat,
     pub(crate) namespace: Namespace,
     pub(crate) client: Client,
     pub(crate) events: StreamHandle,
@@ -148,6 +150,7 @@ impl JetStreamEventStore {
     pub(crate) fn from_opened(o: Opened) -> Self {
         let events = StreamHandle::new(o.events, o.events_subject);
         let inner = Inner {
+            format: o.format,
             settings: o.settings,
             metrics: Metrics::new(&o.namespace),
             namespace: o.namespace,
@@ -247,7 +250,7 @@ impl JetStreamEventStore {
     }
 
     /// The bytes `event` takes against the server's `max_payload` when
-    /// appended: its envelope, its `Nats-Msg-Id` header and the worst case of
+    /// appended in the default envelope format ([`EnvelopeFormat::V2`]): its envelope, its `Nats-Msg-Id` header and the worst case of
     /// the concurrency and batch headers the store adds. An append refuses an
     /// event whose size exceeds [`max_payload`](Self::max_payload) with
     /// [`StoreError::TooLarge`]. The size does not depend on the event's
@@ -257,7 +260,11 @@ impl JetStreamEventStore {
     /// [`StoreError::Codec`] if the event cannot be encoded (a timestamp
     /// outside the years 0000-9999).
     pub fn stored_size(event: &Event) -> Result<usize, StoreError> {
-        let enc = encode_event(event, &actor_scope(&event.actor_id))?;
+        let enc = encode_event(
+            event,
+            &actor_scope(&event.actor_id),
+            EnvelopeFormat::default(),
+        )?;
         Ok(enc.wire_len(CONTROL_HEADERS))
     }
 

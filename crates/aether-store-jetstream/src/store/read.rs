@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{Inner, jittered};
 use crate::cache::Tip;
-use crate::envelope::{Origin, decode_event, names, read_version};
+use crate::envelope::{Origin, decode_event, names, read_event_version};
 use crate::error::{publish_error, subscribe_error};
 
 /// A batched direct get (server 2.11+): up to `batch` messages of
@@ -520,7 +520,9 @@ impl Reader {
                 };
                 if let Some(hint) = open.verify.take() {
                     self.next_seq = seq + 1;
-                    let found = read_version(&msg.payload, origin).ok().map(Version::get);
+                    let found = read_event_version(&msg.payload, origin)
+                        .ok()
+                        .map(Version::get);
                     return Ok(if seq == hint.seq && found == Some(hint.version) {
                         Step::Continue
                     } else {

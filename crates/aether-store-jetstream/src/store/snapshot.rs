@@ -6,7 +6,7 @@ use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 
 use super::{CONTROL_HEADERS, JetStreamEventStore, MAX_ATTEMPTS};
 use crate::cache::Tip;
-use crate::envelope::{Origin, decode_snapshot, encode_snapshot, read_version};
+use crate::envelope::{Origin, decode_snapshot, encode_snapshot, read_snapshot_version};
 use crate::error::{Refusal, api_error};
 
 impl SnapshotStore for JetStreamEventStore {
@@ -16,7 +16,7 @@ impl SnapshotStore for JetStreamEventStore {
         // Checked before any round trip with the largest possible envelope.
         let size = b"NATS/1.0\r\n\r\n".len()
             + CONTROL_HEADERS
-            + encode_snapshot(&snapshot, Some(u64::MAX))?.len();
+            + encode_snapshot(&snapshot, Some(u64::MAX), inner.format)?.len();
         if size > inner.max_payload {
             return Err(StoreError::TooLarge {
                 what: format!("snapshot of {actor} at version {}", snapshot.version),
@@ -43,7 +43,7 @@ impl SnapshotStore for JetStreamEventStore {
         let seq = tip
             .filter(|t| t.version == snapshot.version.get())
             .map(|t| t.seq);
-        let body = encode_snapshot(&snapshot, seq)?;
+        let body = encode_snapshot(&snapshot, seq, inner.format)?;
         let subject = inner.snapshots.subject(&actor);
         let what = format!("saving the snapshot of {actor}");
         for attempt in 1..=MAX_ATTEMPTS {
@@ -57,7 +57,7 @@ impl SnapshotStore for JetStreamEventStore {
                     };
                     // An undecodable stored snapshot is replaced, and so is
                     // one ahead of the events (foreign).
-                    if let Ok(v) = read_version(&m.payload, origin)
+                    if let Ok(v) = read_snapshot_version(&m.payload, origin)
                         && v > snapshot.version
                     {
                         let latest = match inner.cache.get(&actor) {
