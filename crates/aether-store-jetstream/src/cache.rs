@@ -18,6 +18,8 @@ use aether_core::ActorId;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+use crate::envelope::actor_scope;
+
 /// The last event of an actor as far as this process knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tip {
@@ -157,6 +159,45 @@ impl VersionCache {
     }
 }
 
+/// Actor id → the scope of its message ids ([`actor_scope`]), so a steady
+/// writer does not hash its actor id (SHA-1) on every append. A pure
+/// function of the id: entries never go stale. When full it stops taking
+/// new actors (their scope is computed per append, as without the cache)
+/// instead of clearing anything.
+pub(crate) struct ScopeCache {
+    map: DashMap<ActorId, [u8; SCOPE_LEN]>,
+    capacity: usize,
+    len: AtomicUsize,
+}
+
+/// The length of an actor scope: 32 hex digits.
+const SCOPE_LEN: usize = uuid::fmt::Simple::LENGTH;
+
+impl ScopeCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        ScopeCache {
+            map: DashMap::new(),
+            capacity,
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The scope of `actor`'s message ids.
+    pub(crate) fn scope(&self, actor: &ActorId) -> String {
+        if let Some(s) = self.map.get(actor) {
+            return String::from_utf8_lossy(&*s).into_owned();
+        }
+        let scope = actor_scope(actor);
+        if self.len.load(Ordering::Relaxed) < self.capacity
+            && let Ok(bytes) = <[u8; SCOPE_LEN]>::try_from(scope.as_bytes())
+            && self.map.insert(actor.clone(), bytes).is_none()
+        {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        scope
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +254,17 @@ mod tests {
         assert_eq!(c.len(), c.map.len());
         c.clear();
         assert_eq!((c.len(), c.map.len()), (0, 0));
+    }
+
+    #[test]
+    fn scopes_are_cached_up_to_capacity_and_always_right() {
+        let c = ScopeCache::new(2);
+        for i in 0..5 {
+            let a = ActorId::new(format!("actor-{i}")).unwrap();
+            assert_eq!(c.scope(&a), actor_scope(&a));
+            assert_eq!(c.scope(&a), actor_scope(&a));
+        }
+        assert_eq!(c.map.len(), 2);
+        assert_eq!(c.len.load(Ordering::Relaxed), 2);
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::read::Reader;
 use super::{CONTROL_HEADERS, Inner, MAX_ATTEMPTS, backoff};
 use crate::cache::Tip;
-use crate::envelope::{Encoded, actor_scope, encode_event};
+use crate::envelope::{Encoded, encode_event};
 use crate::error::{ApiError, Refusal, api_error, codes, publish_error, request_error};
 
 /// A publish acknowledgement (or error answer) as JSON.
@@ -173,35 +173,62 @@ impl Inner {
         msgs: &[Encoded],
         expected_seq: u64,
     ) -> Result<Result<Ack, Refusal>, StoreError> {
-        let expected = expected_seq.to_string();
-        if let [one] = msgs {
-            let mut h = one.headers();
-            h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.as_str());
-            return self
-                .request_ack(subject, h, one.body.clone(), || {
-                    format!("appending to {subject}")
-                })
-                .await;
-        }
-        let Some((last, rest)) = msgs.split_last() else {
-            return Err(StoreError::Backend {
-                message: format!("appending to {subject}: empty batch"),
-                source: None,
-            });
+        let mut seq_buf = itoa_buf();
+        let expected = format_u64(expected_seq, &mut seq_buf);
+        let (headers, body) = match msgs {
+            [one] => {
+                let mut h = one.headers();
+                h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected);
+                (h, one.body.clone())
+            }
+            // The staged messages of a batch in a future of their own, so
+            // the common single-event append keeps a small future.
+            _ => match Box::pin(self.stage_batch(subject, msgs, expected)).await? {
+                Some(commit) => commit,
+                None => {
+                    return Err(StoreError::Backend {
+                        message: format!("appending to {subject}: empty batch"),
+                        source: None,
+                    });
+                }
+            },
         };
-        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let n = msgs.len();
+        self.request_ack(subject, headers, body, || {
+            if n == 1 {
+                format!("appending to {subject}")
+            } else {
+                format!("appending a batch of {n} to {subject}")
+            }
+        })
+        .await
+    }
+
+    /// Sends every message of a batch but the last without a reply (the
+    /// server stages them) and returns the last one's headers (with the
+    /// commit) and body: its reply is the batch's acknowledgement.
+    async fn stage_batch(
+        &self,
+        subject: &str,
+        msgs: &[Encoded],
+        expected: &str,
+    ) -> Result<Option<(HeaderMap, Bytes)>, StoreError> {
+        let Some((last, rest)) = msgs.split_last() else {
+            return Ok(None);
+        };
+        let mut id_buf = [0u8; uuid::fmt::Simple::LENGTH];
+        let batch_id: &str = uuid::Uuid::new_v4().simple().encode_lower(&mut id_buf);
         let what = || format!("appending a batch of {} to {subject}", msgs.len());
         let batch_headers = |msg: &Encoded, i: usize| {
             let mut h = msg.headers();
-            h.insert(NATS_BATCH_ID, batch_id.as_str());
-            h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string());
+            h.insert(NATS_BATCH_ID, batch_id);
+            let mut buf = itoa_buf();
+            h.insert(NATS_BATCH_SEQUENCE, format_u64(i as u64 + 1, &mut buf));
             if i == 0 {
-                h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.as_str());
+                h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected);
             }
             h
         };
-        // Every message but the last without a reply (the server stages
-        // them); the commit's reply is the batch's acknowledgement.
         for (i, msg) in rest.iter().enumerate() {
             self.client
                 .publish_with_headers(subject.to_owned(), batch_headers(msg, i), msg.body.clone())
@@ -210,7 +237,7 @@ impl Inner {
         }
         let mut h = batch_headers(last, rest.len());
         h.insert(NATS_BATCH_COMMIT, "1");
-        self.request_ack(subject, h, last.body.clone(), what).await
+        Ok(Some((h, last.body.clone())))
     }
 
     pub(crate) async fn append_checked(
@@ -239,7 +266,7 @@ impl Inner {
             attempt += 1;
             let tip = match known {
                 Some(t) if t.version == expected.get() => t,
-                _ => match self.resolve(actor, &subject, expected, events).await? {
+                _ => match Box::pin(self.resolve(actor, &subject, expected, events)).await? {
                     Resolution::Stored(v) => return Ok(v),
                     Resolution::Conflict(actual) => {
                         return Err(self.conflict(actor, expected, actual));
@@ -301,7 +328,7 @@ impl Inner {
         actor: &ActorId,
         events: &[Event],
     ) -> Result<Vec<Encoded>, StoreError> {
-        let scope = actor_scope(actor);
+        let scope = self.scopes.scope(actor);
         events
             .iter()
             .map(|e| {
@@ -317,5 +344,36 @@ impl Inner {
                 Ok(enc)
             })
             .collect()
+    }
+}
+
+/// A buffer for [`format_u64`].
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+/// `n` in decimal, written into `buf` without allocating.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_format_like_to_string() {
+        for n in [0u64, 7, 10, 99, 1000, 18_446_744_073_709_551_615] {
+            let mut buf = super::itoa_buf();
+            assert_eq!(super::format_u64(n, &mut buf), n.to_string());
+        }
     }
 }

@@ -20,7 +20,7 @@ use aether_core::{
 use async_nats::Client;
 use async_nats::jetstream::stream::Stream as NatsStream;
 
-use crate::cache::VersionCache;
+use crate::cache::{ScopeCache, VersionCache};
 use crate::config::{JetStreamStoreBuilder, Opened};
 use crate::envelope::{EnvelopeFormat, actor_scope, encode_event};
 
@@ -136,6 +136,8 @@ pub(crate) struct Inner {
     /// Where the event of each actor's latest snapshot is (from the snapshot
     /// envelope): the start of a read after the snapshot, verified by the read.
     pub(crate) hints: VersionCache,
+    /// The scope of each actor's message ids.
+    pub(crate) scopes: ScopeCache,
     pub(crate) metrics: Metrics,
     /// What to do with a message on an actor's subject that is not a valid
     /// part of its history.
@@ -162,6 +164,7 @@ impl JetStreamEventStore {
             read_batch: o.read_batch,
             cache: VersionCache::new(o.cache_capacity),
             hints: VersionCache::new(o.cache_capacity),
+            scopes: ScopeCache::new(o.cache_capacity),
             policy: o.policy,
             connection: ConnectionWatch::spawn(o.client.clone()),
             client: o.client,
