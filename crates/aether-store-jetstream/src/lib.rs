@@ -267,8 +267,20 @@
 //! `aether_append_retries_total`, `aether_events_read_total`,
 //! `aether_read_resumes_total`,
 //! `aether_snapshots_saved_total`, `aether_version_cache_hits_total`,
-//! `aether_version_cache_misses_total`. Handles are taken at `open`, so
-//! install a recorder first.
+//! `aether_version_cache_misses_total`; the feed adds
+//! `aether_feed_events_total`, `aether_feed_behind_events` and
+//! `aether_feed_resumes_total`. The store keeps no handle: each emission asks
+//! the recorder installed at that moment (the keys are built once at
+//! `open`), so a recorder installed after the store was opened sees
+//! everything.
+//!
+//! # Tracing
+//!
+//! Each operation runs in a `debug` span (`aether.store.append`,
+//! `aether.store.read`, `aether.store.latest_version`,
+//! `aether.store.save_snapshot`, `aether.store.load_snapshot`, with
+//! `backend`, `namespace`, `actor` and the version), one per operation, never
+//! one per event.
 //!
 //! [`EventStore`]: aether_core::EventStore
 //! [`EventStore::append`]: aether_core::EventStore::append

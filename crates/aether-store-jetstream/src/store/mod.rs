@@ -19,6 +19,7 @@ use aether_core::{
 };
 use async_nats::Client;
 use async_nats::jetstream::stream::Stream as NatsStream;
+use tracing::Instrument;
 
 use crate::cache::{ScopeCache, VersionCache};
 use crate::config::{JetStreamStoreBuilder, Opened};
@@ -315,9 +316,18 @@ impl EventStore for JetStreamEventStore {
         }
         let msgs = inner.encode_batch(actor, &events)?;
         let started = Instant::now();
+        let span = tracing::debug_span!(
+            "aether.store.append",
+            backend = "jetstream",
+            namespace = %inner.namespace,
+            %actor,
+            %expected,
+            events = events.len(),
+        );
         let result = self
             .inner
             .append_checked(actor, expected, &events, &msgs)
+            .instrument(span)
             .await;
         inner
             .metrics
@@ -336,12 +346,17 @@ impl EventStore for JetStreamEventStore {
     }
 
     async fn get_events(&self, actor: &ActorId, from: Version) -> Result<Vec<Event>, StoreError> {
-        let mut reader = Reader::new(self.inner.clone(), actor.clone(), from);
-        let mut out = Vec::new();
-        while let Some(item) = reader.next().await {
-            out.push(item?);
+        let span = read_span(&self.inner, actor, from);
+        async {
+            let mut reader = Reader::new(self.inner.clone(), actor.clone(), from);
+            let mut out = Vec::new();
+            while let Some(item) = reader.next().await {
+                out.push(item?);
+            }
+            Ok(out)
         }
-        Ok(out)
+        .instrument(span)
+        .await
     }
 
     fn stream_events(
@@ -349,14 +364,35 @@ impl EventStore for JetStreamEventStore {
         actor: &ActorId,
         from: Version,
     ) -> BoxStream<'static, Result<Event, StoreError>> {
+        let span = read_span(&self.inner, actor, from);
         let reader = Reader::new(self.inner.clone(), actor.clone(), from);
-        Box::pin(futures::stream::unfold(reader, |mut r| async move {
-            r.next().await.map(|item| (item, r))
+        Box::pin(futures::stream::unfold(reader, move |mut r| {
+            let span = span.clone();
+            async move { r.next().await.map(|item| (item, r)) }.instrument(span)
         }))
     }
 
     async fn get_latest_version(&self, actor: &ActorId) -> Result<Version, StoreError> {
+        let span = tracing::debug_span!(
+            "aether.store.latest_version",
+            backend = "jetstream",
+            namespace = %self.inner.namespace,
+            %actor,
+        );
         let subject = self.inner.events.subject(actor);
-        Ok(Version::new(self.inner.tip(actor, &subject).await?.version))
+        let tip = self.inner.tip(actor, &subject).instrument(span).await?;
+        Ok(Version::new(tip.version))
     }
+}
+
+/// The span of one read of an actor's history (entered while the read
+/// works, not per event).
+fn read_span(inner: &Inner, actor: &ActorId, from: Version) -> tracing::Span {
+    tracing::debug_span!(
+        "aether.store.read",
+        backend = "jetstream",
+        namespace = %inner.namespace,
+        %actor,
+        %from,
+    )
 }

@@ -3,6 +3,7 @@
 use aether_core::{ActorId, ActorSnapshot, ForeignReason, SnapshotStore, StoreError, Version};
 use async_nats::HeaderMap;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use tracing::Instrument;
 
 use super::{CONTROL_HEADERS, JetStreamEventStore, MAX_ATTEMPTS};
 use crate::cache::Tip;
@@ -11,6 +12,32 @@ use crate::error::{Refusal, api_error};
 
 impl SnapshotStore for JetStreamEventStore {
     async fn save_snapshot(&self, snapshot: ActorSnapshot) -> Result<(), StoreError> {
+        let span = tracing::debug_span!(
+            "aether.store.save_snapshot",
+            backend = "jetstream",
+            namespace = %self.inner.namespace,
+            actor = %snapshot.actor_id,
+            version = %snapshot.version,
+        );
+        self.save_snapshot_inner(snapshot).instrument(span).await
+    }
+
+    async fn get_latest_snapshot(
+        &self,
+        actor: &ActorId,
+    ) -> Result<Option<ActorSnapshot>, StoreError> {
+        let span = tracing::debug_span!(
+            "aether.store.load_snapshot",
+            backend = "jetstream",
+            namespace = %self.inner.namespace,
+            %actor,
+        );
+        self.get_latest_snapshot_inner(actor).instrument(span).await
+    }
+}
+
+impl JetStreamEventStore {
+    async fn save_snapshot_inner(&self, snapshot: ActorSnapshot) -> Result<(), StoreError> {
         let inner = &*self.inner;
         let actor = snapshot.actor_id.clone();
         // Checked before any round trip with the largest possible envelope.
@@ -100,7 +127,7 @@ impl SnapshotStore for JetStreamEventStore {
         })
     }
 
-    async fn get_latest_snapshot(
+    async fn get_latest_snapshot_inner(
         &self,
         actor: &ActorId,
     ) -> Result<Option<ActorSnapshot>, StoreError> {
