@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, stream};
 use crate::envelope::EnvelopeFormat;
 use crate::error::{IncompatibleStream, create_stream_error, get_stream_error, is_name_in_use};
 use crate::store::JetStreamEventStore;
+use crate::version::ServerVersion;
 
 /// What the builder hands the store once the server is checked and both
 /// streams exist and are valid: plain settings, no store internals.
@@ -55,7 +56,12 @@ impl Storage {
 }
 
 /// The oldest nats-server this store works with (atomic batch publish).
-pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 12, 0);
+/// The same as [`ServerVersion::MIN_SUPPORTED`], as a tuple.
+pub const MIN_SERVER_VERSION: (u32, u32, u32) = (
+    ServerVersion::MIN_SUPPORTED.major,
+    ServerVersion::MIN_SUPPORTED.minor,
+    ServerVersion::MIN_SUPPORTED.patch,
+);
 
 /// Longest stream name accepted (it becomes a directory name on the server).
 const MAX_STREAM_NAME: usize = 255;
@@ -510,25 +516,13 @@ fn validate(want: &stream::Config, have: &stream::Config, kind: Kind) -> Result<
     }
 }
 
-/// Parses `major.minor.patch` from a server version like `2.12.0-RC.1`.
-pub(crate) fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
-    let v = v.trim().trim_start_matches('v');
-    let core = v.split(['-', '+']).next()?;
-    let mut parts = core.split('.').map(|p| p.parse::<u32>());
-    let major = parts.next()?.ok()?;
-    let minor = parts.next()?.ok()?;
-    let patch = parts.next().unwrap_or(Ok(0)).ok()?;
-    Some((major, minor, patch))
-}
-
 fn check_server(info: &async_nats::ServerInfo) -> Result<(), StoreError> {
-    let (a, b, c) = MIN_SERVER_VERSION;
-    let found = parse_version(&info.version);
-    match found {
-        Some(v) if v >= MIN_SERVER_VERSION => {}
+    let min = ServerVersion::MIN_SUPPORTED;
+    match ServerVersion::parse(&info.version) {
+        Some(v) if v >= min => {}
         _ => {
             return Err(StoreError::Unsupported(format!(
-                "nats-server {} at {}:{} is too old: aether-store-jetstream needs nats-server {a}.{b}.{c} or newer (atomic batch publish)",
+                "nats-server {} at {}:{} is too old: aether-store-jetstream needs nats-server {min} or newer (atomic batch publish)",
                 if info.version.is_empty() {
                     "(unknown version)"
                 } else {
@@ -590,17 +584,6 @@ fn validate_stream_name(name: &str, ns: &Namespace) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
-        assert_eq!(parse_version("2.12.0-RC.1"), Some((2, 12, 0)));
-        assert_eq!(parse_version("v2.9.10"), Some((2, 9, 10)));
-        assert_eq!(parse_version("2.11"), Some((2, 11, 0)));
-        assert_eq!(parse_version("garbage"), None);
-        assert!(parse_version("2.9.10").unwrap() < MIN_SERVER_VERSION);
-        assert!(parse_version("2.12.0").unwrap() >= MIN_SERVER_VERSION);
-    }
 
     #[test]
     fn old_servers_are_refused_with_both_versions_named() {

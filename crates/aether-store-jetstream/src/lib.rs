@@ -307,12 +307,14 @@ mod envelope;
 mod error;
 mod feed;
 mod store;
+mod version;
 mod wire;
 
 pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
 pub use envelope::{EnvelopeFormat, StoredEnvelope, inspect_event, inspect_snapshot_version};
 pub use error::{ApiError, IncompatibleStream};
 pub use store::{JetStreamEventStore, MAX_BATCH};
+pub use version::ServerVersion;
 
 /// The async-nats version this crate's API takes (`async_nats::Client`,
 /// `ConnectOptions`): use it through this re-export so an application never
