@@ -12,9 +12,11 @@
 //! are raised when a read sees a newer version or a later message written by
 //! another process.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aether_core::ActorId;
+use async_nats::Subject;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
@@ -159,42 +161,52 @@ impl VersionCache {
     }
 }
 
-/// Actor id → the scope of its message ids ([`actor_scope`]), so a steady
-/// writer does not hash its actor id (SHA-1) on every append. A pure
-/// function of the id: entries never go stale. When full it stops taking
-/// new actors (their scope is computed per append, as without the cache)
-/// instead of clearing anything.
-pub(crate) struct ScopeCache {
-    map: DashMap<ActorId, [u8; SCOPE_LEN]>,
+/// What an append needs of an actor beyond its tip: the scope of its
+/// message ids ([`actor_scope`], a SHA-1) and its events subject (the
+/// encoded id), cached so a steady writer computes neither on every append
+/// and hands the client a subject it need not copy. Pure functions of the
+/// id: entries never go stale. When full the cache stops taking new actors
+/// (theirs are computed per append, as without it) instead of clearing
+/// anything.
+pub(crate) struct ActorKeys {
+    map: DashMap<ActorId, Keys>,
     capacity: usize,
     len: AtomicUsize,
 }
 
-/// The length of an actor scope: 32 hex digits.
-const SCOPE_LEN: usize = uuid::fmt::Simple::LENGTH;
+/// The cached keys of one actor.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    /// [`actor_scope`] of the actor.
+    pub(crate) scope: Arc<str>,
+    /// The actor's subject in the events stream.
+    pub(crate) subject: Subject,
+}
 
-impl ScopeCache {
+impl ActorKeys {
     pub(crate) fn new(capacity: usize) -> Self {
-        ScopeCache {
+        ActorKeys {
             map: DashMap::new(),
             capacity,
             len: AtomicUsize::new(0),
         }
     }
 
-    /// The scope of `actor`'s message ids.
-    pub(crate) fn scope(&self, actor: &ActorId) -> String {
-        if let Some(s) = self.map.get(actor) {
-            return String::from_utf8_lossy(&*s).into_owned();
+    /// The keys of `actor`, whose events subject is `subject(actor)`.
+    pub(crate) fn get(&self, actor: &ActorId, subject: impl FnOnce() -> String) -> Keys {
+        if let Some(k) = self.map.get(actor) {
+            return k.clone();
         }
-        let scope = actor_scope(actor);
+        let keys = Keys {
+            scope: Arc::from(actor_scope(actor)),
+            subject: Subject::from(subject()),
+        };
         if self.len.load(Ordering::Relaxed) < self.capacity
-            && let Ok(bytes) = <[u8; SCOPE_LEN]>::try_from(scope.as_bytes())
-            && self.map.insert(actor.clone(), bytes).is_none()
+            && self.map.insert(actor.clone(), keys.clone()).is_none()
         {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
-        scope
+        keys
     }
 }
 
@@ -257,12 +269,15 @@ mod tests {
     }
 
     #[test]
-    fn scopes_are_cached_up_to_capacity_and_always_right() {
-        let c = ScopeCache::new(2);
+    fn actor_keys_are_cached_up_to_capacity_and_always_right() {
+        let c = ActorKeys::new(2);
         for i in 0..5 {
             let a = ActorId::new(format!("actor-{i}")).unwrap();
-            assert_eq!(c.scope(&a), actor_scope(&a));
-            assert_eq!(c.scope(&a), actor_scope(&a));
+            for _ in 0..2 {
+                let k = c.get(&a, || format!("s.{i}"));
+                assert_eq!(&*k.scope, actor_scope(&a));
+                assert_eq!(k.subject.as_str(), format!("s.{i}"));
+            }
         }
         assert_eq!(c.map.len(), 2);
         assert_eq!(c.len.load(Ordering::Relaxed), 2);

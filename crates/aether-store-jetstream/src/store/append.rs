@@ -7,7 +7,7 @@ use aether_core::{ActorId, Event, StoreError, Version};
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
 };
-use async_nats::{HeaderMap, Request, StatusCode};
+use async_nats::{HeaderMap, Request, StatusCode, Subject};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -110,7 +110,7 @@ impl Inner {
     /// Sends a request whose answer is a publish acknowledgement.
     pub(crate) async fn request_ack(
         &self,
-        subject: &str,
+        subject: &Subject,
         headers: HeaderMap,
         payload: Bytes,
         what: impl Fn() -> String,
@@ -128,7 +128,7 @@ impl Inner {
         }
         let lost = self.connection.lost(&self.client);
         let reply = tokio::select! {
-            reply = self.client.send_request(subject.to_owned(), request) => {
+            reply = self.client.send_request(subject.clone(), request) => {
                 reply.map_err(|e| request_error(&what(), self.timeout, e))?
             }
             () = lost => {
@@ -169,7 +169,7 @@ impl Inner {
     /// sequence of the actor's subject.
     pub(crate) async fn publish(
         &self,
-        subject: &str,
+        subject: &Subject,
         msgs: &[Encoded],
         expected_seq: u64,
     ) -> Result<Result<Ack, Refusal>, StoreError> {
@@ -209,7 +209,7 @@ impl Inner {
     /// commit) and body: its reply is the batch's acknowledgement.
     async fn stage_batch(
         &self,
-        subject: &str,
+        subject: &Subject,
         msgs: &[Encoded],
         expected: &str,
     ) -> Result<Option<(HeaderMap, Bytes)>, StoreError> {
@@ -231,7 +231,7 @@ impl Inner {
         };
         for (i, msg) in rest.iter().enumerate() {
             self.client
-                .publish_with_headers(subject.to_owned(), batch_headers(msg, i), msg.body.clone())
+                .publish_with_headers(subject.clone(), batch_headers(msg, i), msg.body.clone())
                 .await
                 .map_err(|e| publish_error(&what(), e))?;
         }
@@ -243,11 +243,11 @@ impl Inner {
     pub(crate) async fn append_checked(
         self: &Arc<Self>,
         actor: &ActorId,
+        subject: &Subject,
         expected: Version,
         events: &[Event],
         msgs: &[Encoded],
     ) -> Result<Version, StoreError> {
-        let subject = self.events.subject(actor);
         // The batch was validated: its versions run expected + 1, expected + 2, ….
         let last_version = events.last().map_or(expected, |e| e.version);
         let mut known = match self.cache.get(actor) {
@@ -266,7 +266,7 @@ impl Inner {
             attempt += 1;
             let tip = match known {
                 Some(t) if t.version == expected.get() => t,
-                _ => match Box::pin(self.resolve(actor, &subject, expected, events)).await? {
+                _ => match Box::pin(self.resolve(actor, subject, expected, events)).await? {
                     Resolution::Stored(v) => return Ok(v),
                     Resolution::Conflict(actual) => {
                         return Err(self.conflict(actor, expected, actual));
@@ -274,7 +274,7 @@ impl Inner {
                     Resolution::Unchanged(t) => t,
                 },
             };
-            match self.publish(&subject, msgs, tip.last).await {
+            match self.publish(subject, msgs, tip.last).await {
                 Ok(Ok(ack)) if !ack.duplicate => {
                     self.cache
                         .observe(actor, Tip::at(last_version.get(), ack.seq));
@@ -326,13 +326,13 @@ impl Inner {
     pub(crate) fn encode_batch(
         &self,
         actor: &ActorId,
+        scope: &str,
         events: &[Event],
     ) -> Result<Vec<Encoded>, StoreError> {
-        let scope = self.scopes.scope(actor);
         events
             .iter()
             .map(|e| {
-                let enc = encode_event(e, &scope, self.format)?;
+                let enc = encode_event(e, scope, self.format)?;
                 let size = enc.wire_len(CONTROL_HEADERS);
                 if size > self.max_payload {
                     return Err(StoreError::TooLarge {

@@ -21,7 +21,7 @@ use async_nats::Client;
 use async_nats::jetstream::stream::Stream as NatsStream;
 use tracing::Instrument;
 
-use crate::cache::{ScopeCache, VersionCache};
+use crate::cache::{ActorKeys, VersionCache};
 use crate::config::{JetStreamStoreBuilder, Opened};
 use crate::envelope::{EnvelopeFormat, actor_scope, encode_event};
 
@@ -137,8 +137,8 @@ pub(crate) struct Inner {
     /// Where the event of each actor's latest snapshot is (from the snapshot
     /// envelope): the start of a read after the snapshot, verified by the read.
     pub(crate) hints: VersionCache,
-    /// The scope of each actor's message ids.
-    pub(crate) scopes: ScopeCache,
+    /// Each actor's message-id scope and events subject.
+    pub(crate) keys: ActorKeys,
     pub(crate) metrics: Metrics,
     /// What to do with a message on an actor's subject that is not a valid
     /// part of its history.
@@ -165,7 +165,7 @@ impl JetStreamEventStore {
             read_batch: o.read_batch,
             cache: VersionCache::new(o.cache_capacity),
             hints: VersionCache::new(o.cache_capacity),
-            scopes: ScopeCache::new(o.cache_capacity),
+            keys: ActorKeys::new(o.cache_capacity),
             policy: o.policy,
             connection: ConnectionWatch::spawn(o.client.clone()),
             client: o.client,
@@ -314,7 +314,8 @@ impl EventStore for JetStreamEventStore {
             }
             .into());
         }
-        let msgs = inner.encode_batch(actor, &events)?;
+        let keys = inner.keys.get(actor, || inner.events.subject(actor));
+        let msgs = inner.encode_batch(actor, &keys.scope, &events)?;
         let started = Instant::now();
         let span = tracing::debug_span!(
             "aether.store.append",
@@ -326,7 +327,7 @@ impl EventStore for JetStreamEventStore {
         );
         let result = self
             .inner
-            .append_checked(actor, expected, &events, &msgs)
+            .append_checked(actor, &keys.subject, expected, &events, &msgs)
             .instrument(span)
             .await;
         inner

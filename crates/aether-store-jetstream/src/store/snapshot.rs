@@ -1,8 +1,8 @@
 //! Snapshots: one message per actor, replaced with a compare-and-set.
 
 use aether_core::{ActorId, ActorSnapshot, ForeignReason, SnapshotStore, StoreError, Version};
-use async_nats::HeaderMap;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use async_nats::{HeaderMap, Subject};
 use tracing::Instrument;
 
 use super::{CONTROL_HEADERS, JetStreamEventStore, MAX_ATTEMPTS};
@@ -71,7 +71,7 @@ impl JetStreamEventStore {
             .filter(|t| t.version == snapshot.version.get())
             .map(|t| t.seq);
         let body = encode_snapshot(&snapshot, seq, inner.format)?;
-        let subject = inner.snapshots.subject(&actor);
+        let subject = Subject::from(inner.snapshots.subject(&actor));
         let what = format!("saving the snapshot of {actor}");
         for attempt in 1..=MAX_ATTEMPTS {
             let current = inner.last_msg(&inner.snapshots, &subject).await?;
