@@ -37,8 +37,8 @@ use aether_core::{
     ActorId, ActorSnapshot, CodecError, CommandId, Event, EventId, ForeignReason, Metadata,
     RecentCommand, Version,
 };
-use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -260,7 +260,9 @@ pub(crate) fn msg_id(id: EventId, scope: &str) -> String {
 
 /// One event as stored: its message id (the `Nats-Msg-Id` header) and its body.
 pub(crate) struct Encoded {
-    pub(crate) id: String,
+    /// The `Nats-Msg-Id` value, validated once when encoded (a header value
+    /// is checked for line breaks on every conversion from a string).
+    pub(crate) id: HeaderValue,
     pub(crate) body: Bytes,
 }
 
@@ -270,7 +272,7 @@ impl Encoded {
     pub(crate) fn wire_len(&self, control: usize) -> usize {
         b"NATS/1.0\r\n\r\n".len()
             + "Nats-Msg-Id: \r\n".len()
-            + self.id.len()
+            + self.id.as_str().len()
             + control
             + self.body.len()
     }
@@ -278,7 +280,7 @@ impl Encoded {
     /// The headers to publish it with: the id, plus whatever the caller adds.
     pub(crate) fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(NATS_MESSAGE_ID, self.id.as_str());
+        h.insert(NATS_MESSAGE_ID, self.id.clone());
         h
     }
 }
@@ -294,7 +296,7 @@ pub(crate) fn encode_event(
         EnvelopeFormat::V2 => encode_event_v2(event),
     };
     Ok(Encoded {
-        id: msg_id(event.id, scope),
+        id: HeaderValue::from(msg_id(event.id, scope)),
         body,
     })
 }
@@ -930,7 +932,7 @@ mod tests {
         assert_eq!(read_event_version(&body, ORIGIN).unwrap(), Version::new(7));
         assert_eq!(read_event_id(Some(&h)).unwrap(), e.id);
         // The id is scoped by actor; a bare id (older streams) reads the same.
-        assert_eq!(enc.id, format!("{}.{}", e.id, actor_scope(&actor)));
+        assert_eq!(enc.id.as_str(), format!("{}.{}", e.id, actor_scope(&actor)));
         assert_ne!(actor_scope(&actor), actor_scope(&other));
         let mut old = HeaderMap::new();
         old.insert(NATS_MESSAGE_ID, e.id.to_string().as_str());
@@ -1135,7 +1137,7 @@ mod format_tests {
         let hex: String = enc.body.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, stored);
         assert_eq!(
-            enc.id,
+            enc.id.as_str(),
             "0195f0a0-1234-7000-8000-00000000abcd.".to_owned() + &actor_scope(&actor)
         );
         let body = Bytes::from(

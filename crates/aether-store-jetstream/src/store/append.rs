@@ -7,7 +7,7 @@ use aether_core::{ActorId, Event, StoreError, Version};
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
 };
-use async_nats::{HeaderMap, Request, StatusCode, Subject};
+use async_nats::{HeaderMap, HeaderValue, Request, StatusCode, Subject};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -217,11 +217,12 @@ impl Inner {
             return Ok(None);
         };
         let mut id_buf = [0u8; uuid::fmt::Simple::LENGTH];
-        let batch_id: &str = uuid::Uuid::new_v4().simple().encode_lower(&mut id_buf);
+        // Validated once, cloned per message.
+        let batch_id = HeaderValue::from(&*uuid::Uuid::new_v4().simple().encode_lower(&mut id_buf));
         let what = || format!("appending a batch of {} to {subject}", msgs.len());
         let batch_headers = |msg: &Encoded, i: usize| {
             let mut h = msg.headers();
-            h.insert(NATS_BATCH_ID, batch_id);
+            h.insert(NATS_BATCH_ID, batch_id.clone());
             let mut buf = itoa_buf();
             h.insert(NATS_BATCH_SEQUENCE, format_u64(i as u64 + 1, &mut buf));
             if i == 0 {
