@@ -6,7 +6,8 @@
 //!
 //! `cargo run --release --example append_profile -- <mode> <n>` with mode
 //! `aether-sync`, `raw-sync`, `aether-pipe`, `raw-pipe` (rounds of 1000 actors), `aether-batch100`, `raw-batch100`,
-//! `aether-read` or `raw-read`.
+//! `aether-read` or `raw-read`. With `PRINT_FUTURE_SIZE` set it first
+//! prints the size of an append's and a read's future.
 
 use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, Version};
 use aether_store_jetstream::JetStreamEventStore;
