@@ -12,6 +12,7 @@
 //! | `pipelined_1000_actors` | 1000 concurrent `append`s of one event, one per actor | 1000 publishes with expected sequence, acks awaited together |
 //! | (diagnostic) | the raw baseline with store-sized bodies and ids | the raw baseline: shows how much of the pipelined gap is the stored size |
 //! | `append_batch/{10,100}` | `append` of an atomic batch | the same batch headers sent by hand, commit awaited |
+//! | (diagnostic) | the raw batch with a `Nats-Msg-Id` per message, as the store sends | the raw batch: shows how much of the batch gap is the server's duplicate check |
 //! | `rehydrate_10k` | `get_events` of a 10 000-event actor | an ordered consumer on the actor's subject |
 //! | `load_modify_save_100` | `Repository::execute` (snapshot + events, append, snapshot every 10) on 100 actors at once; and appends from cached state | direct get of the last event + publish with expected sequence |
 
@@ -309,18 +310,25 @@ fn uuid_like(r: u64, i: u64) -> String {
 }
 
 /// A batch sent by hand: every message but the last without a reply, the
-/// commit awaited through the JetStream context.
+/// commit awaited through the JetStream context. With `ids`, every message
+/// also carries a `Nats-Msg-Id` as long as the store's
+/// (`<event id>.<actor scope>`), which the server checks for duplicates.
 async fn raw_batch(
     js: &jetstream::Context,
     client: &async_nats::Client,
     subject: &str,
-    n: u64,
-    last: u64,
-    batch: u64,
+    (n, last, batch): (u64, u64, u64),
+    ids: bool,
 ) -> u64 {
     let id = format!("raw-{batch}");
     for i in 1..=n {
         let mut h = HeaderMap::new();
+        if ids {
+            h.insert(
+                "Nats-Msg-Id",
+                format!("{}.{:032x}", uuid_like(batch, i), u128::from(i)).as_str(),
+            );
+        }
         h.insert(NATS_BATCH_ID, id.as_str());
         h.insert(NATS_BATCH_SEQUENCE, i.to_string());
         if i == 1 {
@@ -376,13 +384,37 @@ fn append_batch(c: &mut Criterion, env: &Env) -> Vec<f64> {
             let batch = batches.fetch_add(1, Ordering::Relaxed);
             let (js, client, subject, seq) = (&env.js, &env.client, &subject, &seq);
             async move {
-                let s = raw_batch(js, client, subject, n, last, batch).await;
+                let s = raw_batch(js, client, subject, (n, last, batch), false).await;
+                seq.store(s, Ordering::Relaxed);
+            }
+        };
+        // The raw batch again with a message id per message, as the store
+        // sends (idempotent retries): not in the summary; it shows how much
+        // of the gap is the server's duplicate check of every message.
+        let ids_name = format!("RAWBATCHIDS{n}");
+        env.raw_stream(&ids_name);
+        let ids_seq = AtomicU64::new(0);
+        let ids_subject = format!("{ids_name}.a");
+        let raw_ids = || {
+            let last = ids_seq.load(Ordering::Relaxed);
+            let batch = batches.fetch_add(1, Ordering::Relaxed);
+            let (js, client, subject, seq) = (&env.js, &env.client, &ids_subject, &ids_seq);
+            async move {
+                let s = raw_batch(js, client, subject, (n, last, batch), true).await;
                 seq.store(s, Ordering::Relaxed);
             }
         };
         g.bench_function("aether", |b| b.to_async(&env.rt).iter(&aether));
         g.bench_function("raw_batch_publish", |b| b.to_async(&env.rt).iter(&raw));
         g.finish();
+        paired(
+            env,
+            &format!("append_batch/{n} (raw with a Nats-Msg-Id per message vs raw)"),
+            60,
+            n,
+            raw_ids,
+            raw,
+        );
         ratios.push(paired(
             env,
             &format!("append_batch/{n}"),

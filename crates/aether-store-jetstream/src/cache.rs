@@ -12,11 +12,15 @@
 //! are raised when a read sees a newer version or a later message written by
 //! another process.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aether_core::ActorId;
+use async_nats::Subject;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+
+use crate::envelope::actor_scope;
 
 /// The last event of an actor as far as this process knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +161,55 @@ impl VersionCache {
     }
 }
 
+/// What an append needs of an actor beyond its tip: the scope of its
+/// message ids ([`actor_scope`], a SHA-1) and its events subject (the
+/// encoded id), cached so a steady writer computes neither on every append
+/// and hands the client a subject it need not copy. Pure functions of the
+/// id: entries never go stale. When full the cache stops taking new actors
+/// (theirs are computed per append, as without it) instead of clearing
+/// anything.
+pub(crate) struct ActorKeys {
+    map: DashMap<ActorId, Keys>,
+    capacity: usize,
+    len: AtomicUsize,
+}
+
+/// The cached keys of one actor.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    /// [`actor_scope`] of the actor.
+    pub(crate) scope: Arc<str>,
+    /// The actor's subject in the events stream.
+    pub(crate) subject: Subject,
+}
+
+impl ActorKeys {
+    pub(crate) fn new(capacity: usize) -> Self {
+        ActorKeys {
+            map: DashMap::new(),
+            capacity,
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The keys of `actor`, whose events subject is `subject(actor)`.
+    pub(crate) fn get(&self, actor: &ActorId, subject: impl FnOnce() -> String) -> Keys {
+        if let Some(k) = self.map.get(actor) {
+            return k.clone();
+        }
+        let keys = Keys {
+            scope: Arc::from(actor_scope(actor)),
+            subject: Subject::from(subject()),
+        };
+        if self.len.load(Ordering::Relaxed) < self.capacity
+            && self.map.insert(actor.clone(), keys.clone()).is_none()
+        {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        keys
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +266,20 @@ mod tests {
         assert_eq!(c.len(), c.map.len());
         c.clear();
         assert_eq!((c.len(), c.map.len()), (0, 0));
+    }
+
+    #[test]
+    fn actor_keys_are_cached_up_to_capacity_and_always_right() {
+        let c = ActorKeys::new(2);
+        for i in 0..5 {
+            let a = ActorId::new(format!("actor-{i}")).unwrap();
+            for _ in 0..2 {
+                let k = c.get(&a, || format!("s.{i}"));
+                assert_eq!(&*k.scope, actor_scope(&a));
+                assert_eq!(k.subject.as_str(), format!("s.{i}"));
+            }
+        }
+        assert_eq!(c.map.len(), 2);
+        assert_eq!(c.len.load(Ordering::Relaxed), 2);
     }
 }

@@ -2,16 +2,38 @@
 //! version check.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{InvalidInput, NameError, NameKind, Namespace, StoreError, TrustPolicy};
 use async_nats::Client;
 use async_nats::jetstream::{self, stream};
 
-use crate::cache::VersionCache;
+use crate::envelope::EnvelopeFormat;
 use crate::error::{IncompatibleStream, create_stream_error, get_stream_error, is_name_in_use};
-use crate::store::{ConnectionWatch, Inner, JetStreamEventStore, Metrics, StreamHandle};
+use crate::store::JetStreamEventStore;
+use crate::version::ServerVersion;
+
+/// What the builder hands the store once the server is checked and both
+/// streams exist and are valid: plain settings, no store internals.
+pub(crate) struct Opened {
+    /// The builder as it was when `open` began.
+    pub(crate) settings: JetStreamStoreBuilder,
+    pub(crate) client: Client,
+    pub(crate) namespace: Namespace,
+    pub(crate) events: stream::Stream,
+    /// `<prefix>.<ns>.events`.
+    pub(crate) events_subject: String,
+    pub(crate) snapshots: stream::Stream,
+    /// `<prefix>.<ns>.snapshots`.
+    pub(crate) snapshots_subject: String,
+    pub(crate) api_prefix: String,
+    pub(crate) max_payload: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) read_batch: usize,
+    pub(crate) cache_capacity: usize,
+    pub(crate) policy: TrustPolicy,
+    pub(crate) format: EnvelopeFormat,
+}
 
 /// Where the streams keep their messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -34,7 +56,12 @@ impl Storage {
 }
 
 /// The oldest nats-server this store works with (atomic batch publish).
-pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 12, 0);
+/// The same as [`ServerVersion::MIN_SUPPORTED`], as a tuple.
+pub const MIN_SERVER_VERSION: (u32, u32, u32) = (
+    ServerVersion::MIN_SUPPORTED.major,
+    ServerVersion::MIN_SUPPORTED.minor,
+    ServerVersion::MIN_SUPPORTED.patch,
+);
 
 /// Longest stream name accepted (it becomes a directory name on the server).
 const MAX_STREAM_NAME: usize = 255;
@@ -62,6 +89,7 @@ pub struct JetStreamStoreBuilder {
     create_streams: bool,
     api_prefix: String,
     policy: TrustPolicy,
+    format: EnvelopeFormat,
 }
 
 /// The default timeout of each request to the server: 5 s.
@@ -94,6 +122,7 @@ impl JetStreamStoreBuilder {
             create_streams: true,
             api_prefix: "$JS.API".to_owned(),
             policy: TrustPolicy::default(),
+            format: EnvelopeFormat::default(),
         }
     }
 
@@ -107,6 +136,15 @@ impl JetStreamStoreBuilder {
     /// [`StoreError::Corrupt`]. See [`aether_core::trust`].
     pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The envelope format events and snapshots are written in (default
+    /// [`EnvelopeFormat::V2`]); both formats are always read. Set
+    /// [`EnvelopeFormat::V1`] while processes that read only format 1 still
+    /// read the same streams.
+    pub fn envelope_format(mut self, format: EnvelopeFormat) -> Self {
+        self.format = format;
         self
     }
 
@@ -205,6 +243,14 @@ impl JetStreamStoreBuilder {
         self
     }
 
+    /// Forgets explicit stream names: the streams are named from the prefix
+    /// and the namespace.
+    pub(crate) fn default_stream_names(mut self) -> Self {
+        self.events_stream = None;
+        self.snapshots_stream = None;
+        self
+    }
+
     /// Checks the server, creates or validates both streams and returns the store.
     ///
     /// # Errors
@@ -220,6 +266,7 @@ impl JetStreamStoreBuilder {
     ///   `retry_on_initial_connect` that has not connected within the
     ///   request timeout ("not connected yet"; transient).
     pub async fn open(self) -> Result<JetStreamEventStore, StoreError> {
+        let settings = self.clone();
         let info = self.connected_server_info().await?;
         check_server(&info)?;
         validate_token("prefix", &self.prefix, 64)?;
@@ -280,32 +327,30 @@ impl JetStreamStoreBuilder {
             .ensure_stream(&js, snapshots_cfg, Kind::Snapshots)
             .await?;
 
-        let events = StreamHandle::new(events, events_subject);
-        let inner = Inner {
-            metrics: Metrics::new(&self.namespace),
+        let store = JetStreamEventStore::from_opened(Opened {
+            settings,
+            client: self.client,
             namespace: self.namespace,
-            direct_get_subject: format!("{}.DIRECT.GET.{}", self.api_prefix, events.name),
             events,
-            snapshots: StreamHandle::new(snapshots, snapshots_subject),
+            events_subject,
+            snapshots,
+            snapshots_subject,
+            api_prefix: self.api_prefix,
             max_payload: info.max_payload,
             timeout: self.timeout,
             read_batch: self.read_batch,
-            cache: VersionCache::new(self.cache_capacity),
-            hints: VersionCache::new(self.cache_capacity),
+            cache_capacity: self.cache_capacity,
             policy: self.policy,
-            connection: ConnectionWatch::spawn(self.client.clone()),
-            client: self.client,
-        };
+            format: self.format,
+        });
         tracing::debug!(
-            namespace = %inner.namespace,
-            events = %inner.events.name,
-            snapshots = %inner.snapshots.name,
+            namespace = %aether_core::EventStore::namespace(&store),
+            events = %store.events_stream_name(),
+            snapshots = %store.snapshots_stream_name(),
             server = %info.version,
             "opened JetStream event store"
         );
-        Ok(JetStreamEventStore {
-            inner: Arc::new(inner),
-        })
+        Ok(store)
     }
 
     /// The server's INFO, waiting (up to the request timeout) for a client
@@ -471,25 +516,13 @@ fn validate(want: &stream::Config, have: &stream::Config, kind: Kind) -> Result<
     }
 }
 
-/// Parses `major.minor.patch` from a server version like `2.12.0-RC.1`.
-pub(crate) fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
-    let v = v.trim().trim_start_matches('v');
-    let core = v.split(['-', '+']).next()?;
-    let mut parts = core.split('.').map(|p| p.parse::<u32>());
-    let major = parts.next()?.ok()?;
-    let minor = parts.next()?.ok()?;
-    let patch = parts.next().unwrap_or(Ok(0)).ok()?;
-    Some((major, minor, patch))
-}
-
 fn check_server(info: &async_nats::ServerInfo) -> Result<(), StoreError> {
-    let (a, b, c) = MIN_SERVER_VERSION;
-    let found = parse_version(&info.version);
-    match found {
-        Some(v) if v >= MIN_SERVER_VERSION => {}
+    let min = ServerVersion::MIN_SUPPORTED;
+    match ServerVersion::parse(&info.version) {
+        Some(v) if v >= min => {}
         _ => {
             return Err(StoreError::Unsupported(format!(
-                "nats-server {} at {}:{} is too old: aether-store-jetstream needs nats-server {a}.{b}.{c} or newer (atomic batch publish)",
+                "nats-server {} at {}:{} is too old: aether-store-jetstream needs nats-server {min} or newer (atomic batch publish)",
                 if info.version.is_empty() {
                     "(unknown version)"
                 } else {
@@ -551,17 +584,6 @@ fn validate_stream_name(name: &str, ns: &Namespace) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
-        assert_eq!(parse_version("2.12.0-RC.1"), Some((2, 12, 0)));
-        assert_eq!(parse_version("v2.9.10"), Some((2, 9, 10)));
-        assert_eq!(parse_version("2.11"), Some((2, 11, 0)));
-        assert_eq!(parse_version("garbage"), None);
-        assert!(parse_version("2.9.10").unwrap() < MIN_SERVER_VERSION);
-        assert!(parse_version("2.12.0").unwrap() >= MIN_SERVER_VERSION);
-    }
 
     #[test]
     fn old_servers_are_refused_with_both_versions_named() {

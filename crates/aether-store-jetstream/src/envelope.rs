@@ -1,10 +1,24 @@
 //! The stored form of events and snapshots.
 //!
-//! The message body is a small MessagePack map (the envelope) whose `data`
-//! field holds the event's payload as an opaque `bin`, untouched. Tools in any
-//! language read the envelope's fields by decoding the outer map without
-//! decoding the payload. The event id travels in the `Nats-Msg-Id` header (the
-//! server's duplicate detection uses it).
+//! The message body is a small MessagePack value (the envelope) that holds
+//! the event's payload as an opaque `bin`, untouched. Tools in any language
+//! read the envelope's fields without decoding the payload. The event id
+//! travels in the `Nats-Msg-Id` header (the server's duplicate detection uses
+//! it).
+//!
+//! Two formats are read; the store writes the one configured
+//! ([`EnvelopeFormat`], format 2 by default):
+//!
+//! * format 1, a map with string keys
+//!   (`{aether: 1, type, actor, version, ts, schema?, corr?, cause?, meta?, data}`);
+//! * format 2, a positional array with the format first:
+//!   `[2, type, actor, version, ts, schema, corr, cause, meta, data]`, where
+//!   `ts` is the MessagePack timestamp extension in its 96-bit form (15
+//!   bytes), `corr` and `cause` are a string or nil and `meta` a string map
+//!   (empty when none); a snapshot is `[2, version, seq, ts, schema, cmds, state]`
+//!   with `seq` an integer or nil and `cmds` an array of
+//!   `[command id (16 bytes), first, last]`. Format 2 is about 45 bytes
+//!   shorter per event than format 1 and is written and read without serde.
 //!
 //! The `Nats-Msg-Id` is the event id *scoped by actor*
 //! (`<event id>.<actor scope>`, see [`msg_id`]), because the server's duplicate
@@ -23,8 +37,8 @@ use aether_core::{
     ActorId, ActorSnapshot, CodecError, CommandId, Event, EventId, ForeignReason, Metadata,
     RecentCommand, Version,
 };
-use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -32,14 +46,36 @@ use time::UtcOffset;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::wire::{Reader, WireError, Writer};
+
 /// Header names the store reads.
 pub(crate) mod names {
     /// The stream sequence of a message, added by the server to direct-get replies.
     pub(crate) const NATS_SEQUENCE: &str = "Nats-Sequence";
 }
 
-/// The value of the envelope's `aether` field this version writes.
-pub(crate) const ENVELOPE_VERSION: u8 = 1;
+/// The envelope format of format 1 (a map; the value of its `aether` field).
+pub(crate) const FORMAT_1: u8 = 1;
+
+/// The envelope format of format 2 (a positional array; its first element).
+pub(crate) const FORMAT_2: u8 = 2;
+
+/// The envelope format a store writes; both are always read.
+///
+/// Format 2 (the default) is a positional MessagePack array, about 45 bytes
+/// shorter per event than format 1 (a map with string keys). Choose
+/// [`EnvelopeFormat::V1`] only while processes of a version that reads only
+/// format 1 still read the same streams (a rolling upgrade); see the crate
+/// docs for both layouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EnvelopeFormat {
+    /// Format 1: a map with string keys.
+    V1,
+    /// Format 2: a positional array with the format first (the default).
+    #[default]
+    V2,
+}
 
 /// Serializes borrowed bytes as MessagePack `bin` (serde's default for a
 /// slice is an array of integers).
@@ -224,7 +260,9 @@ pub(crate) fn msg_id(id: EventId, scope: &str) -> String {
 
 /// One event as stored: its message id (the `Nats-Msg-Id` header) and its body.
 pub(crate) struct Encoded {
-    pub(crate) id: String,
+    /// The `Nats-Msg-Id` value, validated once when encoded (a header value
+    /// is checked for line breaks on every conversion from a string).
+    pub(crate) id: HeaderValue,
     pub(crate) body: Bytes,
 }
 
@@ -234,7 +272,7 @@ impl Encoded {
     pub(crate) fn wire_len(&self, control: usize) -> usize {
         b"NATS/1.0\r\n\r\n".len()
             + "Nats-Msg-Id: \r\n".len()
-            + self.id.len()
+            + self.id.as_str().len()
             + control
             + self.body.len()
     }
@@ -242,16 +280,76 @@ impl Encoded {
     /// The headers to publish it with: the id, plus whatever the caller adds.
     pub(crate) fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(NATS_MESSAGE_ID, self.id.as_str());
+        h.insert(NATS_MESSAGE_ID, self.id.clone());
         h
     }
 }
 
-/// Encodes one event; `scope` is [`actor_scope`] of its actor.
-pub(crate) fn encode_event(event: &Event, scope: &str) -> Result<Encoded, CodecError> {
+/// Encodes one event in `format`; `scope` is [`actor_scope`] of its actor.
+pub(crate) fn encode_event(
+    event: &Event,
+    scope: &str,
+    format: EnvelopeFormat,
+) -> Result<Encoded, CodecError> {
+    let body = match format {
+        EnvelopeFormat::V1 => encode_event_v1(event)?,
+        EnvelopeFormat::V2 => encode_event_v2(event),
+    };
+    Ok(Encoded {
+        id: HeaderValue::from(msg_id(event.id, scope)),
+        body,
+    })
+}
+
+/// The event's body in format 2: `[2, type, actor, version, ts, schema,
+/// corr, cause, meta, data]`, in one allocation of the exact size.
+fn encode_event_v2(event: &Event) -> Bytes {
+    let m = &event.metadata;
+    let str_len = |s: &str| s.len() + 5;
+    let capacity = 2
+        + str_len(&event.event_type)
+        + str_len(event.actor_id.as_str())
+        + 9
+        + 15
+        + 5
+        + m.correlation_id.as_deref().map_or(1, str_len)
+        + m.causation_id.as_deref().map_or(1, str_len)
+        + 5
+        + m.custom
+            .iter()
+            .map(|(k, v)| str_len(k) + str_len(v))
+            .sum::<usize>()
+        + 5
+        + event.data.len();
+    let mut body = Vec::with_capacity(capacity);
+    let mut w = Writer(&mut body);
+    w.array(10);
+    w.uint(u64::from(FORMAT_2));
+    w.str(&event.event_type);
+    w.str(event.actor_id.as_str());
+    w.uint(event.version.get());
+    w.timestamp96(
+        event.timestamp.unix_timestamp(),
+        event.timestamp.nanosecond(),
+    );
+    w.uint(u64::from(event.schema_version));
+    w.opt_str(m.correlation_id.as_deref());
+    w.opt_str(m.causation_id.as_deref());
+    // A BTreeMap's length fits the map header (it is at most memory).
+    w.map(u32::try_from(m.custom.len()).unwrap_or(u32::MAX));
+    for (k, v) in &m.custom {
+        w.str(k);
+        w.str(v);
+    }
+    w.bin(&event.data);
+    Bytes::from(body)
+}
+
+/// The event's body in format 1 (a map with string keys).
+fn encode_event_v1(event: &Event) -> Result<Bytes, CodecError> {
     let mut ts = [0u8; TIMESTAMP_LEN];
     let out = EventOut {
-        aether: ENVELOPE_VERSION,
+        aether: FORMAT_1,
         event_type: &event.event_type,
         actor: event.actor_id.as_str(),
         version: event.version.get(),
@@ -281,19 +379,51 @@ pub(crate) fn encode_event(event: &Event, scope: &str) -> Result<Encoded, CodecE
         what: "event envelope".to_owned(),
         source,
     })?;
-    let body = Bytes::from(body);
-    Ok(Encoded {
-        id: msg_id(event.id, scope),
-        body,
-    })
+    Ok(Bytes::from(body))
 }
 
-/// The body of one snapshot; `seq` is the stream sequence of the event at
-/// its version, when known.
+/// The body of one snapshot in `format`; `seq` is the stream sequence of the
+/// event at its version, when known.
 pub(crate) fn encode_snapshot(
     snapshot: &ActorSnapshot,
     seq: Option<u64>,
+    format: EnvelopeFormat,
 ) -> Result<Bytes, CodecError> {
+    match format {
+        EnvelopeFormat::V1 => encode_snapshot_v1(snapshot, seq),
+        EnvelopeFormat::V2 => Ok(encode_snapshot_v2(snapshot, seq)),
+    }
+}
+
+/// `[2, version, seq, ts, schema, cmds, state]`.
+fn encode_snapshot_v2(snapshot: &ActorSnapshot, seq: Option<u64>) -> Bytes {
+    let cmds = &snapshot.recent_commands;
+    let mut body = Vec::with_capacity(48 + cmds.len() * 38 + snapshot.state.len());
+    let mut w = Writer(&mut body);
+    w.array(7);
+    w.uint(u64::from(FORMAT_2));
+    w.uint(snapshot.version.get());
+    match seq {
+        Some(seq) => w.uint(seq),
+        None => w.nil(),
+    }
+    w.timestamp96(
+        snapshot.timestamp.unix_timestamp(),
+        snapshot.timestamp.nanosecond(),
+    );
+    w.uint(u64::from(snapshot.schema_version));
+    w.array(u32::try_from(cmds.len()).unwrap_or(u32::MAX));
+    for c in cmds {
+        w.array(3);
+        w.bin(c.id.as_uuid().as_bytes());
+        w.uint(c.first.get());
+        w.uint(c.last.get());
+    }
+    w.bin(&snapshot.state);
+    Bytes::from(body)
+}
+
+fn encode_snapshot_v1(snapshot: &ActorSnapshot, seq: Option<u64>) -> Result<Bytes, CodecError> {
     let cmds: Vec<CommandOut> = snapshot
         .recent_commands
         .iter()
@@ -305,7 +435,7 @@ pub(crate) fn encode_snapshot(
         .collect();
     encode(
         &SnapshotOut {
-            aether: ENVELOPE_VERSION,
+            aether: FORMAT_1,
             version: snapshot.version.get(),
             seq,
             ts: format_timestamp(snapshot.timestamp)?,
@@ -342,11 +472,115 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8], origin: Origin<'_>) -> Result<
 }
 
 fn check_version(v: u8, origin: Origin<'_>) -> Result<(), CodecError> {
-    if v == ENVELOPE_VERSION {
+    if v == FORMAT_1 {
         Ok(())
     } else {
         Err(malformed(origin, format!("unknown envelope version {v}")))
     }
+}
+
+/// The shape of a body, from its first byte.
+enum Shape {
+    /// A map: format 1.
+    Map,
+    /// An array: format 2 (or later).
+    Array,
+    Other,
+}
+
+fn shape(body: &[u8]) -> Shape {
+    match body.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => Shape::Map,
+        Some(0x90..=0x9f | 0xdc | 0xdd) => Shape::Array,
+        _ => Shape::Other,
+    }
+}
+
+fn not_aether(origin: Origin<'_>) -> CodecError {
+    malformed(
+        origin,
+        "not an Aether envelope (neither a format 1 map nor a format 2 array)",
+    )
+}
+
+fn wire(origin: Origin<'_>, e: WireError) -> CodecError {
+    malformed(origin, format!("envelope format 2: {e}"))
+}
+
+/// Opens a format 2 array of `len` elements and checks its format.
+fn open_v2<'a>(body: &'a [u8], len: usize, origin: Origin<'_>) -> Result<Reader<'a>, CodecError> {
+    let mut r = Reader::new(body);
+    let n = r.array().map_err(|e| wire(origin, e))?;
+    let format = r.uint().map_err(|e| wire(origin, e))?;
+    if format != u64::from(FORMAT_2) {
+        return Err(malformed(
+            origin,
+            format!("unknown envelope version {format}"),
+        ));
+    }
+    if n != len {
+        return Err(malformed(
+            origin,
+            format!("envelope format 2 with {n} elements, expected {len}"),
+        ));
+    }
+    Ok(r)
+}
+
+fn timestamp_v2(secs: i64, nanos: u32, origin: Origin<'_>) -> Result<OffsetDateTime, CodecError> {
+    if nanos >= 1_000_000_000 {
+        return Err(malformed(origin, "timestamp nanoseconds out of range"));
+    }
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(|t| t + time::Duration::nanoseconds(i64::from(nanos)))
+        .map_err(|e| malformed(origin, format!("timestamp {secs}: {e}")))
+}
+
+/// The fields of a format 2 event, borrowed from the body.
+struct EventV2<'a> {
+    event_type: &'a str,
+    actor: &'a str,
+    version: u64,
+    ts: OffsetDateTime,
+    schema: u32,
+    corr: Option<&'a str>,
+    cause: Option<&'a str>,
+    meta: BTreeMap<String, String>,
+    data: &'a [u8],
+}
+
+fn decode_event_v2<'a>(body: &'a [u8], origin: Origin<'_>) -> Result<EventV2<'a>, CodecError> {
+    let mut r = open_v2(body, 10, origin)?;
+    let w = |e| wire(origin, e);
+    let event_type = r.str().map_err(w)?;
+    let actor = r.str().map_err(w)?;
+    let version = r.uint().map_err(w)?;
+    let (secs, nanos) = r.timestamp().map_err(w)?;
+    let schema = r.u32().map_err(w)?;
+    let corr = r.opt_str().map_err(w)?;
+    let cause = r.opt_str().map_err(w)?;
+    let n = r.map().map_err(w)?;
+    let mut meta = BTreeMap::new();
+    for _ in 0..n {
+        let k = r.str().map_err(w)?;
+        let v = r.str().map_err(w)?;
+        meta.insert(k.to_owned(), v.to_owned());
+    }
+    let data = r.bin().map_err(w)?;
+    if !r.at_end() {
+        return Err(malformed(origin, "bytes after the envelope"));
+    }
+    Ok(EventV2 {
+        event_type,
+        actor,
+        version,
+        ts: timestamp_v2(secs, nanos, origin)?,
+        schema,
+        corr,
+        cause,
+        meta,
+        data,
+    })
 }
 
 fn parse_timestamp(raw: &str, origin: Origin<'_>) -> Result<OffsetDateTime, CodecError> {
@@ -354,11 +588,117 @@ fn parse_timestamp(raw: &str, origin: Origin<'_>) -> Result<OffsetDateTime, Code
         .map_err(|e| malformed(origin, format!("timestamp {raw:?}: {e}")))
 }
 
-/// Reads only the version of a stored event or snapshot (the payload is skipped).
-pub(crate) fn read_version(body: &[u8], origin: Origin<'_>) -> Result<Version, CodecError> {
+/// Reads only the version of a stored event or snapshot of format 1.
+fn read_version_v1(body: &[u8], origin: Origin<'_>) -> Result<Version, CodecError> {
     let v: VersionIn = decode(body, origin)?;
     check_version(v.aether, origin)?;
     Ok(Version::new(v.version))
+}
+
+/// Reads only the version of a stored event (the payload is skipped).
+pub(crate) fn read_event_version(body: &[u8], origin: Origin<'_>) -> Result<Version, CodecError> {
+    match shape(body) {
+        Shape::Map => read_version_v1(body, origin),
+        Shape::Array => {
+            let mut r = open_v2(body, 10, origin)?;
+            let w = |e| wire(origin, e);
+            r.str().map_err(w)?;
+            r.str().map_err(w)?;
+            Ok(Version::new(r.uint().map_err(w)?))
+        }
+        Shape::Other => Err(not_aether(origin)),
+    }
+}
+
+/// Reads only the version of a stored snapshot (the state is skipped).
+pub(crate) fn read_snapshot_version(
+    body: &[u8],
+    origin: Origin<'_>,
+) -> Result<Version, CodecError> {
+    match shape(body) {
+        Shape::Map => read_version_v1(body, origin),
+        Shape::Array => {
+            let mut r = open_v2(body, 7, origin)?;
+            Ok(Version::new(r.uint().map_err(|e| wire(origin, e))?))
+        }
+        Shape::Other => Err(not_aether(origin)),
+    }
+}
+
+/// The envelope fields of a stored event, read without the payload (for
+/// tools that scan a stream: see [`inspect_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredEnvelope {
+    /// The envelope format (1 or 2).
+    pub format: u8,
+    /// The event type.
+    pub event_type: String,
+    /// The actor id the envelope names (it must be the one of the subject).
+    pub actor: String,
+    /// The per-actor version the envelope claims.
+    pub version: u64,
+}
+
+/// Reads the envelope fields of a stored event's body in either format,
+/// without decoding the payload. It checks the form only: whether the
+/// message is part of the actor's history also depends on its subject, its
+/// `Nats-Msg-Id` and the versions before it (the trust rule).
+///
+/// # Errors
+/// [`CodecError`] when the body is not an event envelope of a known format
+/// (never a panic, whatever the bytes).
+pub fn inspect_event(body: &[u8]) -> Result<StoredEnvelope, CodecError> {
+    const ORIGIN: Origin<'static> = Origin {
+        stream: "(inspected)",
+        sequence: 0,
+    };
+    match shape(body) {
+        Shape::Map => {
+            #[derive(Deserialize)]
+            struct Fields<'a> {
+                aether: u8,
+                #[serde(rename = "type")]
+                event_type: &'a str,
+                actor: &'a str,
+                version: u64,
+            }
+            let f: Fields<'_> = decode(body, ORIGIN)?;
+            check_version(f.aether, ORIGIN)?;
+            Ok(StoredEnvelope {
+                format: FORMAT_1,
+                event_type: f.event_type.to_owned(),
+                actor: f.actor.to_owned(),
+                version: f.version,
+            })
+        }
+        Shape::Array => {
+            let mut r = open_v2(body, 10, ORIGIN)?;
+            let w = |e| wire(ORIGIN, e);
+            Ok(StoredEnvelope {
+                format: FORMAT_2,
+                event_type: r.str().map_err(w)?.to_owned(),
+                actor: r.str().map_err(w)?.to_owned(),
+                version: r.uint().map_err(w)?,
+            })
+        }
+        Shape::Other => Err(not_aether(ORIGIN)),
+    }
+}
+
+/// Reads the version of a stored snapshot's body in either format.
+///
+/// # Errors
+/// [`CodecError`] when the body is not a snapshot envelope of a known format.
+pub fn inspect_snapshot_version(body: &[u8]) -> Result<u64, CodecError> {
+    read_snapshot_version(
+        body,
+        Origin {
+            stream: "(inspected)",
+            sequence: 0,
+        },
+    )
+    .map(Version::get)
 }
 
 /// Reads the event id of a stored event from its `Nats-Msg-Id` header:
@@ -381,6 +721,41 @@ pub(crate) fn read_event_id(h: Option<&HeaderMap>) -> Result<EventId, ForeignRea
 /// Decodes a stored event of `actor` (the actor its subject names); a message
 /// that is not such an envelope is foreign, for the reason given.
 pub(crate) fn decode_event(
+    h: Option<&HeaderMap>,
+    body: &Bytes,
+    actor: &ActorId,
+    origin: Origin<'_>,
+) -> Result<Event, ForeignReason> {
+    let not_envelope = |e: CodecError| ForeignReason::NotAnEnvelope(e.to_string());
+    match shape(body) {
+        Shape::Array => {}
+        Shape::Map => return decode_event_v1(h, body, actor, origin),
+        Shape::Other => return Err(not_envelope(not_aether(origin))),
+    }
+    let e = decode_event_v2(body, origin).map_err(not_envelope)?;
+    if e.actor != actor.as_str() {
+        return Err(ForeignReason::WrongActor {
+            found: e.actor.chars().take(300).collect(),
+        });
+    }
+    let id = read_event_id(h)?;
+    Ok(Event {
+        id,
+        event_type: Arc::from(e.event_type),
+        actor_id: actor.clone(),
+        version: Version::new(e.version),
+        schema_version: e.schema,
+        timestamp: e.ts,
+        metadata: Metadata {
+            correlation_id: e.corr.map(str::to_owned),
+            causation_id: e.cause.map(str::to_owned),
+            custom: e.meta,
+        },
+        data: body.slice_ref(e.data),
+    })
+}
+
+fn decode_event_v1(
     h: Option<&HeaderMap>,
     body: &Bytes,
     actor: &ActorId,
@@ -413,6 +788,65 @@ pub(crate) fn decode_event(
 
 /// Decodes a stored snapshot of `actor`, with the sequence hint of its event.
 pub(crate) fn decode_snapshot(
+    body: &Bytes,
+    actor: &ActorId,
+    origin: Origin<'_>,
+) -> Result<(ActorSnapshot, Option<u64>), CodecError> {
+    match shape(body) {
+        Shape::Map => decode_snapshot_v1(body, actor, origin),
+        Shape::Array => decode_snapshot_v2(body, actor, origin),
+        Shape::Other => Err(not_aether(origin)),
+    }
+}
+
+fn decode_snapshot_v2(
+    body: &Bytes,
+    actor: &ActorId,
+    origin: Origin<'_>,
+) -> Result<(ActorSnapshot, Option<u64>), CodecError> {
+    let mut r = open_v2(body, 7, origin)?;
+    let w = |e| wire(origin, e);
+    let version = r.uint().map_err(w)?;
+    let seq = if r.nil().map_err(w)? {
+        None
+    } else {
+        Some(r.uint().map_err(w)?)
+    };
+    let (secs, nanos) = r.timestamp().map_err(w)?;
+    let schema_version = r.u32().map_err(w)?;
+    let n = r.array().map_err(w)?;
+    let mut recent_commands = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        if r.array().map_err(w)? != 3 {
+            return Err(malformed(
+                origin,
+                "a recent command is not [id, first, last]",
+            ));
+        }
+        let id = Uuid::from_slice(r.bin().map_err(w)?)
+            .map_err(|_| malformed(origin, "a command id that is not 16 bytes"))?;
+        recent_commands.push(RecentCommand {
+            id: CommandId::from_uuid(id),
+            first: Version::new(r.uint().map_err(w)?),
+            last: Version::new(r.uint().map_err(w)?),
+        });
+    }
+    let state = r.bin().map_err(w)?;
+    if !r.at_end() {
+        return Err(malformed(origin, "bytes after the envelope"));
+    }
+    let snapshot = ActorSnapshot {
+        actor_id: actor.clone(),
+        version: Version::new(version),
+        state: body.slice_ref(state),
+        timestamp: timestamp_v2(secs, nanos, origin)?,
+        schema_version,
+        recent_commands,
+    };
+    Ok((snapshot, seq))
+}
+
+fn decode_snapshot_v1(
     body: &Bytes,
     actor: &ActorId,
     origin: Origin<'_>,
@@ -463,7 +897,15 @@ mod tests {
         e.schema_version = 3;
         // A non-UTC offset is stored as the same instant in UTC, which compares equal.
         e.timestamp = e.timestamp.to_offset(UtcOffset::from_hms(2, 0, 0).unwrap());
-        let enc = encode_event(&e, &actor_scope(&actor)).unwrap();
+        for format in [EnvelopeFormat::V1, EnvelopeFormat::V2] {
+            event_round_trips_in(&e, &actor, format);
+        }
+    }
+
+    fn event_round_trips_in(e: &Event, actor: &ActorId, format: EnvelopeFormat) {
+        let e = e.clone();
+        let actor = actor.clone();
+        let enc = encode_event(&e, &actor_scope(&actor), format).unwrap();
         let (h, body) = (enc.headers(), enc.body.clone());
         assert_eq!(enc.wire_len(0), {
             // What async-nats puts on the wire for these headers and body.
@@ -487,10 +929,10 @@ mod tests {
             decode_event(None, &body, &actor, ORIGIN),
             Err(ForeignReason::MissingEventId)
         ));
-        assert_eq!(read_version(&body, ORIGIN).unwrap(), Version::new(7));
+        assert_eq!(read_event_version(&body, ORIGIN).unwrap(), Version::new(7));
         assert_eq!(read_event_id(Some(&h)).unwrap(), e.id);
         // The id is scoped by actor; a bare id (older streams) reads the same.
-        assert_eq!(enc.id, format!("{}.{}", e.id, actor_scope(&actor)));
+        assert_eq!(enc.id.as_str(), format!("{}.{}", e.id, actor_scope(&actor)));
         assert_ne!(actor_scope(&actor), actor_scope(&other));
         let mut old = HeaderMap::new();
         old.insert(NATS_MESSAGE_ID, e.id.to_string().as_str());
@@ -503,7 +945,7 @@ mod tests {
     fn envelope_is_readable_as_plain_messagepack() {
         let actor = ActorId::new("a").unwrap();
         let e = Event::new(actor, Version::new(2), "Opened", &"x").unwrap();
-        let body = encode_event(&e, "scope").unwrap().body;
+        let body = encode_event(&e, "scope", EnvelopeFormat::V1).unwrap().body;
         #[derive(Deserialize)]
         struct Tool {
             #[serde(rename = "type")]
@@ -512,6 +954,25 @@ mod tests {
         }
         let t: Tool = rmp_serde::from_slice(&body).unwrap();
         assert_eq!((t.event_type.as_str(), t.version), ("Opened", 2));
+        // Format 2 is a plain array: a tool reads it by position.
+        let body = encode_event(&e, "scope", EnvelopeFormat::V2).unwrap().body;
+        type Positional = (
+            u8,
+            String,
+            String,
+            u64,
+            serde::de::IgnoredAny,
+            u32,
+            Option<String>,
+            Option<String>,
+            BTreeMap<String, String>,
+            serde::de::IgnoredAny,
+        );
+        let t: Positional = rmp_serde::from_slice(&body).unwrap();
+        assert_eq!(
+            (t.0, t.1.as_str(), t.2.as_str(), t.3),
+            (2, "Opened", "a", 2)
+        );
     }
 
     #[test]
@@ -526,22 +987,30 @@ mod tests {
                     first: Version::new(2),
                     last: Version::new(4),
                 }]);
-        let body = encode_snapshot(&with_cmds, None).unwrap();
-        assert_eq!(
-            decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
-            (with_cmds, None)
-        );
-        let body = encode_snapshot(&s, Some(9)).unwrap();
-        assert_eq!(
-            decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
-            (s.clone(), Some(9))
-        );
-        let body = encode_snapshot(&s, None).unwrap();
-        assert_eq!(
-            decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
-            (s, None)
-        );
-        assert_eq!(read_version(&body, ORIGIN).unwrap(), Version::new(4));
+        for format in [EnvelopeFormat::V1, EnvelopeFormat::V2] {
+            let body = encode_snapshot(&with_cmds, None, format).unwrap();
+            assert_eq!(
+                decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
+                (with_cmds.clone(), None)
+            );
+            let body = encode_snapshot(&s, Some(9), format).unwrap();
+            assert_eq!(
+                decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
+                (s.clone(), Some(9))
+            );
+            let body = encode_snapshot(&s, None, format).unwrap();
+            assert_eq!(
+                decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap(),
+                (s.clone(), None)
+            );
+            assert_eq!(
+                read_snapshot_version(&body, ORIGIN).unwrap(),
+                Version::new(4)
+            );
+            // The state is a zero-copy slice of the body.
+            let (back, _) = decode_snapshot(&body, &s.actor_id, ORIGIN).unwrap();
+            assert!(body.as_ptr_range().contains(&back.state.as_ptr()));
+        }
     }
 
     #[test]
@@ -558,15 +1027,40 @@ mod tests {
             decode_event(Some(&h), &garbage, &a, ORIGIN),
             Err(ForeignReason::NotAnEnvelope(_))
         ));
-        assert!(read_version(&garbage, ORIGIN).is_err());
-        assert!(read_version(b"", ORIGIN).is_err());
+        assert!(read_event_version(&garbage, ORIGIN).is_err());
+        assert!(read_event_version(b"", ORIGIN).is_err());
+        assert!(read_snapshot_version(b"", ORIGIN).is_err());
+        // Arrays that are not format 2 envelopes.
+        for bad in [
+            &[0x90][..],
+            &[0x9a, 0x03][..],
+            &[0x93, 0x02, 0xa0, 0xa0][..],
+            &[0x9a, 0x02, 0xa1, b'T', 0xa1, b'a', 0x01][..],
+        ] {
+            let body = Bytes::copy_from_slice(bad);
+            assert!(matches!(
+                decode_event(Some(&h), &body, &a, ORIGIN),
+                Err(ForeignReason::NotAnEnvelope(_))
+            ));
+            assert!(decode_snapshot(&body, &a, ORIGIN).is_err());
+        }
+        // Every prefix of a valid format 2 event is refused, never a panic.
+        let e = Event::new(a.clone(), Version::new(2), "T", &"x").unwrap();
+        let full = encode_event(&e, "s", EnvelopeFormat::V2).unwrap().body;
+        for n in 0..full.len() {
+            let cut = full.slice(..n);
+            assert!(
+                decode_event(Some(&h), &cut, &a, ORIGIN).is_err(),
+                "prefix {n}"
+            );
+        }
         let other = rmp_serde::to_vec_named(&VersionOut {
             aether: 9,
             version: 1,
         })
         .unwrap();
         assert!(matches!(
-            read_version(&other, ORIGIN),
+            read_event_version(&other, ORIGIN),
             Err(CodecError::Malformed(_))
         ));
         #[derive(Serialize)]
@@ -639,11 +1133,11 @@ mod format_tests {
             " a464617461 c4029 12a"
         )
         .replace(' ', "");
-        let enc = encode_event(&e, &actor_scope(&actor)).unwrap();
+        let enc = encode_event(&e, &actor_scope(&actor), EnvelopeFormat::V1).unwrap();
         let hex: String = enc.body.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, stored);
         assert_eq!(
-            enc.id,
+            enc.id.as_str(),
             "0195f0a0-1234-7000-8000-00000000abcd.".to_owned() + &actor_scope(&actor)
         );
         let body = Bytes::from(
@@ -659,4 +1153,50 @@ mod format_tests {
         let back = decode_event(Some(&enc.headers()), &body, &actor, origin).unwrap();
         assert_eq!(back, e);
     }
+
+    /// The bytes of an event in format 2, the default: a stream written by it
+    /// must keep reading, and the encoder must keep writing it.
+    #[test]
+    fn the_stored_format_2_is_stable() {
+        let actor = ActorId::new("order-1").unwrap();
+        let id: EventId = "0195f0a0-1234-7000-8000-00000000abcd".parse().unwrap();
+        let mut e = Event::from_raw(actor.clone(), Version::new(3), "Placed", vec![0x91, 0x2a]);
+        e.id = id;
+        e.timestamp =
+            OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(1_700_000_000_000_000_007);
+        let stored = concat!(
+            "9a 02 a6506c61636564 a76f726465722d31 03",
+            " c70cff 00000007 000000006553f100",
+            " 01 c0 c0 80 c402912a"
+        )
+        .replace(' ', "");
+        let enc = encode_event(&e, &actor_scope(&actor), EnvelopeFormat::default()).unwrap();
+        let hex: String = enc.body.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, stored);
+        let body = Bytes::from(
+            (0..stored.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&stored[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>(),
+        );
+        let back = decode_event(Some(&enc.headers()), &body, &actor, ORIGIN_F).unwrap();
+        assert_eq!(back, e);
+        // Shorter than format 1 by the keys and the textual timestamp.
+        let v1 = encode_event(&e, &actor_scope(&actor), EnvelopeFormat::V1).unwrap();
+        assert!(
+            v1.body.len() >= body.len() + 45,
+            "{} vs {}",
+            v1.body.len(),
+            body.len()
+        );
+        assert_eq!(
+            read_event_version(&body, ORIGIN_F).unwrap(),
+            Version::new(3)
+        );
+    }
+
+    const ORIGIN_F: Origin<'static> = Origin {
+        stream: "S",
+        sequence: 1,
+    };
 }

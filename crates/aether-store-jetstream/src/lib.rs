@@ -10,7 +10,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use aether_core::{ActorId, Event, EventStore, EventStoreExt, Namespace, Version};
-//! use aether_store_jetstream::JetStreamEventStore;
+//! use aether_store_jetstream::{JetStreamEventStore, async_nats};
 //!
 //! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
 //! let store = JetStreamEventStore::builder(client)
@@ -20,8 +20,15 @@
 //! let cart = ActorId::new("cart-7")?;
 //! store.save_event(Event::new(cart.clone(), Version::FIRST, "ItemAdded", &"book")?).await?;
 //! assert_eq!(store.get_latest_version(&cart).await?, Version::FIRST);
+//! // The same client and settings in another namespace:
+//! let _billing = store.with_namespace(Namespace::new("billing")?).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! `JetStreamEventStore::new(client)` opens the `default` namespace with every
+//! setting at its default; [`JetStreamEventStore::builder`] sets the rest. The
+//! crate re-exports the [`async_nats`] it is built with: connect through
+//! `aether_store_jetstream::async_nats` to never pin a second version.
 //!
 //! # Requirements
 //!
@@ -75,8 +82,31 @@
 //! as 32 hex digits. The server's duplicate detection is per stream while an
 //! event id is unique per actor, so the same id in two actors is two events.
 //! Streams written before the scope (`Nats-Msg-Id` = the bare event id) read
-//! the same way. The body is a small MessagePack map, the envelope, with the
-//! payload inside as an opaque `bin`:
+//! the same way. The body is a small MessagePack value, the envelope, with
+//! the payload inside as an opaque `bin`. Two formats are read; format 2 is
+//! written unless [`JetStreamStoreBuilder::envelope_format`] says
+//! [`EnvelopeFormat::V1`] (for a rolling upgrade from a version that reads
+//! only format 1).
+//!
+//! **Format 2** (default), a positional array, about 45 bytes shorter per
+//! event than format 1:
+//!
+//! | position | value |
+//! |---|---|
+//! | 0 | `2`, the envelope format |
+//! | 1 | the event type |
+//! | 2 | the actor id |
+//! | 3 | the per-actor version |
+//! | 4 | the timestamp: MessagePack timestamp extension (type -1), 96-bit form, UTC |
+//! | 5 | the payload's schema version |
+//! | 6, 7 | correlation and causation ids, or nil |
+//! | 8 | custom metadata (string map, empty when none) |
+//! | 9 | the payload (MessagePack, as given), `bin` |
+//!
+//! A snapshot is `[2, version, seq, ts, schema, cmds, state]`, `seq` an
+//! integer or nil, `cmds` an array of `[command id (16 bytes bin), first, last]`.
+//!
+//! **Format 1**, a map:
 //!
 //! | key | value |
 //! |---|---|
@@ -90,11 +120,12 @@
 //! | `meta` | custom metadata (string map), when not empty |
 //! | `data` | the payload (MessagePack, as given), `bin` |
 //!
-//! A snapshot's body is `{aether, version, seq, ts, schema, cmds, state}`
+//! A format 1 snapshot's body is `{aether, version, seq, ts, schema, cmds, state}`
 //! alike, where `seq` (when the writer knew it) is the stream sequence of the
 //! event at `version`, `schema` the state's schema version and `cmds` (when
 //! not empty) the actor's window of recent commands, an array of
 //! `{id: "<command uuid>", first: <version>, last: <version>}`.
+//! [`inspect_event`] reads the fields of either format for tools.
 //! Any MessagePack library reads every field without decoding `data`, and
 //! events read back exactly equal, unicode metadata included (the store hands
 //! the payload back as a zero-copy slice of the message). The envelope is in
@@ -236,8 +267,20 @@
 //! `aether_append_retries_total`, `aether_events_read_total`,
 //! `aether_read_resumes_total`,
 //! `aether_snapshots_saved_total`, `aether_version_cache_hits_total`,
-//! `aether_version_cache_misses_total`. Handles are taken at `open`, so
-//! install a recorder first.
+//! `aether_version_cache_misses_total`; the feed adds
+//! `aether_feed_events_total`, `aether_feed_behind_events` and
+//! `aether_feed_resumes_total`. The store keeps no handle: each emission asks
+//! the recorder installed at that moment (the keys are built once at
+//! `open`), so a recorder installed after the store was opened sees
+//! everything.
+//!
+//! # Tracing
+//!
+//! Each operation runs in a `debug` span (`aether.store.append`,
+//! `aether.store.read`, `aether.store.latest_version`,
+//! `aether.store.save_snapshot`, `aether.store.load_snapshot`, with
+//! `backend`, `namespace`, `actor` and the version), one per operation, never
+//! one per event.
 //!
 //! [`EventStore`]: aether_core::EventStore
 //! [`EventStore::append`]: aether_core::EventStore::append
@@ -264,7 +307,16 @@ mod envelope;
 mod error;
 mod feed;
 mod store;
+mod version;
+mod wire;
 
 pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
+pub use envelope::{EnvelopeFormat, StoredEnvelope, inspect_event, inspect_snapshot_version};
 pub use error::{ApiError, IncompatibleStream};
 pub use store::{JetStreamEventStore, MAX_BATCH};
+pub use version::ServerVersion;
+
+/// The async-nats version this crate's API takes (`async_nats::Client`,
+/// `ConnectOptions`): use it through this re-export so an application never
+/// builds a client of a second, mismatching version.
+pub use async_nats;

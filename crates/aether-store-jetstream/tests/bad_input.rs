@@ -318,15 +318,77 @@ async fn incompatible_streams_are_refused_at_open() {
         Err(StoreError::InvalidInput(_))
     ));
     assert!(matches!(
-        JetStreamEventStore::new(client.clone(), "has space").await,
+        JetStreamEventStore::builder(client.clone())
+            .events_stream("has space")
+            .open()
+            .await,
         Err(StoreError::InvalidInput(_))
     ));
-    // The seeds' constructors work with explicit stream names.
+    // Explicit stream names.
     let name = format!("SEED_{}", fresh_namespace("x").encoded());
-    let s =
-        JetStreamEventStore::with_namespace(client.clone(), name.clone(), fresh_namespace("seed"))
-            .await
-            .unwrap();
+    let s = JetStreamEventStore::builder(client.clone())
+        .events_stream(name.clone())
+        .namespace(fresh_namespace("seed"))
+        .open()
+        .await
+        .unwrap();
     assert_eq!(s.events_stream_name(), name);
     assert_eq!(s.snapshots_stream_name(), format!("{name}_SNAPSHOTS"));
+}
+
+#[tokio::test]
+async fn constructors_open_the_default_namespace_and_others_with_the_same_settings() {
+    let server = common::shared_server().await;
+    let client = connect(&server.url()).await;
+
+    let default = JetStreamEventStore::new(client.clone()).await.unwrap();
+    assert_eq!(default.namespace(), &Namespace::default());
+    assert_eq!(default.events_stream_name(), "AETHER_EVENTS_default");
+    assert_eq!(default.snapshots_stream_name(), "AETHER_SNAPSHOTS_default");
+
+    // Another namespace keeps the prefix and settings; explicit stream
+    // names belong to the first store only.
+    let base = JetStreamEventStore::builder(client.clone())
+        .prefix("ctor")
+        .events_stream(format!("CTOR_{}", fresh_namespace("x").encoded()))
+        .namespace(fresh_namespace("base"))
+        .timeout(Duration::from_secs(3))
+        .open()
+        .await
+        .unwrap();
+    let ns = fresh_namespace("other");
+    let other = base.with_namespace(ns.clone()).await.unwrap();
+    assert_eq!(other.namespace(), &ns);
+    assert_eq!(
+        other.events_stream_name(),
+        format!("CTOR_EVENTS_{}", ns.encoded())
+    );
+    let actor = ActorId::new("ctor-actor").unwrap();
+    assert_eq!(
+        other.event_subject(&actor),
+        format!("ctor.{}.events.{}", ns.encoded(), actor.encoded())
+    );
+    other
+        .save_event(test_event(&actor, 1, "in other"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.get_latest_version(&actor).await.unwrap(),
+        Version::FIRST
+    );
+    assert_eq!(
+        base.get_latest_version(&actor).await.unwrap(),
+        Version::ZERO
+    );
+
+    // `create_streams(false)` carries over: a namespace without streams is refused.
+    let validating = JetStreamEventStore::builder(client.clone())
+        .prefix("ctor")
+        .namespace(ns)
+        .create_streams(false)
+        .open()
+        .await
+        .unwrap();
+    let e = incompatible(validating.with_namespace(fresh_namespace("none")).await);
+    assert!(e.problems[0].contains("does not exist"), "{e}");
 }

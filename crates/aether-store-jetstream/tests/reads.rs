@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aether_core::testkit::conformance::{fresh_namespace, test_event};
 use aether_core::{ActorId, EventStore, EventStoreExt, Version};
-use aether_store_jetstream::JetStreamEventStore;
+use aether_store_jetstream::{EnvelopeFormat, JetStreamEventStore};
 use aether_testkit_nats::connect;
 use futures::StreamExt;
 
@@ -197,13 +197,20 @@ async fn reads_after_a_snapshot_start_at_its_event_and_survive_a_wrong_hint() {
         .direct_get_last_for_subject(store.snapshot_subject(&a))
         .await
         .unwrap();
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        seq: Option<u64>,
-    }
-    let recorded: Seq = rmp_serde::from_slice(&raw.payload).unwrap();
+    // Format 2: [2, version, seq, ts, schema, cmds, state].
+    type Positional = (
+        u8,
+        u64,
+        Option<u64>,
+        serde::de::IgnoredAny,
+        serde::de::IgnoredAny,
+        serde::de::IgnoredAny,
+        serde::de::IgnoredAny,
+    );
+    let recorded: Positional = rmp_serde::from_slice(&raw.payload).unwrap();
+    assert_eq!((recorded.0, recorded.1), (2, 30));
     assert!(
-        recorded.seq.is_some(),
+        recorded.2.is_some(),
         "the snapshot names its event's sequence"
     );
 
@@ -271,6 +278,84 @@ async fn reads_after_a_snapshot_start_at_its_event_and_survive_a_wrong_hint() {
             versions,
             (version + 1..=35).collect::<Vec<_>>(),
             "wrong hint {wrong}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_written_in_format_1_reads_back_and_appends_continue_in_format_2() {
+    use aether_core::{ActorSnapshot, Event, SnapshotStore};
+    let server = common::shared_server().await;
+    let client = connect(&server.url()).await;
+    let ns = fresh_namespace("reads-format");
+    let open = |format| {
+        JetStreamEventStore::builder(client.clone())
+            .namespace(ns.clone())
+            .envelope_format(format)
+            .open()
+    };
+    let old = open(EnvelopeFormat::V1).await.unwrap();
+    let a = ActorId::new("a.format ü").unwrap();
+    let event = |v: u64| {
+        let mut e = test_event(&a, v, "format");
+        e.metadata.correlation_id = Some(format!("corr-{v}"));
+        if v.is_multiple_of(2) {
+            e.metadata.causation_id = Some("cause ✓".into());
+            e.metadata.custom.insert("k ü".into(), format!("v{v}"));
+        }
+        e.schema_version = 2;
+        e
+    };
+    let mut written: Vec<Event> = (1..=5).map(event).collect();
+    old.append(&a, Version::ZERO, written[..2].to_vec())
+        .await
+        .unwrap();
+    for e in &written[2..] {
+        old.save_event(e.clone()).await.unwrap();
+    }
+    let snap_v1 = ActorSnapshot::new(a.clone(), Version::new(3), &"state at 3").unwrap();
+    old.save_snapshot(snap_v1.clone()).await.unwrap();
+
+    // A store writing format 2 reads format 1 exactly, then appends after it.
+    let new = open(EnvelopeFormat::default()).await.unwrap();
+    assert_eq!(new.get_events(&a, Version::ZERO).await.unwrap(), written);
+    assert_eq!(new.get_latest_snapshot(&a).await.unwrap(), Some(snap_v1));
+    assert_eq!(new.get_latest_version(&a).await.unwrap(), Version::new(5));
+    let more: Vec<Event> = (6..=8).map(event).collect();
+    new.append(&a, Version::new(5), more.clone()).await.unwrap();
+    let ninth = event(9);
+    new.save_event(ninth.clone()).await.unwrap();
+    written.extend(more);
+    written.push(ninth);
+    let snap_v2 = ActorSnapshot::new(a.clone(), Version::new(9), &"state at 9").unwrap();
+    new.save_snapshot(snap_v2.clone()).await.unwrap();
+
+    // An independent reader sees format 1 maps, then format 2 arrays, with
+    // every version once.
+    let raw = common::raw_messages(&client, new.events_stream_name(), &new.event_subject(&a)).await;
+    let versions: Vec<Option<u64>> = raw.iter().map(|m| m.version).collect();
+    assert_eq!(versions, (1..=9).map(Some).collect::<Vec<_>>());
+    for m in &raw {
+        let first = m.payload[0];
+        if m.version.unwrap() <= 5 {
+            assert!((0x80..=0x8f).contains(&first), "format 1 map at {}", m.seq);
+        } else {
+            assert_eq!(first, 0x9a, "format 2 array at {}", m.seq);
+        }
+    }
+
+    // Both stores, and fresh ones, read the mixed history from any version.
+    let fresh = open(EnvelopeFormat::default()).await.unwrap();
+    for store in [&old, &new, &fresh] {
+        store.clear_cache();
+        assert_eq!(store.get_events(&a, Version::ZERO).await.unwrap(), written);
+        for from in [3u64, 5, 6, 9] {
+            let got = store.get_events(&a, Version::new(from)).await.unwrap();
+            assert_eq!(got, written[from as usize - 1..].to_vec(), "from {from}");
+        }
+        assert_eq!(
+            store.get_latest_snapshot(&a).await.unwrap(),
+            Some(snap_v2.clone())
         );
     }
 }

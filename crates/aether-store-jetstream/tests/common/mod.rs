@@ -281,7 +281,28 @@ pub async fn raw_messages(
         match stream.direct_get_next_for_subject(subject, Some(seq)).await {
             Ok(m) => {
                 seq = m.sequence + 1;
-                let envelope = rmp_serde::from_slice::<Version>(&m.payload).ok();
+                let envelope = rmp_serde::from_slice::<Version>(&m.payload)
+                    .ok()
+                    .or_else(|| {
+                        // Format 2: [2, type, actor, version, ts, schema, corr, cause, meta, data].
+                        type Positional = (
+                            u8,
+                            serde::de::IgnoredAny,
+                            serde::de::IgnoredAny,
+                            u64,
+                            serde::de::IgnoredAny,
+                            serde::de::IgnoredAny,
+                            serde::de::IgnoredAny,
+                            Option<String>,
+                            serde::de::IgnoredAny,
+                            serde::de::IgnoredAny,
+                        );
+                        let p = rmp_serde::from_slice::<Positional>(&m.payload).ok()?;
+                        (p.0 == 2).then_some(Version {
+                            version: p.3,
+                            cause: p.7,
+                        })
+                    });
                 out.push(RawMessage {
                     seq: m.sequence,
                     msg_id: m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
