@@ -9,7 +9,6 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::Order
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt as _;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::conn::{self, ConnArgs};
@@ -43,22 +42,6 @@ pub(crate) struct CheckArgs {
     /// A JSON report instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// The envelope fields the check needs (the rest are not decoded).
-#[derive(Deserialize)]
-struct EnvelopeIn {
-    aether: u8,
-    #[serde(rename = "type")]
-    _event_type: String,
-    actor: String,
-    version: u64,
-}
-
-#[derive(Deserialize)]
-struct SnapshotIn {
-    aether: u8,
-    version: u64,
 }
 
 /// One problem found.
@@ -107,22 +90,11 @@ pub(crate) async fn run(conn: &ConnArgs, args: CheckArgs) -> Result<u8, CliError
                 detail,
             });
         };
-        let envelope = match rmp_serde::from_slice::<EnvelopeIn>(&message.payload) {
-            Ok(e) if e.aether == 1 => e,
-            Ok(e) => {
-                problem("garbage", format!("envelope format {} is not 1", e.aether));
-                return;
-            }
+        // Either envelope format, payload left undecoded.
+        let envelope = match aether_store_jetstream::inspect_event(&message.payload) {
+            Ok(e) => e,
             Err(e) => {
-                problem(
-                    "garbage",
-                    format!(
-                        "not an Aether envelope ({} bytes): {}",
-                        message.payload.len(),
-                        e.to_string()
-                            .replace("struct EnvelopeIn", "an envelope map")
-                    ),
-                );
+                problem("garbage", format!("{} bytes: {e}", message.payload.len()));
                 return;
             }
         };
@@ -182,27 +154,19 @@ pub(crate) async fn run(conn: &ConnArgs, args: CheckArgs) -> Result<u8, CliError
                     detail,
                 });
             };
-            match rmp_serde::from_slice::<SnapshotIn>(&message.payload) {
-                Ok(s) if s.aether == 1 => {
+            match aether_store_jetstream::inspect_snapshot_version(&message.payload) {
+                Ok(version) => {
                     let events = last.get(&actor).copied().unwrap_or(0);
-                    if s.version > events {
+                    if version > events {
                         problem(
                             "snapshot-ahead",
                             format!(
-                                "snapshot at version {} but the last valid event is {events}",
-                                s.version
+                                "snapshot at version {version} but the last valid event is {events}"
                             ),
                         );
                     }
                 }
-                Ok(s) => problem(
-                    "snapshot-undecodable",
-                    format!("envelope format {} is not 1", s.aether),
-                ),
-                Err(e) => problem(
-                    "snapshot-undecodable",
-                    e.to_string().replace("struct SnapshotIn", "a snapshot map"),
-                ),
+                Err(e) => problem("snapshot-undecodable", e.to_string()),
             }
         })
         .await?;

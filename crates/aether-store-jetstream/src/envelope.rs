@@ -456,7 +456,12 @@ pub(crate) struct Origin<'a> {
 
 impl std::fmt::Display for Origin<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "message {} of stream {}", self.sequence, self.stream)
+        // JetStream sequences start at 1: 0 marks a body inspected on its own.
+        if self.sequence == 0 {
+            f.write_str(self.stream)
+        } else {
+            write!(f, "message {} of stream {}", self.sequence, self.stream)
+        }
     }
 }
 
@@ -650,7 +655,7 @@ pub struct StoredEnvelope {
 /// (never a panic, whatever the bytes).
 pub fn inspect_event(body: &[u8]) -> Result<StoredEnvelope, CodecError> {
     const ORIGIN: Origin<'static> = Origin {
-        stream: "(inspected)",
+        stream: "the inspected record",
         sequence: 0,
     };
     match shape(body) {
@@ -694,7 +699,7 @@ pub fn inspect_snapshot_version(body: &[u8]) -> Result<u64, CodecError> {
     read_snapshot_version(
         body,
         Origin {
-            stream: "(inspected)",
+            stream: "the inspected record",
             sequence: 0,
         },
     )
