@@ -60,7 +60,7 @@ pub(crate) const CONTROL_HEADERS: usize =
         + "Nats-Batch-Sequence: 1000\r\n".len()
         + "Nats-Batch-Commit: 1\r\n".len();
 
-/// An [`EventStore`] and [`SnapshotStore`] on NATS JetStream for one namespace.
+/// An [`EventStore`] and [`SnapshotStore`](aether_core::SnapshotStore) on NATS JetStream for one namespace.
 ///
 /// See the [crate docs](crate) for the layout, the envelope and the
 /// guarantees. Cloning is cheap; clones share the connection and the
