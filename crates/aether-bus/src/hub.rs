@@ -102,41 +102,53 @@ impl AtomicStats {
     }
 }
 
-/// Metric handles of one namespace.
+/// Metric handles of the subscriptions anchored at one namespace.
 struct NsMetrics {
-    published: Counter,
     delivered: Counter,
     dropped: Counter,
 }
 
 impl NsMetrics {
-    fn new(namespace: &Namespace) -> Self {
-        let ns = namespace.as_str().to_owned();
+    fn new(anchor: &Namespace) -> Self {
+        let ns = anchor.as_str().to_owned();
         NsMetrics {
-            published: metrics::counter!("aether_bus_published_total", "namespace" => ns.clone()),
             delivered: metrics::counter!("aether_bus_delivered_total", "namespace" => ns.clone()),
             dropped: metrics::counter!("aether_bus_dropped_total", "namespace" => ns),
         }
     }
 }
 
-#[derive(Default)]
-struct MetricsCache(RwLock<HashMap<Namespace, Arc<NsMetrics>>>);
+/// Metric handles by namespace, created on first use by `make`.
+struct MetricsCache<T> {
+    map: RwLock<HashMap<Namespace, Arc<T>>>,
+    make: fn(&Namespace) -> T,
+}
 
-impl MetricsCache {
-    fn get(&self, namespace: &Namespace) -> Arc<NsMetrics> {
-        if let Some(m) = read(&self.0).get(namespace.as_str()) {
+impl<T> MetricsCache<T> {
+    fn new(make: fn(&Namespace) -> T) -> Self {
+        MetricsCache {
+            map: RwLock::new(HashMap::new()),
+            make,
+        }
+    }
+
+    fn get(&self, namespace: &Namespace) -> Arc<T> {
+        if let Some(m) = read(&self.map).get(namespace.as_str()) {
             return Arc::clone(m);
         }
-        let mut map = write(&self.0);
+        let mut map = write(&self.map);
         if map.len() >= METRICS_CACHE_LIMIT {
-            return Arc::new(NsMetrics::new(namespace));
+            return Arc::new((self.make)(namespace));
         }
         Arc::clone(
             map.entry(namespace.clone())
-                .or_insert_with(|| Arc::new(NsMetrics::new(namespace))),
+                .or_insert_with(|| Arc::new((self.make)(namespace))),
         )
     }
+}
+
+fn published_counter(namespace: &Namespace) -> Counter {
+    metrics::counter!("aether_bus_published_total", "namespace" => namespace.as_str().to_owned())
 }
 
 /// One subscriber: its filter and its bounded queue.
@@ -157,8 +169,8 @@ struct SlotState {
 enum Offer {
     Filtered,
     Delivered,
-    /// Delivered, and the oldest queued event (of this namespace) was dropped.
-    DeliveredDropping(Namespace),
+    /// Delivered, and the oldest queued event was dropped.
+    DeliveredDropping,
 }
 
 impl Slot {
@@ -201,12 +213,11 @@ impl Slot {
         if st.closed {
             return Offer::Filtered;
         }
-        let dropped = if st.queue.len() >= self.capacity {
+        let dropped = st.queue.len() >= self.capacity;
+        if dropped {
             st.missed = st.missed.saturating_add(1);
-            st.queue.pop_front().map(|old| old.namespace)
-        } else {
-            None
-        };
+            st.queue.pop_front();
+        }
         st.queue.push_back(BusEvent {
             namespace: namespace.clone(),
             event: Arc::clone(event),
@@ -219,9 +230,10 @@ impl Slot {
                 None => w.wake(),
             }
         }
-        match dropped {
-            Some(ns) => Offer::DeliveredDropping(ns),
-            None => Offer::Delivered,
+        if dropped {
+            Offer::DeliveredDropping
+        } else {
+            Offer::Delivered
         }
     }
 
@@ -274,7 +286,10 @@ pub(crate) struct Hub {
     capacity: usize,
     closed: AtomicBool,
     pub(crate) stats: AtomicStats,
-    metrics: MetricsCache,
+    /// `aether_bus_published_total` by the namespace published in.
+    published: MetricsCache<Counter>,
+    /// Delivered and dropped counts by subscription anchor.
+    metrics: MetricsCache<NsMetrics>,
 }
 
 impl Hub {
@@ -285,7 +300,8 @@ impl Hub {
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             stats: AtomicStats::default(),
-            metrics: MetricsCache::default(),
+            published: MetricsCache::new(published_counter),
+            metrics: MetricsCache::new(NsMetrics::new),
         }
     }
 
@@ -385,29 +401,31 @@ impl Hub {
     /// that received it.
     pub(crate) fn publish_local(&self, namespace: &Namespace, event: &Arc<Event>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let metrics = self.metrics.get(namespace);
-        metrics.published.increment(1);
+        self.published.get(namespace).increment(1);
 
         let index = Arc::clone(&read(&self.index));
         if index.topics.is_empty() {
             return 0;
         }
-        let mut tally = Tally::default();
         let name = namespace.as_str();
-        if let Some(topic) = index.topics.get(name) {
+        let mut delivered = 0;
+        if let Some((anchor, topic)) = index.topics.get_key_value(name) {
+            let mut tally = Tally::default();
             for slot in topic.exact.iter().chain(&topic.within) {
                 tally.add(slot.offer(namespace, event, true, None));
             }
+            delivered += self.account(anchor, tally);
         }
         for (at, _) in name.match_indices('.') {
-            if let Some(topic) = index.topics.get(&name[..at]) {
+            if let Some((anchor, topic)) = index.topics.get_key_value(&name[..at]) {
+                let mut tally = Tally::default();
                 for slot in &topic.within {
                     tally.add(slot.offer(namespace, event, true, None));
                 }
+                delivered += self.account(anchor, tally);
             }
         }
-        drop(index);
-        self.account(namespace, &metrics, tally)
+        delivered
     }
 
     /// Delivers `event` to those of `slots` whose filter passes it (remote
@@ -432,31 +450,31 @@ impl Hub {
         for slot in slots {
             tally.add(slot.offer(namespace, event, false, Some(&mut *wakers)));
         }
-        if tally.delivered == 0 {
-            return 0;
+        match slots.first() {
+            // A group's subscribers share one pattern, so one anchor.
+            Some(first) => self.account(first.filter.namespaces.root(), tally),
+            None => 0,
         }
-        self.account(namespace, &self.metrics.get(namespace), tally)
     }
 
-    fn account(&self, namespace: &Namespace, metrics: &NsMetrics, tally: Tally) -> usize {
+    /// Counts `tally`'s deliveries and drops under the `namespace` label
+    /// `anchor`: the namespace the receiving subscriptions are anchored at
+    /// (their pattern's root), never the namespace a message claims, so
+    /// the label values are bounded by this node's own subscriptions.
+    fn account(&self, anchor: &Namespace, tally: Tally) -> usize {
         if tally.delivered == 0 {
             return 0;
         }
+        let metrics = self.metrics.get(anchor);
         self.stats
             .delivered
             .fetch_add(tally.delivered as u64, Ordering::Relaxed);
         metrics.delivered.increment(tally.delivered as u64);
-        if !tally.dropped.is_empty() {
+        if tally.dropped > 0 {
             self.stats
                 .dropped
-                .fetch_add(tally.dropped.len() as u64, Ordering::Relaxed);
-            for ns in &tally.dropped {
-                if ns == namespace {
-                    metrics.dropped.increment(1);
-                } else {
-                    self.metrics.get(ns).dropped.increment(1);
-                }
-            }
+                .fetch_add(tally.dropped as u64, Ordering::Relaxed);
+            metrics.dropped.increment(tally.dropped as u64);
         }
         tally.delivered
     }
@@ -465,7 +483,7 @@ impl Hub {
 #[derive(Default)]
 struct Tally {
     delivered: usize,
-    dropped: Vec<Namespace>,
+    dropped: usize,
 }
 
 impl Tally {
@@ -473,9 +491,9 @@ impl Tally {
         match offer {
             Offer::Filtered => {}
             Offer::Delivered => self.delivered += 1,
-            Offer::DeliveredDropping(ns) => {
+            Offer::DeliveredDropping => {
                 self.delivered += 1;
-                self.dropped.push(ns);
+                self.dropped += 1;
             }
         }
     }
@@ -584,7 +602,10 @@ impl Subscription {
     /// Takes the next item without waiting: `None` when nothing is queued
     /// (or the stream has ended), otherwise what [`Stream::poll_next`] would
     /// yield.
-    pub fn try_next(&mut self) -> Option<Result<BusEvent, BusError>> {
+    ///
+    /// (Named `try_recv` like `tokio::sync::broadcast::Receiver::try_recv`;
+    /// `futures::TryStreamExt::try_next` is the awaiting stream method.)
+    pub fn try_recv(&mut self) -> Option<Result<BusEvent, BusError>> {
         if let Poll::Ready(item) = self.take(None) {
             return item;
         }

@@ -393,14 +393,14 @@ async fn publishing_store_publishes_appended_events_only() {
 }
 
 #[tokio::test]
-async fn recv_and_try_next_need_no_stream_trait() {
+async fn recv_and_try_recv_need_no_stream_trait() {
     let bus = LocalEventBus::builder().capacity(1).build();
     let n = ns("n");
     let mut sub = bus
         .subscribe(EventFilter::namespace(n.clone()))
         .await
         .unwrap();
-    assert!(sub.try_next().is_none());
+    assert!(sub.try_recv().is_none());
     let waiter = tokio::spawn(async move {
         let first = sub.recv().await.unwrap().unwrap();
         (first, sub)
@@ -415,11 +415,11 @@ async fn recv_and_try_next_need_no_stream_trait() {
     bus.publish(&n, event("a", 2, "T")).await.unwrap();
     bus.publish(&n, event("a", 3, "T")).await.unwrap();
     assert!(matches!(
-        sub.try_next(),
+        sub.try_recv(),
         Some(Err(BusError::Lagged { missed: 1 }))
     ));
-    assert_eq!(sub.try_next().unwrap().unwrap().event.version.get(), 3);
-    assert!(sub.try_next().is_none());
+    assert_eq!(sub.try_recv().unwrap().unwrap().event.version.get(), 3);
+    assert!(sub.try_recv().is_none());
     drop(bus);
     assert!(sub.recv().await.is_none());
 }
