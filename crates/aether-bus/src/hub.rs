@@ -17,13 +17,20 @@
 //!   subscribers only): one hash lookup per segment, whatever the number of
 //!   namespaces. Lookups compare whole segments, so `acme` can never reach
 //!   `acme-corp`.
-//! * Each subscriber owns a bounded `VecDeque` behind its own mutex (held for a
-//!   push or a pop, never across an `.await`). A full queue drops its *oldest*
-//!   event and counts it; the subscriber's next poll yields
-//!   [`BusError::Lagged`] with that count, then continues with the oldest event
-//!   still queued — the semantics of `tokio::sync::broadcast`. A push is a lock,
-//!   two reference-count increments (the namespace and the `Arc<Event>`), and a
-//!   wake: the payload is never copied per subscriber.
+//! * Each subscriber has a bounded `VecDeque`. The queues of all subscribers
+//!   anchored at one namespace live in one *shard* behind one mutex (held for
+//!   the pushes of one publish or for one pop, never across an `.await`): a
+//!   publish locks each anchor's shard once, whatever the number of its
+//!   subscribers, and a push is then two reference-count increments (the
+//!   namespace and the `Arc<Event>`) — the payload is never copied per
+//!   subscriber. Waiting subscribers are woken after the lock is released. A
+//!   full queue drops its *oldest* event and counts it; the subscriber's next
+//!   poll yields [`BusError::Lagged`] with that count, then continues with
+//!   the oldest event still queued — the semantics of
+//!   `tokio::sync::broadcast`.
+//! * Delivered and dropped counts are labelled by the subscriber's anchor,
+//!   whose metric handles each subscriber keeps, so a publish looks nothing
+//!   up per subscriber group.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -102,6 +109,36 @@ impl AtomicStats {
     }
 }
 
+/// FNV-1a hashing for the maps a publish looks namespaces up in (the index
+/// and the metric caches). Namespaces are short, and these maps are keyed
+/// only by what this process publishes in and subscribes to — never by a
+/// namespace received from another node — so a keyed hash would buy no
+/// protection here, only time on every publish.
+#[derive(Default, Clone, Copy)]
+struct Fnv;
+
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
 /// Metric handles of the subscriptions anchored at one namespace.
 struct NsMetrics {
     delivered: Counter,
@@ -120,14 +157,14 @@ impl NsMetrics {
 
 /// Metric handles by namespace, created on first use by `make`.
 struct MetricsCache<T> {
-    map: RwLock<HashMap<Namespace, Arc<T>>>,
+    map: RwLock<HashMap<Namespace, Arc<T>, Fnv>>,
     make: fn(&Namespace) -> T,
 }
 
 impl<T> MetricsCache<T> {
     fn new(make: fn(&Namespace) -> T) -> Self {
         MetricsCache {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
             make,
         }
     }
@@ -363,7 +400,7 @@ impl Topic {
 
 #[derive(Default, Clone)]
 struct Index {
-    topics: HashMap<Namespace, Topic>,
+    topics: HashMap<Namespace, Topic, Fnv>,
 }
 
 /// The fan-out core of a bus.
