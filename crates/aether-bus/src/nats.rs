@@ -224,10 +224,11 @@ impl NatsEventBusBuilder {
 /// Every instance is a *node* with its own random id. Local subscribers get
 /// the node's own publishes directly (as with [`crate::LocalEventBus`]) and
 /// every other node's publishes through NATS; the node drops the echo of its
-/// own publishes, so **each subscriber sees each publish exactly once** while
-/// the connection is up. Delivery is at most once: events published while a
-/// node is disconnected may be lost for it (the client buffers its own
-/// publishes while reconnecting).
+/// own publishes, so a subscriber never sees a publish twice. Delivery is
+/// **at most once**: events published while a node is disconnected, or
+/// before it subscribed, are lost for it (the client buffers its own
+/// publishes while reconnecting); a subscriber that must not miss events
+/// reads the store's namespace feed instead (see the crate docs).
 ///
 /// * **Subscriptions.** Local subscribers with the same namespace pattern share
 ///   one NATS subscription, created by the first and removed when the last is
