@@ -69,7 +69,7 @@ fn local_fanout(c: &mut Criterion) {
                     bus.publish_now(&ns, event.clone()).expect("open bus");
                 }
                 for sub in &mut subs {
-                    while let Some(item) = sub.try_next() {
+                    while let Some(item) = sub.try_recv() {
                         black_box(item.expect("no lag"));
                     }
                 }
@@ -136,7 +136,7 @@ fn paired_fanout() -> Vec<(usize, f64)> {
                         bus.publish_now(&ns, event.clone()).expect("open bus");
                     }
                     for sub in &mut subs {
-                        while let Some(item) = sub.try_next() {
+                        while let Some(item) = sub.try_recv() {
                             black_box(item.expect("no lag"));
                         }
                     }

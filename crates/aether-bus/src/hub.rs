@@ -17,13 +17,20 @@
 //!   subscribers only): one hash lookup per segment, whatever the number of
 //!   namespaces. Lookups compare whole segments, so `acme` can never reach
 //!   `acme-corp`.
-//! * Each subscriber owns a bounded `VecDeque` behind its own mutex (held for a
-//!   push or a pop, never across an `.await`). A full queue drops its *oldest*
-//!   event and counts it; the subscriber's next poll yields
-//!   [`BusError::Lagged`] with that count, then continues with the oldest event
-//!   still queued — the semantics of `tokio::sync::broadcast`. A push is a lock,
-//!   two reference-count increments (the namespace and the `Arc<Event>`), and a
-//!   wake: the payload is never copied per subscriber.
+//! * Each subscriber has a bounded `VecDeque`. The queues of all subscribers
+//!   anchored at one namespace live in one *shard* behind one mutex (held for
+//!   the pushes of one publish or for one pop, never across an `.await`): a
+//!   publish locks each anchor's shard once, whatever the number of its
+//!   subscribers, and a push is then two reference-count increments (the
+//!   namespace and the `Arc<Event>`) — the payload is never copied per
+//!   subscriber. Waiting subscribers are woken after the lock is released. A
+//!   full queue drops its *oldest* event and counts it; the subscriber's next
+//!   poll yields [`BusError::Lagged`] with that count, then continues with
+//!   the oldest event still queued — the semantics of
+//!   `tokio::sync::broadcast`.
+//! * Delivered and dropped counts are labelled by the subscriber's anchor,
+//!   whose metric handles each subscriber keeps, so a publish looks nothing
+//!   up per subscriber group.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -102,51 +109,127 @@ impl AtomicStats {
     }
 }
 
-/// Metric handles of one namespace.
+/// FNV-1a hashing for the maps a publish looks namespaces up in (the index
+/// and the metric caches). Namespaces are short, and these maps are keyed
+/// only by what this process publishes in and subscribes to — never by a
+/// namespace received from another node — so a keyed hash would buy no
+/// protection here, only time on every publish.
+#[derive(Default, Clone, Copy)]
+struct Fnv;
+
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+/// Metric handles of the subscriptions anchored at one namespace.
 struct NsMetrics {
-    published: Counter,
     delivered: Counter,
     dropped: Counter,
 }
 
 impl NsMetrics {
-    fn new(namespace: &Namespace) -> Self {
-        let ns = namespace.as_str().to_owned();
+    fn new(anchor: &Namespace) -> Self {
+        let ns = anchor.as_str().to_owned();
         NsMetrics {
-            published: metrics::counter!("aether_bus_published_total", "namespace" => ns.clone()),
             delivered: metrics::counter!("aether_bus_delivered_total", "namespace" => ns.clone()),
             dropped: metrics::counter!("aether_bus_dropped_total", "namespace" => ns),
         }
     }
 }
 
-#[derive(Default)]
-struct MetricsCache(RwLock<HashMap<Namespace, Arc<NsMetrics>>>);
+/// Metric handles by namespace, created on first use by `make`.
+struct MetricsCache<T> {
+    map: RwLock<HashMap<Namespace, Arc<T>, Fnv>>,
+    make: fn(&Namespace) -> T,
+}
 
-impl MetricsCache {
-    fn get(&self, namespace: &Namespace) -> Arc<NsMetrics> {
-        if let Some(m) = read(&self.0).get(namespace.as_str()) {
+impl<T> MetricsCache<T> {
+    fn new(make: fn(&Namespace) -> T) -> Self {
+        MetricsCache {
+            map: RwLock::new(HashMap::default()),
+            make,
+        }
+    }
+
+    /// Runs `f` on the handles of `namespace` (under the read lock when
+    /// they are cached: no reference count is touched).
+    fn with<R>(&self, namespace: &Namespace, f: impl FnOnce(&T) -> R) -> R {
+        if let Some(m) = read(&self.map).get(namespace.as_str()) {
+            return f(m);
+        }
+        f(&self.get(namespace))
+    }
+
+    fn get(&self, namespace: &Namespace) -> Arc<T> {
+        if let Some(m) = read(&self.map).get(namespace.as_str()) {
             return Arc::clone(m);
         }
-        let mut map = write(&self.0);
+        let mut map = write(&self.map);
         if map.len() >= METRICS_CACHE_LIMIT {
-            return Arc::new(NsMetrics::new(namespace));
+            return Arc::new((self.make)(namespace));
         }
         Arc::clone(
             map.entry(namespace.clone())
-                .or_insert_with(|| Arc::new(NsMetrics::new(namespace))),
+                .or_insert_with(|| Arc::new((self.make)(namespace))),
         )
     }
 }
 
-/// One subscriber: its filter and its bounded queue.
+fn published_counter(namespace: &Namespace) -> Counter {
+    metrics::counter!("aether_bus_published_total", "namespace" => namespace.as_str().to_owned())
+}
+
+/// The queues of the subscribers anchored at one namespace, behind one
+/// lock: a publish locks it once for all of them, not once per subscriber.
+#[derive(Default)]
+pub(crate) struct Shard {
+    inner: Mutex<ShardInner>,
+}
+
+#[derive(Default)]
+struct ShardInner {
+    /// Indexed by [`Slot::at`]; entries of dropped slots are reused.
+    states: Vec<SlotState>,
+    free: Vec<usize>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, ShardInner> {
+        lock(&self.inner)
+    }
+}
+
+/// One subscriber: its filter, and where its bounded queue is.
 pub(crate) struct Slot {
     id: u64,
     filter: EventFilter,
     capacity: usize,
-    state: Mutex<SlotState>,
+    shard: Arc<Shard>,
+    /// The index of this subscriber's queue in its shard.
+    at: usize,
+    /// The metric handles of the namespace the subscription is anchored at.
+    metrics: Arc<NsMetrics>,
 }
 
+#[derive(Default)]
 struct SlotState {
     queue: VecDeque<BusEvent>,
     missed: u64,
@@ -157,8 +240,8 @@ struct SlotState {
 enum Offer {
     Filtered,
     Delivered,
-    /// Delivered, and the oldest queued event (of this namespace) was dropped.
-    DeliveredDropping(Namespace),
+    /// Delivered, and the oldest queued event was dropped.
+    DeliveredDropping,
 }
 
 impl Slot {
@@ -170,21 +253,12 @@ impl Slot {
         &self.filter
     }
 
-    /// Queues `event` if the filter passes it. `pattern_checked` says the
-    /// caller already knows the namespace pattern covers `namespace` (the
-    /// index lookup did that), so only types and actor prefix are checked.
-    ///
-    /// The subscriber's task is woken at once, or, with `defer`, its waker is
-    /// pushed there for the caller to wake after a batch of offers.
-    fn offer(
-        &self,
-        namespace: &Namespace,
-        event: &Arc<Event>,
-        pattern_checked: bool,
-        defer: Option<&mut Vec<Waker>>,
-    ) -> Offer {
+    /// Whether the filter passes `event`. `pattern_checked` says the caller
+    /// already knows the namespace pattern covers `namespace` (the index
+    /// lookup did that), so only types and actor prefix are checked.
+    fn passes(&self, namespace: &Namespace, event: &Event, pattern_checked: bool) -> bool {
         let f = &self.filter;
-        let passes = if pattern_checked {
+        if pattern_checked {
             f.event_types
                 .as_ref()
                 .is_none_or(|t| t.contains(&*event.event_type))
@@ -193,36 +267,47 @@ impl Slot {
                     .is_none_or(|p| event.actor_id.as_str().starts_with(p.as_str()))
         } else {
             f.matches(namespace, event)
-        };
-        if !passes {
-            return Offer::Filtered;
         }
-        let mut st = lock(&self.state);
+    }
+
+    /// Queues `event` in this slot's state (the caller holds its shard's
+    /// lock and checked the filter). The waker of a waiting subscriber is
+    /// pushed to `wakers`, for the caller to wake once the lock is released.
+    fn push(
+        &self,
+        shard: &mut ShardInner,
+        namespace: &Namespace,
+        event: &Arc<Event>,
+        wakers: &mut Vec<Waker>,
+    ) -> Offer {
+        let Some(st) = shard.states.get_mut(self.at) else {
+            return Offer::Filtered;
+        };
         if st.closed {
             return Offer::Filtered;
         }
-        let dropped = if st.queue.len() >= self.capacity {
+        let dropped = st.queue.len() >= self.capacity;
+        if dropped {
             st.missed = st.missed.saturating_add(1);
-            st.queue.pop_front().map(|old| old.namespace)
-        } else {
-            None
-        };
+            st.queue.pop_front();
+        }
         st.queue.push_back(BusEvent {
             namespace: namespace.clone(),
             event: Arc::clone(event),
         });
-        let waker = st.waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            match defer {
-                Some(wakers) => wakers.push(w),
-                None => w.wake(),
-            }
+        if let Some(w) = st.waker.take() {
+            wakers.push(w);
         }
-        match dropped {
-            Some(ns) => Offer::DeliveredDropping(ns),
-            None => Offer::Delivered,
+        if dropped {
+            Offer::DeliveredDropping
+        } else {
+            Offer::Delivered
         }
+    }
+
+    /// Runs `f` on this slot's state under its shard's lock.
+    fn with_state<R>(&self, f: impl FnOnce(&mut SlotState) -> R) -> Option<R> {
+        self.shard.lock().states.get_mut(self.at).map(f)
     }
 
     /// Wakes the subscriber's task if it is waiting (used by the NATS bus
@@ -232,21 +317,72 @@ impl Slot {
         expect(dead_code, reason = "used by the NATS bus")
     )]
     pub(crate) fn wake_waiting(&self) {
-        let waker = lock(&self.state).waker.take();
-        if let Some(w) = waker {
+        if let Some(w) = self.with_state(|st| st.waker.take()).flatten() {
             w.wake();
         }
     }
 
     pub(crate) fn close(&self) {
-        let mut st = lock(&self.state);
-        st.closed = true;
-        let waker = st.waker.take();
-        drop(st);
+        let waker = self
+            .with_state(|st| {
+                st.closed = true;
+                st.waker.take()
+            })
+            .flatten();
         if let Some(w) = waker {
             w.wake();
         }
     }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Frees the queue (and the events in it) and lets a new subscriber
+        // of the shard reuse the entry.
+        let old = {
+            let mut shard = self.shard.lock();
+            let old = shard
+                .states
+                .get_mut(self.at)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            shard.free.push(self.at);
+            old
+        };
+        drop(old);
+    }
+}
+
+/// Offers `event` to each of `slots` whose filter passes it, locking each
+/// shard once for a run of slots that share it (all the slots of one
+/// anchor do). Wakers go to `wakers`.
+fn offer_all<'a>(
+    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    namespace: &Namespace,
+    event: &Arc<Event>,
+    pattern_checked: bool,
+    wakers: &mut Vec<Waker>,
+) -> Tally<'a> {
+    let mut tally = Tally::default();
+    let mut held: Option<(&'a Arc<Shard>, MutexGuard<'a, ShardInner>)> = None;
+    for slot in slots {
+        if !slot.passes(namespace, event, pattern_checked) {
+            continue;
+        }
+        let same = held
+            .as_ref()
+            .is_some_and(|(shard, _)| Arc::ptr_eq(shard, &slot.shard));
+        if !same {
+            // Never two shard locks at once.
+            drop(held.take());
+            held = Some((&slot.shard, slot.shard.lock()));
+        }
+        if let Some((_, guard)) = held.as_mut() {
+            tally.add(slot.push(guard, namespace, event, wakers));
+            tally.metrics.get_or_insert(&slot.metrics);
+        }
+    }
+    tally
 }
 
 /// Subscribers of one anchor namespace.
@@ -264,28 +400,35 @@ impl Topic {
 
 #[derive(Default, Clone)]
 struct Index {
-    topics: HashMap<Namespace, Topic>,
+    topics: HashMap<Namespace, Topic, Fnv>,
 }
 
 /// The fan-out core of a bus.
 pub(crate) struct Hub {
     index: RwLock<Arc<Index>>,
+    /// The live shard of each anchor namespace (see [`Shard`]).
+    shards: Mutex<HashMap<Namespace, Weak<Shard>>>,
     next_id: AtomicU64,
     capacity: usize,
     closed: AtomicBool,
     pub(crate) stats: AtomicStats,
-    metrics: MetricsCache,
+    /// `aether_bus_published_total` by the namespace published in.
+    published: MetricsCache<Counter>,
+    /// Delivered and dropped counts by subscription anchor.
+    metrics: MetricsCache<NsMetrics>,
 }
 
 impl Hub {
     pub(crate) fn new(capacity: usize) -> Self {
         Hub {
             index: RwLock::new(Arc::new(Index::default())),
+            shards: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             stats: AtomicStats::default(),
-            metrics: MetricsCache::default(),
+            published: MetricsCache::new(published_counter),
+            metrics: MetricsCache::new(NsMetrics::new),
         }
     }
 
@@ -304,16 +447,48 @@ impl Hub {
     /// Creates a subscriber slot (not yet in the index).
     pub(crate) fn new_slot(&self, filter: EventFilter, capacity: Option<usize>) -> Arc<Slot> {
         let capacity = capacity.unwrap_or(self.capacity).max(1);
+        let shard = {
+            let mut shards = lock(&self.shards);
+            let anchor = filter.namespaces.root();
+            match shards.get(anchor).and_then(Weak::upgrade) {
+                Some(shard) => shard,
+                None => {
+                    // Forget the shards of anchors nobody subscribes to any
+                    // more, now and then (amortised over the inserts).
+                    if shards.len() >= 64 && shards.len().is_power_of_two() {
+                        shards.retain(|_, w| w.strong_count() > 0);
+                    }
+                    let shard = Arc::new(Shard::default());
+                    shards.insert(anchor.clone(), Arc::downgrade(&shard));
+                    shard
+                }
+            }
+        };
+        let state = SlotState {
+            queue: VecDeque::with_capacity(capacity.min(64)),
+            ..SlotState::default()
+        };
+        let at = {
+            let mut inner = shard.lock();
+            match inner.free.pop() {
+                Some(at) => {
+                    inner.states[at] = state;
+                    at
+                }
+                None => {
+                    inner.states.push(state);
+                    inner.states.len() - 1
+                }
+            }
+        };
+        let metrics = self.metrics.get(filter.namespaces.root());
         Arc::new(Slot {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             filter,
             capacity,
-            state: Mutex::new(SlotState {
-                queue: VecDeque::with_capacity(capacity.min(64)),
-                missed: 0,
-                waker: None,
-                closed: false,
-            }),
+            shard,
+            at,
+            metrics,
         })
     }
 
@@ -385,29 +560,35 @@ impl Hub {
     /// that received it.
     pub(crate) fn publish_local(&self, namespace: &Namespace, event: &Arc<Event>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let metrics = self.metrics.get(namespace);
-        metrics.published.increment(1);
+        self.published.with(namespace, |c| c.increment(1));
 
         let index = Arc::clone(&read(&self.index));
         if index.topics.is_empty() {
             return 0;
         }
-        let mut tally = Tally::default();
         let name = namespace.as_str();
+        let mut delivered = 0;
+        let mut wakers = Vec::new();
         if let Some(topic) = index.topics.get(name) {
-            for slot in topic.exact.iter().chain(&topic.within) {
-                tally.add(slot.offer(namespace, event, true, None));
-            }
+            let slots = topic.exact.iter().chain(&topic.within);
+            delivered += self.account(offer_all(slots, namespace, event, true, &mut wakers));
         }
         for (at, _) in name.match_indices('.') {
             if let Some(topic) = index.topics.get(&name[..at]) {
-                for slot in &topic.within {
-                    tally.add(slot.offer(namespace, event, true, None));
-                }
+                delivered += self.account(offer_all(
+                    &topic.within,
+                    namespace,
+                    event,
+                    true,
+                    &mut wakers,
+                ));
             }
         }
         drop(index);
-        self.account(namespace, &metrics, tally)
+        for w in wakers {
+            w.wake();
+        }
+        delivered
     }
 
     /// Delivers `event` to those of `slots` whose filter passes it (remote
@@ -428,54 +609,48 @@ impl Hub {
         event: &Arc<Event>,
         wakers: &mut Vec<Waker>,
     ) -> usize {
-        let mut tally = Tally::default();
-        for slot in slots {
-            tally.add(slot.offer(namespace, event, false, Some(&mut *wakers)));
-        }
-        if tally.delivered == 0 {
-            return 0;
-        }
-        self.account(namespace, &self.metrics.get(namespace), tally)
+        self.account(offer_all(slots, namespace, event, false, wakers))
     }
 
-    fn account(&self, namespace: &Namespace, metrics: &NsMetrics, tally: Tally) -> usize {
-        if tally.delivered == 0 {
+    /// Counts `tally`'s deliveries and drops under the `namespace` label of
+    /// the namespace the receiving subscriptions are anchored at (their
+    /// pattern's root), never the namespace a message claims, so the label
+    /// values are bounded by this node's own subscriptions.
+    fn account(&self, tally: Tally<'_>) -> usize {
+        let Some(metrics) = tally.metrics.filter(|_| tally.delivered > 0) else {
             return 0;
-        }
+        };
         self.stats
             .delivered
             .fetch_add(tally.delivered as u64, Ordering::Relaxed);
         metrics.delivered.increment(tally.delivered as u64);
-        if !tally.dropped.is_empty() {
+        if tally.dropped > 0 {
             self.stats
                 .dropped
-                .fetch_add(tally.dropped.len() as u64, Ordering::Relaxed);
-            for ns in &tally.dropped {
-                if ns == namespace {
-                    metrics.dropped.increment(1);
-                } else {
-                    self.metrics.get(ns).dropped.increment(1);
-                }
-            }
+                .fetch_add(tally.dropped as u64, Ordering::Relaxed);
+            metrics.dropped.increment(tally.dropped as u64);
         }
         tally.delivered
     }
 }
 
+/// What one run of offers did; the slots of one run share an anchor.
 #[derive(Default)]
-struct Tally {
+struct Tally<'a> {
     delivered: usize,
-    dropped: Vec<Namespace>,
+    dropped: usize,
+    /// The anchor's handles, from a slot that received the event.
+    metrics: Option<&'a NsMetrics>,
 }
 
-impl Tally {
+impl Tally<'_> {
     fn add(&mut self, offer: Offer) {
         match offer {
             Offer::Filtered => {}
             Offer::Delivered => self.delivered += 1,
-            Offer::DeliveredDropping(ns) => {
+            Offer::DeliveredDropping => {
                 self.delivered += 1;
-                self.dropped.push(ns);
+                self.dropped += 1;
             }
         }
     }
@@ -538,7 +713,10 @@ impl Subscription {
     /// The next queued item, `Ready(None)` at the end, `Pending` when the
     /// queue is empty (registering `cx`'s waker if one is given).
     fn take(&self, cx: Option<&mut Context<'_>>) -> Poll<Option<Result<BusEvent, BusError>>> {
-        let mut st = lock(&self.slot.state);
+        let mut shard = self.slot.shard.lock();
+        let Some(st) = shard.states.get_mut(self.slot.at) else {
+            return Poll::Ready(None);
+        };
         if st.missed > 0 {
             let missed = std::mem::take(&mut st.missed);
             return Poll::Ready(Some(Err(BusError::Lagged { missed })));
@@ -584,7 +762,10 @@ impl Subscription {
     /// Takes the next item without waiting: `None` when nothing is queued
     /// (or the stream has ended), otherwise what [`Stream::poll_next`] would
     /// yield.
-    pub fn try_next(&mut self) -> Option<Result<BusEvent, BusError>> {
+    ///
+    /// (Named `try_recv` like `tokio::sync::broadcast::Receiver::try_recv`;
+    /// `futures::TryStreamExt::try_next` is the awaiting stream method.)
+    pub fn try_recv(&mut self) -> Option<Result<BusEvent, BusError>> {
         if let Poll::Ready(item) = self.take(None) {
             return item;
         }
@@ -599,7 +780,7 @@ impl Subscription {
     /// what the connection has already received).
     pub fn len(&self) -> usize {
         self.pump();
-        lock(&self.slot.state).queue.len()
+        self.slot.with_state(|st| st.queue.len()).unwrap_or(0)
     }
 
     /// Whether no event is queued.
@@ -642,7 +823,7 @@ impl Stream for Subscription {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (lock(&self.slot.state).queue.len(), None)
+        (self.slot.with_state(|st| st.queue.len()).unwrap_or(0), None)
     }
 }
 

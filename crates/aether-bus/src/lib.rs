@@ -20,8 +20,12 @@
 //!   pattern covers. `Within(acme)` covers `acme.orders` but never `acme-corp`
 //!   or `acme_x`; names that differ only in special characters (`a.b`, `a_b`,
 //!   `a-b`) never meet, in process or on NATS subjects.
-//! * **Delivery.** At most once, in publish order per publisher; with NATS,
-//!   exactly once per subscriber and publish while connected.
+//! * **Delivery.** At most once, in publish order per publisher. With NATS, a
+//!   subscriber that stays connected sees each publish of another connected
+//!   node once (no duplicates), but nothing is stored or retried: a publish
+//!   is gone for a node that is disconnected, slow past its queue, or not yet
+//!   subscribed, and a publish still in the client's buffer when the process
+//!   dies is lost (see `NatsEventBus::publish` and `NatsEventBus::flush`).
 //! * **Backpressure.** None towards publishers: each subscriber has a bounded
 //!   queue; when it is full the oldest event is dropped, and the subscriber's
 //!   stream yields [`BusError::Lagged`] with
@@ -30,6 +34,13 @@
 //! * **Unsubscribe** by dropping the [`Subscription`] stream.
 //!
 //! # Bus or feed?
+//!
+//! | | bus ([`EventBus::subscribe`]) | namespace feed (`EventFeed::subscribe_all`) |
+//! |---|---|---|
+//! | delivery | at most once, live only | every committed event, in commit order, from a position |
+//! | after a restart or disconnect | what was published meanwhile is missed | resumes from the last position, no gap, no repeat |
+//! | source | any publisher, no store needed | the event store (memory or JetStream) |
+//! | latency | one hop (in process: none) | the store's commit, then the feed |
 //!
 //! The bus is at most once: a subscriber that is down, disconnected or too
 //! slow misses events, and an event appended just before a process dies may
@@ -48,11 +59,17 @@
 //!
 //! | name | labels | meaning |
 //! |---|---|---|
-//! | `aether_bus_published_total` | `namespace` | events published by this process |
-//! | `aether_bus_delivered_total` | `namespace` | events put into a subscriber's queue |
-//! | `aether_bus_dropped_total` | `namespace` | events dropped from a full queue (lag) |
+//! | `aether_bus_published_total` | `namespace` | events published by this process, by the namespace published in |
+//! | `aether_bus_delivered_total` | `namespace` | events put into a subscriber's queue, by the namespace the subscription is anchored at |
+//! | `aether_bus_dropped_total` | `namespace` | events dropped from a full queue (lag), by the namespace the subscription is anchored at |
 //! | `aether_bus_decode_errors_total` | — | invalid messages on bus subjects, dropped |
 //! | `aether_bus_store_publish_failures_total` | `namespace` | appended events [`PublishingStore`] could not publish |
+//!
+//! Label values come only from this process: the namespaces it publishes in
+//! and the patterns it subscribes with (`Within(acme)` counts everything it
+//! receives under `acme`). A namespace named in a message from another node
+//! never becomes a label value, so remote publishers cannot grow the metric
+//! set.
 //!
 //! The same counts per bus instance are available without a recorder from
 //! [`LocalEventBus::stats`] and `NatsEventBus::stats`.
@@ -124,6 +141,12 @@ mod store;
 
 #[doc(no_inline)]
 pub use aether_core::{BusError, BusEvent, EventBus, EventFilter, NamespacePattern};
+/// The `async-nats` crate this bus is built on, re-exported so a caller
+/// connects with the same version [`NatsEventBus::new`] takes (feature
+/// `nats`).
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use async_nats;
 pub use hub::{BusStats, DEFAULT_CAPACITY, Subscription};
 pub use local::{LocalEventBus, LocalEventBusBuilder};
 #[cfg(feature = "nats")]

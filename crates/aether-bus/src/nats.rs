@@ -56,10 +56,12 @@
 //! move into the subscribers' bounded queues (oldest dropped and counted)
 //! instead of piling up in the client's per-subscription buffer (64 Ki
 //! messages by default), which would drop them without a count once full.
-//! Decoding allocates no subject strings:
-//! the subject's namespace tokens are compared with the envelope's namespace
-//! byte by byte, and while messages keep carrying the same namespace the
-//! validated [`Namespace`] of the previous one is reused.
+//! Subjects are built and checked with `aether-core`'s one token encoding,
+//! [`encode_token`] (the store's stream subjects use it too): the subject's
+//! namespace part must equal the subject form of the envelope's namespace.
+//! While messages keep carrying the same namespace the validated
+//! [`Namespace`] of the previous one and its subject form are reused, so the
+//! check is one string comparison.
 //!
 //! # Wire format
 //!
@@ -79,6 +81,7 @@ use std::sync::{Arc, Mutex, RwLock, TryLockError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use aether_core::name::encode_token;
 use aether_core::{
     BusError, CodecError, Event, EventBus, EventFilter, Namespace, NamespacePattern,
 };
@@ -221,10 +224,11 @@ impl NatsEventBusBuilder {
 /// Every instance is a *node* with its own random id. Local subscribers get
 /// the node's own publishes directly (as with [`crate::LocalEventBus`]) and
 /// every other node's publishes through NATS; the node drops the echo of its
-/// own publishes, so **each subscriber sees each publish exactly once** while
-/// the connection is up. Delivery is at most once: events published while a
-/// node is disconnected may be lost for it (the client buffers its own
-/// publishes while reconnecting).
+/// own publishes, so a subscriber never sees a publish twice. Delivery is
+/// **at most once**: events published while a node is disconnected, or
+/// before it subscribed, are lost for it (the client buffers its own
+/// publishes while reconnecting); a subscriber that must not miss events
+/// reads the store's namespace feed instead (see the crate docs).
 ///
 /// * **Subscriptions.** Local subscribers with the same namespace pattern share
 ///   one NATS subscription, created by the first and removed when the last is
@@ -367,6 +371,26 @@ impl NatsEventBus {
     /// The NATS subject a subscription with `pattern` listens on.
     pub fn subject_pattern(&self, pattern: &NamespacePattern) -> Option<String> {
         self.inner.core.pattern_subject(pattern)
+    }
+
+    /// Writes every publish buffered by the client to the server and waits
+    /// until the socket has taken it (`async_nats::Client::flush`). It does
+    /// not wait for other nodes to receive anything: it bounds what a crash
+    /// of this process can lose, not what a slow or disconnected subscriber
+    /// misses.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] if the client cannot flush (disconnected, or
+    /// closed).
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| BusError::Unavailable {
+                message: "cannot flush the NATS connection".to_owned(),
+                source: Some(Box::new(e)),
+            })
     }
 
     /// Counters of this node since it was created.
@@ -540,10 +564,8 @@ impl Drop for NatsInner {
 
 impl Core {
     fn push_namespace(&self, out: &mut String, namespace: &Namespace) {
-        for segment in namespace.segments() {
-            out.push('.');
-            push_token(out, segment);
-        }
+        out.push('.');
+        out.push_str(&subject_form(namespace.as_str()));
     }
 
     fn event_subject(&self, namespace: &Namespace, event_type: &str) -> String {
@@ -554,7 +576,7 @@ impl Core {
         self.push_namespace(&mut subject, namespace);
         subject.push('.');
         let start = subject.len();
-        push_token(&mut subject, event_type);
+        subject.push_str(&encode_token(event_type));
         if subject.len() == start || subject.len() - start > MAX_TYPE_TOKEN {
             subject.truncate(start);
             subject.push_str(NO_TYPE_TOKEN);
@@ -627,7 +649,7 @@ impl Core {
     fn decode(
         &self,
         message: &async_nats::Message,
-        last: &mut Option<Namespace>,
+        last: &mut Option<(Namespace, String)>,
     ) -> Result<Option<(Namespace, Event)>, String> {
         let payload = &message.payload;
         let Some(header) = payload.get(..HEADER_LEN).filter(|h| h.starts_with(MAGIC)) else {
@@ -649,65 +671,46 @@ impl Core {
             )
         };
         let part = self.namespace_part(&message.subject).ok_or_else(mismatch)?;
-        // The subject part is compared on every message: a cached namespace
-        // only saves its validation and allocation.
-        if let Some(ns) = last.as_ref().filter(|ns| ns.as_str() == wire.namespace)
-            && subject_part_matches(ns.as_str(), part)
+        // The subject part is compared on every message: the cached namespace
+        // and its subject form only save their validation and encoding.
+        if let Some((ns, form)) = last.as_ref()
+            && ns.as_str() == wire.namespace
+            && form == part
         {
             return Ok(Some((ns.clone(), wire.event.into_event(payload))));
         }
         let namespace =
             Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
-        if !subject_part_matches(namespace.as_str(), part) {
+        let form = subject_form(namespace.as_str());
+        if form != part {
             return Err(mismatch());
         }
-        *last = Some(namespace.clone());
+        *last = Some((namespace.clone(), form));
         Ok(Some((namespace, wire.event.into_event(payload))))
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// Appends [`encode_token`](aether_core::name::encode_token)`(text)` to `out`
-/// without allocating.
-fn push_token(out: &mut String, text: &str) {
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push('_');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+/// The subject form of a namespace: its `.`-separated segments, each through
+/// [`encode_token`] (the one token encoding of `aether-core`), joined with
+/// `.`. (`encode_token` never produces `.`, so the dots of the namespace are
+/// the dots of its subject form.)
+fn subject_form(namespace: &str) -> String {
+    let mut out = String::with_capacity(namespace.len() + 8);
+    for (i, segment) in namespace.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
         }
+        out.push_str(&encode_token(segment));
     }
-}
-
-/// Whether `part` is the subject form of `namespace`: its `.`-separated
-/// segments, each through [`encode_token`](aether_core::name::encode_token),
-/// joined with `.` — compared byte by byte, without building that string. (`encode_token` never produces `.`, so
-/// the dots of the namespace are the dots of its subject form.)
-fn subject_part_matches(namespace: &str, part: &str) -> bool {
-    let mut out = part.bytes();
-    for b in namespace.bytes() {
-        if b == b'.' || b.is_ascii_alphanumeric() || b == b'-' {
-            if out.next() != Some(b) {
-                return false;
-            }
-        } else if out.next() != Some(b'_')
-            || out.next() != Some(HEX[usize::from(b >> 4)])
-            || out.next() != Some(HEX[usize::from(b & 0x0f)])
-        {
-            return false;
-        }
-    }
-    out.next().is_none()
+    out
 }
 
 /// State of the pump across one batch of messages.
 #[derive(Default)]
 struct Batch {
-    /// The namespace of the last valid message (see [`Core::decode`]).
-    last: Option<Namespace>,
+    /// The namespace of the last valid message and its subject form (see
+    /// [`Core::decode`]).
+    last: Option<(Namespace, String)>,
     /// Subscribers to wake once the batch is queued.
     wakers: Vec<Waker>,
 }
@@ -904,9 +907,15 @@ impl EventBus for NatsEventBus {
     type Subscription = Subscription;
 
     /// Sends `event` to the other nodes, then delivers it to this node's
-    /// subscribers. Returns once the client accepted the message (not when
-    /// other nodes received it). Nothing is delivered anywhere when an error
-    /// is returned.
+    /// subscribers. At most once: returns once the client *accepted* the
+    /// message into its write buffer — not when the server or other nodes
+    /// received it, and without flushing. What a caller can rely on: local
+    /// subscribers have it when this returns; other nodes receive publishes
+    /// of this node in publish order, each at most once; after
+    /// [`NatsEventBus::flush`] returns, everything published before it has
+    /// been written to the server. A publish still buffered when the process
+    /// dies or the connection is lost for good is lost. Nothing is delivered
+    /// anywhere when an error is returned.
     async fn publish(&self, namespace: &Namespace, event: Event) -> Result<(), BusError> {
         let core = &self.inner.core;
         if core.hub.is_closed() {
@@ -938,20 +947,10 @@ impl EventBus for NatsEventBus {
 
 #[cfg(test)]
 mod tests {
-    use aether_core::name::encode_token;
-
     use super::*;
 
-    fn subject_form(namespace: &str) -> String {
-        namespace
-            .split('.')
-            .map(encode_token)
-            .collect::<Vec<_>>()
-            .join(".")
-    }
-
     #[test]
-    fn subject_part_matches_agrees_with_encode_token() {
+    fn subject_form_is_encode_token_per_segment_and_injective() {
         let names = [
             "acme",
             "acme.orders",
@@ -960,25 +959,14 @@ mod tests {
             "a.b",
             "a_b",
             "a-b",
-            "ümlaut.ß",
-            "x y.z*>",
             "A1.b2.C3",
         ];
         for ns in names {
+            let by_hand: Vec<String> = ns.split('.').map(encode_token).collect();
+            assert_eq!(subject_form(ns), by_hand.join("."));
             for other in names {
-                assert_eq!(
-                    subject_part_matches(ns, &subject_form(other)),
-                    ns == other,
-                    "{ns:?} vs {other:?}"
-                );
+                assert_eq!(subject_form(ns) == subject_form(other), ns == other);
             }
-            let mut pushed = String::from("x");
-            push_token(&mut pushed, ns);
-            assert_eq!(pushed, format!("x{}", encode_token(ns)));
-            let form = subject_form(ns);
-            assert!(!subject_part_matches(ns, &form[..form.len() - 1]));
-            assert!(!subject_part_matches(ns, &format!("{form}.x")));
-            assert!(!subject_part_matches(ns, &form.to_lowercase()) || form == form.to_lowercase());
         }
     }
 }

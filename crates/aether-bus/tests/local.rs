@@ -398,14 +398,14 @@ async fn publishing_store_publishes_appended_events_only() {
 }
 
 #[tokio::test]
-async fn recv_and_try_next_need_no_stream_trait() {
+async fn recv_and_try_recv_need_no_stream_trait() {
     let bus = LocalEventBus::builder().capacity(1).build();
     let n = ns("n");
     let mut sub = bus
         .subscribe(EventFilter::namespace(n.clone()))
         .await
         .unwrap();
-    assert!(sub.try_next().is_none());
+    assert!(sub.try_recv().is_none());
     let waiter = tokio::spawn(async move {
         let first = sub.recv().await.unwrap().unwrap();
         (first, sub)
@@ -420,11 +420,56 @@ async fn recv_and_try_next_need_no_stream_trait() {
     bus.publish(&n, event("a", 2, "T")).await.unwrap();
     bus.publish(&n, event("a", 3, "T")).await.unwrap();
     assert!(matches!(
-        sub.try_next(),
+        sub.try_recv(),
         Some(Err(BusError::Lagged { missed: 1 }))
     ));
-    assert_eq!(sub.try_next().unwrap().unwrap().event.version.get(), 3);
-    assert!(sub.try_next().is_none());
+    assert_eq!(sub.try_recv().unwrap().unwrap().event.version.get(), 3);
+    assert!(sub.try_recv().is_none());
     drop(bus);
     assert!(sub.recv().await.is_none());
+}
+
+/// Subscribers of one anchor share a lock but not a queue: each keeps its
+/// own capacity and lag, and a queue freed by a dropped subscriber starts
+/// empty for the next one (nothing of the old one's events shows up).
+#[tokio::test]
+async fn subscribers_of_one_anchor_keep_their_own_queues_across_drops() {
+    let bus = LocalEventBus::builder().capacity(8).build();
+    let n = ns("shared");
+    let mut small = bus
+        .subscribe_with_capacity(EventFilter::namespace(n.clone()), 2)
+        .unwrap();
+    let doomed = bus
+        .subscribe_with_capacity(EventFilter::within(n.clone()), 8)
+        .unwrap();
+    let mut big = bus
+        .subscribe_with_capacity(EventFilter::within(n.clone()), 8)
+        .unwrap();
+    for v in 1..=4 {
+        bus.publish(&n, event("a", v, "T")).await.unwrap();
+    }
+    assert_eq!(doomed.len(), 4);
+    drop(doomed);
+    let mut fresh = bus
+        .subscribe_with_capacity(EventFilter::namespace(n.clone()), 8)
+        .unwrap();
+    assert!(fresh.try_recv().is_none(), "a reused queue starts empty");
+    bus.publish(&n, event("a", 5, "T")).await.unwrap();
+
+    let versions = |items: Vec<Result<BusEvent, BusError>>| -> Vec<Result<u64, u64>> {
+        items
+            .into_iter()
+            .map(|i| match i {
+                Ok(e) => Ok(e.event.version.get()),
+                Err(BusError::Lagged { missed }) => Err(missed),
+                Err(e) => panic!("{e}"),
+            })
+            .collect()
+    };
+    assert_eq!(versions(drain(&mut small)), [Err(3), Ok(4), Ok(5)]);
+    assert_eq!(
+        versions(drain(&mut big)),
+        [Ok(1), Ok(2), Ok(3), Ok(4), Ok(5)]
+    );
+    assert_eq!(versions(drain(&mut fresh)), [Ok(5)]);
 }

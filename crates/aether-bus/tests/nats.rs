@@ -415,7 +415,7 @@ async fn events_reach_the_bounded_queue_while_nobody_polls() {
         "{first:?}"
     );
     let mut rest = Vec::new();
-    while let Some(item) = sub.try_next() {
+    while let Some(item) = sub.try_recv() {
         rest.push(item.unwrap().event.version.get());
     }
     assert_eq!(rest, (total - 7..=total).collect::<Vec<_>>());

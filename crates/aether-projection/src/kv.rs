@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use aether_core::name::encode_token;
+use aether_core::store::BoxFuture;
 use aether_core::{Checkpoint, CheckpointError, CheckpointStore, Position};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+
+use crate::lease::{LeaseError, ProjectionLease, Record};
 
 /// Checkpoints in a JetStream key-value bucket: one key per projection
 /// (its name through the injective subject-token encoding), the position as
@@ -151,5 +154,125 @@ impl CheckpointStore for KvCheckpointStore {
             }
         };
         Ok(Checkpoint { position, revision })
+    }
+}
+
+/// The lease key of `projection`: `_lease.<token>`. Checkpoint keys are bare
+/// tokens, which never contain `.`, so the two never meet.
+fn lease_key(projection: &str) -> String {
+    format!("_lease.{}", encode_token(projection))
+}
+
+fn lease_unavailable(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> LeaseError {
+    LeaseError::Unavailable {
+        message: what.to_owned(),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Leases in the checkpoint bucket, one key per projection
+/// (`_lease.<projection token>`), value `"<expires unix ms> <owner>"`, the
+/// KV revision as the token: taking is `create`, or `update` over an expired
+/// (or own) record with its revision; renewing is `update` with the token,
+/// so a lease that was taken over cannot be renewed.
+impl ProjectionLease for KvCheckpointStore {
+    fn acquire<'a>(
+        &'a self,
+        projection: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        held: Option<u64>,
+    ) -> BoxFuture<'a, Result<u64, LeaseError>> {
+        Box::pin(async move {
+            let key = lease_key(projection);
+            let value = bytes::Bytes::from(Record::new(owner, ttl).encode());
+            let timed_out = || LeaseError::Unavailable {
+                message: format!("lease of {projection}: timed out after {:?}", self.timeout),
+                source: None,
+            };
+            let held_by = |holder: String| LeaseError::Held {
+                projection: projection.to_owned(),
+                holder,
+            };
+            let expected = match held {
+                Some(token) => Some(token),
+                None => {
+                    let entry = tokio::time::timeout(self.timeout, self.kv.entry(&key))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| lease_unavailable("reading a lease", e))?;
+                    match entry {
+                        Some(e) if e.operation == Operation::Put => {
+                            match Record::decode(&e.value) {
+                                Some(r) if !r.free_for(owner) => return Err(held_by(r.owner)),
+                                _ => Some(e.revision),
+                            }
+                        }
+                        Some(e) => Some(e.revision),
+                        None => None,
+                    }
+                }
+            };
+            match expected {
+                Some(revision) => {
+                    let put = self.kv.update(&key, value, revision);
+                    match tokio::time::timeout(self.timeout, put)
+                        .await
+                        .map_err(|_| timed_out())?
+                    {
+                        Ok(r) => Ok(r),
+                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                            Err(match held {
+                                Some(_) => LeaseError::Lost {
+                                    projection: projection.to_owned(),
+                                },
+                                None => held_by("another runner".to_owned()),
+                            })
+                        }
+                        Err(e) => Err(lease_unavailable("writing a lease", e)),
+                    }
+                }
+                None => {
+                    let put = self.kv.create(&key, value);
+                    match tokio::time::timeout(self.timeout, put)
+                        .await
+                        .map_err(|_| timed_out())?
+                    {
+                        Ok(r) => Ok(r),
+                        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                            Err(held_by("another runner".to_owned()))
+                        }
+                        Err(e) => Err(lease_unavailable("writing a lease", e)),
+                    }
+                }
+            }
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        projection: &'a str,
+        owner: &'a str,
+        held: u64,
+    ) -> BoxFuture<'a, Result<(), LeaseError>> {
+        Box::pin(async move {
+            let expired = Record {
+                owner: owner.to_owned(),
+                expires_ms: 0,
+            };
+            let put = self
+                .kv
+                .update(lease_key(projection), expired.encode().into(), held);
+            match tokio::time::timeout(self.timeout, put).await {
+                Ok(Ok(_)) => Ok(()),
+                // Taken over meanwhile: nothing of ours to give back.
+                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(()),
+                Ok(Err(e)) => Err(lease_unavailable("releasing a lease", e)),
+                Err(_) => Err(LeaseError::Unavailable {
+                    message: format!("releasing a lease: timed out after {:?}", self.timeout),
+                    source: None,
+                }),
+            }
+        })
     }
 }

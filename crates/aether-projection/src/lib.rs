@@ -13,6 +13,23 @@
 //! * `KvCheckpointStore` (feature `nats`): a NATS JetStream KV bucket,
 //!   saves with `create` / `update(revision)`.
 //!
+//! # One runner at a time
+//! The checkpoint's compare-and-set stops a second runner of a projection
+//! at its first save, after it handled a batch. To stop it before it handles
+//! anything, give runners a lease ([`ProjectionRunner::lease`] with
+//! [`MemoryLease`] or `KvCheckpointStore`): the runner takes it before
+//! loading the checkpoint, renews it before handling once a renewal is due,
+//! and gives it back when it stops; a runner that finds it held fails with
+//! [`LeaseError::Held`] at once (see [`ProjectionLease`]).
+//!
+//! # Lag
+//! `aether_projection_lag_events` and [`Progress::behind`] count positions
+//! between the checkpoint and the head, except those the feed is known to
+//! have passed without anything for the projection (foreign records the
+//! trust policy skipped, events the filter leaves out): after a catch-up
+//! reached its end, or when an idle live runner's probe read finds nothing
+//! up to the head.
+//!
 //! # Delivery
 //! At least once across crashes: events after the last saved checkpoint
 //! are handled again, so handlers use the item's position to stay
@@ -61,10 +78,12 @@
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 mod kv;
+mod lease;
 mod memory;
 mod runner;
 
 #[cfg(feature = "nats")]
 pub use kv::KvCheckpointStore;
+pub use lease::{LeaseError, MemoryLease, ProjectionLease};
 pub use memory::MemoryCheckpointStore;
 pub use runner::{Progress, ProjectionRunner, RunnerError};

@@ -1,6 +1,7 @@
 //! [`ProjectionRunner`]: drives a [`Projection`] from the feed and keeps its
 //! checkpoint.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_core::{
@@ -9,6 +10,8 @@ use aether_core::{
 };
 use futures::StreamExt;
 use metrics::{Counter, Gauge};
+
+use crate::lease::{LeaseError, ProjectionLease};
 
 /// Why a runner stopped.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,11 @@ pub enum RunnerError {
     /// rebuild reset it): this runner is fenced and must stop.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// The runner's lease ([`ProjectionRunner::lease`]) is held by another
+    /// runner, was lost, or could not be renewed: this runner stopped
+    /// before handling another event.
+    #[error("lease: {0}")]
+    Lease(#[from] LeaseError),
     /// The projection's `handle`, `commit` or `reset` failed; the position
     /// of the event it failed on (or the commit position) is given.
     #[error("projection failed at position {position}: {source}")]
@@ -41,12 +49,13 @@ pub enum RunnerError {
 }
 
 impl RunnerError {
-    /// Whether another runner took over this projection (its checkpoint
-    /// moved): this runner must not continue.
+    /// Whether another runner has this projection (its checkpoint moved, or
+    /// it holds or took over the lease): this runner must not continue.
     pub fn is_fenced(&self) -> bool {
         matches!(
             self,
             RunnerError::Checkpoint(CheckpointError::Conflict { .. })
+                | RunnerError::Lease(LeaseError::Held { .. } | LeaseError::Lost { .. })
         )
     }
 }
@@ -54,6 +63,7 @@ impl RunnerError {
 /// Where a run stands, reported after each checkpoint (see
 /// [`ProjectionRunner::on_progress`]).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Progress {
     /// The projection.
     pub projection: String,
@@ -61,6 +71,10 @@ pub struct Progress {
     pub position: Position,
     /// The namespace's head when last measured.
     pub head: Position,
+    /// Every position up to here was either handled or holds nothing for
+    /// this projection (foreign records the trust policy skipped, events
+    /// the filter leaves out): known when the feed last reached the head.
+    pub clear_to: Position,
     /// Events handled by this run.
     pub handled: u64,
     /// Time since the run started.
@@ -78,10 +92,13 @@ impl Progress {
         }
     }
 
-    /// How far the checkpoint is from the head, in positions (events, plus
-    /// foreign records the feed skipped).
+    /// How far the checkpoint is from the head, in positions, not counting
+    /// the positions known to hold nothing for this projection (see
+    /// [`Progress::clear_to`]): 0 once the feed reached the head, even when
+    /// the last records of the stream are foreign.
     pub fn behind(&self) -> u64 {
-        self.head.get().saturating_sub(self.position.get())
+        let done = self.position.max(self.clear_to);
+        self.head.get().saturating_sub(done.get())
     }
 }
 
@@ -133,6 +150,8 @@ pub struct ProjectionRunner<S, C> {
     batch_size: usize,
     flush_after: Duration,
     progress: Option<ProgressFn>,
+    lease: Option<(Arc<dyn ProjectionLease>, Duration)>,
+    owner: String,
 }
 
 impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for ProjectionRunner<S, C> {
@@ -156,7 +175,27 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
             batch_size: 256,
             flush_after: Duration::from_millis(50),
             progress: None,
+            lease: None,
+            owner: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// Runs only while holding `lease` on the projection, taken for `ttl`
+    /// (at least 1 s) before the checkpoint is loaded, renewed at a third of
+    /// `ttl` (before handling an event once the renewal is due, and while
+    /// idle) and given back when the run stops. A runner that finds the
+    /// lease held fails at once with [`RunnerError::Lease`]
+    /// ([`RunnerError::is_fenced`]) without handling anything; one whose
+    /// renewal fails stops before its next event. See [`ProjectionLease`](crate::ProjectionLease).
+    #[must_use]
+    pub fn lease(mut self, lease: impl ProjectionLease, ttl: Duration) -> Self {
+        self.lease = Some((Arc::new(lease), ttl.max(Duration::from_secs(1))));
+        self
+    }
+
+    /// This runner's owner id in its lease (random per runner).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Commits and saves a checkpoint at least every `n` events (at least 1).
@@ -195,7 +234,7 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
         &mut self,
         projection: &mut P,
     ) -> Result<std::convert::Infallible, RunnerError> {
-        self.drive(projection, true).await?;
+        self.drive(projection, true, false).await?;
         // A live drive ends only with an error.
         Err(RunnerError::FeedEnded)
     }
@@ -209,7 +248,7 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
         &mut self,
         projection: &mut P,
     ) -> Result<Position, RunnerError> {
-        self.drive(projection, false).await
+        self.drive(projection, false, false).await
     }
 
     /// Rebuilds from position 0: [`Projection::reset`], the checkpoint set
@@ -222,30 +261,34 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
         &mut self,
         projection: &mut P,
     ) -> Result<Position, RunnerError> {
-        let name = projection.name().to_owned();
-        tracing::info!(projection = %name, "rebuilding from position 0");
-        projection
-            .reset()
-            .await
-            .map_err(|source| RunnerError::Projection {
-                position: Position::ZERO,
-                source,
-            })?;
-        let cp = self.checkpoints.load(&name).await?;
-        if cp.position != Position::ZERO {
-            self.checkpoints.save(&name, cp, Position::ZERO).await?;
-        }
-        self.catch_up(projection).await
+        self.drive(projection, false, true).await
     }
 
     async fn drive<P: Projection>(
         &mut self,
         projection: &mut P,
         live: bool,
+        reset: bool,
     ) -> Result<Position, RunnerError> {
         let name = projection.name().to_owned();
         let m = Metrics::new(self.store.namespace().as_str(), &name);
-        let result = self.drive_inner(projection, live, &name, &m).await;
+        let mut lease = Lease {
+            store: self.lease.clone(),
+            owner: self.owner.clone(),
+            held: None,
+        };
+        let result = match lease.keep(&name).await {
+            Ok(()) => {
+                self.drive_inner(projection, live, reset, &name, &m, &mut lease)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let (Some((store, _)), Some(held)) = (&lease.store, lease.held)
+            && let Err(e) = store.release(&name, &lease.owner, held.token).await
+        {
+            tracing::debug!(projection = %name, error = %e, "could not give the lease back; it expires by itself");
+        }
         if let Err(e) = &result {
             m.errors.increment(1);
             tracing::warn!(projection = %name, error = %e, "projection runner stopped");
@@ -257,9 +300,25 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
         &mut self,
         projection: &mut P,
         live: bool,
+        reset: bool,
         name: &str,
         m: &Metrics,
+        lease: &mut Lease,
     ) -> Result<Position, RunnerError> {
+        if reset {
+            tracing::info!(projection = %name, "rebuilding from position 0");
+            projection
+                .reset()
+                .await
+                .map_err(|source| RunnerError::Projection {
+                    position: Position::ZERO,
+                    source,
+                })?;
+            let cp = self.checkpoints.load(name).await?;
+            if cp.position != Position::ZERO {
+                self.checkpoints.save(name, cp, Position::ZERO).await?;
+            }
+        }
         let mut run = Run {
             cp: self.checkpoints.load(name).await?,
             last: Position::ZERO,
@@ -267,7 +326,12 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
             handled: 0,
             started: Instant::now(),
             head: self.store.head().await.map_err(RunnerError::Feed)?,
+            clear_to: Position::ZERO,
+            probed_at: Position::ZERO,
         };
+        // A finite read ends at the head it measured when opened, which is
+        // at least this one.
+        let end_of_read = run.head;
         run.last = run.cp.position;
         m.position.set(run.cp.position.get() as f64);
         let filter = projection.filter();
@@ -277,20 +341,35 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
             self.store.read_all(run.cp.position, filter)
         };
         loop {
-            let next = if run.pending > 0 {
-                match tokio::time::timeout(self.flush_after, feed.next()).await {
+            // Wait for the next event no longer than until a pending batch
+            // is due (`flush_after`) or the lease must be renewed.
+            let mut wait = (run.pending > 0).then_some(self.flush_after);
+            if let Some(h) = lease.held.as_ref() {
+                let until_renewal = h.renew_at.saturating_duration_since(Instant::now());
+                wait = Some(wait.map_or(until_renewal, |w| w.min(until_renewal)));
+            }
+            let next = match wait {
+                Some(wait) => match tokio::time::timeout(wait, feed.next()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        self.flush(projection, name, m, &mut run).await?;
-                        m.lag_seconds.set(0.0);
+                        lease.keep(name).await?;
+                        if run.pending > 0 {
+                            self.flush(projection, name, m, &mut run).await?;
+                            m.lag_seconds.set(0.0);
+                            if live {
+                                self.probe(projection.filter(), name, m, &mut run).await;
+                            }
+                        }
                         continue;
                     }
-                }
-            } else {
-                feed.next().await
+                },
+                None => feed.next().await,
             };
             match next {
                 Some(Ok(item)) => {
+                    // Fence before handling: a runner whose lease is due is
+                    // renewed (or stopped) before it touches the read model.
+                    lease.keep(name).await?;
                     self.handle(projection, &item, m, &mut run).await?;
                     if run.pending >= self.batch_size {
                         self.flush(projection, name, m, &mut run).await?;
@@ -299,8 +378,14 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
                 Some(Err(e)) => return Err(RunnerError::Feed(e)),
                 None if live => return Err(RunnerError::FeedEnded),
                 None => {
+                    // The read reached its end: everything up to the head
+                    // measured at the start was handled or is nothing for
+                    // this projection (foreign or filtered out).
+                    run.clear_to = end_of_read;
                     if run.pending > 0 {
                         self.flush(projection, name, m, &mut run).await?;
+                    } else {
+                        self.report(name, m, &mut run).await;
                     }
                     return Ok(run.last);
                 }
@@ -349,20 +434,7 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
         run.pending = 0;
         m.checkpoints.increment(1);
         m.position.set(run.last.get() as f64);
-        if let Ok(head) = self.store.head().await {
-            run.head = head.max(run.last);
-        }
-        m.lag_events
-            .set(run.head.get().saturating_sub(run.last.get()) as f64);
-        if let Some(report) = self.progress.as_mut() {
-            report(&Progress {
-                projection: name.to_owned(),
-                position: run.last,
-                head: run.head,
-                handled: run.handled,
-                elapsed: run.started.elapsed(),
-            });
-        }
+        self.report(name, m, run).await;
         tracing::debug!(projection = %name, position = %run.last, head = %run.head, "checkpoint saved");
         // A feed that is always ready (a long catch-up in memory) must not
         // hold the worker: give other tasks a turn once per batch.
@@ -371,7 +443,101 @@ impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
     }
 }
 
+impl<S: EventFeed, C: CheckpointStore> ProjectionRunner<S, C> {
+    /// An idle live feed: when the head is past the last handled event, a
+    /// finite read from there shows whether anything for this projection is
+    /// in between; when nothing is, the positions up to the head are clear
+    /// (foreign records, filtered-out events) and stop counting as lag.
+    /// Once per head.
+    async fn probe(
+        &mut self,
+        filter: aether_core::FeedFilter,
+        name: &str,
+        m: &Metrics,
+        run: &mut Run,
+    ) {
+        let head = run.head;
+        if head <= run.last.max(run.clear_to) || head == run.probed_at {
+            return;
+        }
+        run.probed_at = head;
+        let mut rest = self.store.read_all(run.last, filter);
+        // Bounded: the runner is idle, but a new event waits meanwhile.
+        let bound = self.flush_after.max(Duration::from_secs(2));
+        if let Ok(None) = tokio::time::timeout(bound, rest.next()).await {
+            run.clear_to = head;
+            self.report(name, m, run).await;
+        }
+    }
+
+    /// Measures the head and reports lag (metrics and the progress
+    /// callback). Lag counts positions after the checkpoint that are not
+    /// known to be clear: foreign records and filtered-out events after the
+    /// last handled event stop counting once the feed is known to have
+    /// passed them (the end of a catch-up, or an idle live feed whose probe
+    /// found nothing up to the head).
+    async fn report(&mut self, name: &str, m: &Metrics, run: &mut Run) {
+        if let Ok(head) = self.store.head().await {
+            run.head = head.max(run.last);
+        }
+        let done = run.last.max(run.clear_to);
+        m.lag_events
+            .set(run.head.get().saturating_sub(done.get()) as f64);
+        if let Some(report) = self.progress.as_mut() {
+            report(&Progress {
+                projection: name.to_owned(),
+                position: run.last,
+                head: run.head,
+                clear_to: run.clear_to,
+                handled: run.handled,
+                elapsed: run.started.elapsed(),
+            });
+        }
+    }
+}
+
+/// A run's lease: the store (none without a lease), the owner id, and
+/// the lease held.
+struct Lease {
+    store: Option<(Arc<dyn ProjectionLease>, Duration)>,
+    owner: String,
+    held: Option<Held>,
+}
+
+impl Lease {
+    /// Takes the lease (first call) or renews it when due; nothing without
+    /// a lease store.
+    async fn keep(&mut self, name: &str) -> Result<(), RunnerError> {
+        let Some((store, ttl)) = &self.store else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if self.held.as_ref().is_some_and(|h| now < h.renew_at) {
+            return Ok(());
+        }
+        let token = store
+            .acquire(name, &self.owner, *ttl, self.held.as_ref().map(|h| h.token))
+            .await?;
+        self.held = Some(Held {
+            token,
+            renew_at: now + *ttl / 3,
+        });
+        Ok(())
+    }
+}
+
+/// The lease a runner holds.
+struct Held {
+    token: u64,
+    renew_at: Instant,
+}
+
 struct Run {
+    /// Positions up to here hold nothing more for this projection (see
+    /// [`Progress::clear_to`]).
+    clear_to: Position,
+    /// The head last probed for being clear (see `ProjectionRunner::probe`).
+    probed_at: Position,
     cp: Checkpoint,
     last: Position,
     pending: usize,

@@ -1,6 +1,7 @@
 //! The runner over the in-memory store: live runs follow appends and save
 //! checkpoints; a rebuild resets the read model and reports progress; the
-//! memory checkpoint store refuses a stale save.
+//! memory checkpoint store refuses a stale save; a lease keeps a second
+//! runner out until the holder dies and the lease expires.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,9 @@ use aether_core::{
     ActorId, Checkpoint, CheckpointError, CheckpointStore, Event, EventStore, FeedFilter, FeedItem,
     Position, Projection, ProjectionError, Version,
 };
-use aether_projection::{MemoryCheckpointStore, Progress, ProjectionRunner};
+use aether_projection::{
+    LeaseError, MemoryCheckpointStore, MemoryLease, Progress, ProjectionRunner, RunnerError,
+};
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::wait_until;
 
@@ -121,4 +124,65 @@ async fn memory_checkpoints_refuse_a_stale_save() {
         saved,
         "the stale save changed nothing"
     );
+}
+
+/// A runner holding the lease keeps a second one out while it runs live and
+/// renews; when it dies without giving the lease back, the second takes the
+/// lease once it expired, and handles everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_keeps_a_second_runner_out_until_the_holder_dies_and_it_expires() {
+    let store = InMemoryEventStore::new();
+    let a = ActorId::new("a").unwrap();
+    append(&store, &a, 0, 3, "Counted").await;
+    let lease = MemoryLease::new();
+    let ttl = Duration::from_secs(1);
+    let first = Count::default();
+    let holder = {
+        let (store, lease, mut count) = (store.clone(), lease.clone(), first.clone());
+        tokio::spawn(async move {
+            ProjectionRunner::new(store, MemoryCheckpointStore::new())
+                .flush_after(Duration::from_millis(5))
+                .lease(lease, ttl)
+                .run(&mut count)
+                .await
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the holder handled 3",
+        async || first.seen.load(Ordering::SeqCst) == 3,
+    )
+    .await;
+    let second = Count::default();
+    let mut runner = ProjectionRunner::new(store.clone(), MemoryCheckpointStore::new())
+        .lease(lease.clone(), ttl);
+    // Past several renewals of the holder (a third of 1 s each): still held.
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut refusals = 0;
+    while std::time::Instant::now() < deadline {
+        let err = runner
+            .catch_up(&mut second.clone())
+            .await
+            .expect_err("held by the running holder");
+        assert!(
+            matches!(err, RunnerError::Lease(LeaseError::Held { .. })),
+            "{err}"
+        );
+        refusals += 1;
+        // Paces the attempts over the window; no condition is waited for.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refusals >= 5);
+    assert_eq!(second.seen.load(Ordering::SeqCst), 0);
+
+    // The holder dies without giving the lease back: it expires.
+    holder.abort();
+    let _ = holder.await;
+    wait_until(
+        Duration::from_secs(10),
+        "the second runner takes over",
+        async || runner.catch_up(&mut second.clone()).await.is_ok(),
+    )
+    .await;
+    assert_eq!(second.seen.load(Ordering::SeqCst), 3);
 }

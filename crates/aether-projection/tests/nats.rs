@@ -3,8 +3,9 @@
 //! read model as one uninterrupted run (at least once with an idempotent
 //! handler, and exactly once with the checkpoint kept in the read model);
 //! two runners of one projection started at once: only one advances the
-//! checkpoint; a foreign record under the strict policy stops the runner
-//! before it.
+//! checkpoint, and with a lease the other handles nothing; lag does not
+//! count skipped foreign records; a foreign record under the strict policy
+//! stops the runner before it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,9 @@ use aether_core::{
     ActorId, Checkpoint, CheckpointError, CheckpointStore, Event, EventFeed, EventStore, FeedItem,
     Position, Projection, ProjectionError, StoreError, TrustPolicy, Version,
 };
-use aether_projection::{KvCheckpointStore, MemoryCheckpointStore, ProjectionRunner};
+use aether_projection::{
+    KvCheckpointStore, LeaseError, MemoryCheckpointStore, ProjectionRunner, RunnerError,
+};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsServer, connect, unique_name, wait_until};
 
@@ -375,6 +378,171 @@ async fn two_runners_only_one_advances_the_kv_checkpoint() {
         std::str::from_utf8(&entry.value).unwrap(),
         store.head().await.unwrap().get().to_string()
     );
+}
+
+/// Counts the events one runner handled.
+struct Counted {
+    handled: Arc<AtomicU64>,
+}
+
+impl Projection for Counted {
+    fn name(&self) -> &str {
+        "leased"
+    }
+    async fn handle(&mut self, _: &FeedItem) -> Result<(), ProjectionError> {
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+}
+
+/// With a lease, of two runners started at once the loser stops *before
+/// handling anything*; the winner handles everything and advances the
+/// checkpoint; once it gave the lease back, a third runner takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_leased_runners_started_at_once_only_one_handles() {
+    let server = NatsServer::start().await;
+    let store = open_store(&server, &fresh_namespace("proj-lease")).await;
+    write(&store, &mut BTreeMap::new(), 10).await;
+    let head = store.head().await.unwrap();
+    let bucket = unique_name("CP");
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let kv = KvCheckpointStore::open(connect(&server.url()).await, &bucket, 1)
+            .await
+            .expect("kv");
+        let store = store.clone();
+        let start = start.clone();
+        let handled = Arc::new(AtomicU64::new(0));
+        let counter = handled.clone();
+        tasks.push((
+            handled,
+            tokio::spawn(async move {
+                let mut runner = ProjectionRunner::new(store, kv.clone())
+                    .batch_size(10)
+                    .lease(kv, Duration::from_secs(30));
+                start.wait().await;
+                runner.catch_up(&mut Counted { handled: counter }).await
+            }),
+        ));
+    }
+    let (mut winners, mut losers) = (Vec::new(), Vec::new());
+    for (handled, task) in tasks {
+        match task.await.expect("task") {
+            Ok(at) => winners.push((at, handled.load(Ordering::SeqCst))),
+            Err(e) => {
+                assert!(e.is_fenced(), "{e}");
+                assert!(
+                    matches!(e, RunnerError::Lease(LeaseError::Held { .. })),
+                    "{e}"
+                );
+                losers.push(handled.load(Ordering::SeqCst));
+            }
+        }
+    }
+    assert_eq!(
+        winners,
+        [(head, head.get())],
+        "one runner handled everything"
+    );
+    assert_eq!(losers, [0], "the other handled nothing");
+    // An independent raw read of the bucket: the checkpoint is the head.
+    let js = async_nats::jetstream::new(connect(&server.url()).await);
+    let raw = js.get_key_value(&bucket).await.unwrap();
+    let entry = raw.entry("leased").await.unwrap().expect("a checkpoint");
+    assert_eq!(
+        std::str::from_utf8(&entry.value).unwrap(),
+        head.get().to_string()
+    );
+
+    // The winner gave the lease back when it stopped: a new runner takes it
+    // at once (well inside the 30 s time to live) and has nothing to do.
+    let kv = KvCheckpointStore::open(connect(&server.url()).await, &bucket, 1)
+        .await
+        .expect("kv");
+    let handled = Arc::new(AtomicU64::new(0));
+    let at = ProjectionRunner::new(store.clone(), kv.clone())
+        .lease(kv, Duration::from_secs(30))
+        .catch_up(&mut Counted {
+            handled: handled.clone(),
+        })
+        .await
+        .expect("the lease was given back");
+    assert_eq!((at, handled.load(Ordering::SeqCst)), (head, 0));
+}
+
+/// Lag does not count foreign records the `SkipForeign` trust policy skipped:
+/// once the feed has passed them, the runner reports 0 behind, after a
+/// catch-up and while running live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_does_not_count_skipped_foreign_records() {
+    let server = NatsServer::start().await;
+    let store = JetStreamEventStore::builder(connect(&server.url()).await)
+        .namespace(fresh_namespace("proj-lag"))
+        .trust_policy(TrustPolicy::SkipForeign)
+        .open()
+        .await
+        .expect("open");
+    let a = ActorId::new("account-0").unwrap();
+    let deposit = |v| Event::new(a.clone(), Version::new(v), "Deposited", &5i64).unwrap();
+    store
+        .append(&a, Version::ZERO, vec![deposit(1), deposit(2)])
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(connect(&server.url()).await);
+    let garbage = async || {
+        for _ in 0..3 {
+            js.publish(store.event_subject(&a), "not an envelope".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    garbage().await;
+    assert_eq!(store.head().await.unwrap(), Position::new(5));
+
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    let db = Arc::new(Mutex::new(Balances::default()));
+    let mut runner = ProjectionRunner::new(store.clone(), MemoryCheckpointStore::new())
+        .flush_after(Duration::from_millis(20))
+        .on_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let mut projection = Idempotent {
+        db: db.clone(),
+        crash: Crash::never(),
+    };
+    let at = runner.catch_up(&mut projection).await.unwrap();
+    assert_eq!(at, Position::new(2));
+    let last = reports.lock().unwrap().last().cloned().expect("a report");
+    assert_eq!(
+        (last.position, last.head),
+        (Position::new(2), Position::new(5))
+    );
+    assert_eq!(last.behind(), 0, "{last:?}");
+
+    // Live: one more event, then more garbage after it.
+    let live = tokio::spawn(async move { runner.run(&mut projection).await });
+    store
+        .append(&a, Version::new(2), vec![deposit(3)])
+        .await
+        .unwrap();
+    garbage().await;
+    let head = store.head().await.unwrap();
+    assert_eq!(head, Position::new(9));
+    wait_until(
+        Duration::from_secs(20),
+        "a report at the head, 0 behind",
+        async || {
+            reports.lock().unwrap().last().is_some_and(|p| {
+                p.head == head && p.position == Position::new(6) && p.behind() == 0
+            })
+        },
+    )
+    .await;
+    assert_eq!(db.lock().unwrap().0["account-0"].0, 15);
+    live.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
