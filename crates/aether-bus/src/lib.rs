@@ -102,7 +102,7 @@
 //! let placed = Event::new(ActorId::new("order-1")?, Version::FIRST, "OrderPlaced", &42u32)?;
 //! node_a.publish(&Namespace::new("acme.orders")?, placed).await?;
 //!
-//! // Both nodes see it exactly once: A directly, B through NATS.
+//! // Both nodes see it: A directly, B through NATS (at most once, never twice).
 //! let seen_by_a = on_a.next().await.expect("open")?;
 //! let seen_by_b = on_b.next().await.expect("open")?;
 //! assert_eq!(seen_by_a.event.id, seen_by_b.event.id);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aether_core::{Namespace, name::encode_token};
-use aether_store_jetstream::{JetStreamEventStore, MIN_SERVER_VERSION};
+use aether_store_jetstream::{JetStreamEventStore, ServerVersion};
 use async_nats::jetstream;
 use clap::Args;
 
@@ -156,13 +156,14 @@ impl ConnArgs {
     ) -> Result<(async_nats::Client, jetstream::Context), CliError> {
         let client = self.connect().await?;
         let info = client.server_info();
-        let (a, b, c) = MIN_SERVER_VERSION;
-        match parse_version(&info.version) {
-            Some(v) if v >= MIN_SERVER_VERSION => {}
+        match ServerVersion::parse(&info.version) {
+            Some(v) if v >= ServerVersion::MIN_SUPPORTED => {}
             _ => {
                 return Err(CliError::Unsupported(format!(
-                    "nats-server {} at {} is too old: Aether needs nats-server {a}.{b}.{c} or newer",
-                    info.version, self.server
+                    "nats-server {} at {} is too old: Aether needs nats-server {} or newer",
+                    info.version,
+                    self.server,
+                    ServerVersion::MIN_SUPPORTED
                 )));
             }
         }
@@ -269,17 +270,6 @@ pub(crate) fn namespace(text: &str) -> Result<Namespace, CliError> {
     })
 }
 
-/// `2.12.1`, `v2.12.1-beta` → (2, 12, 1).
-fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
-    let text = text.trim().trim_start_matches('v');
-    let core = text.split(['-', '+']).next()?;
-    let mut parts = core.split('.').map(str::parse::<u32>);
-    let major = parts.next()?.ok()?;
-    let minor = parts.next().unwrap_or(Ok(0)).ok()?;
-    let patch = parts.next().unwrap_or(Ok(0)).ok()?;
-    Some((major, minor, patch))
-}
-
 /// The actor token of a subject `<root>.<token>`, decoded; `None` when the
 /// subject is not under `root` or the token is not a valid encoding.
 pub(crate) fn actor_of_subject(root: &str, subject: &str) -> Option<String> {
@@ -291,14 +281,6 @@ pub(crate) fn actor_of_subject(root: &str, subject: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(parse_version("2.12.1"), Some((2, 12, 1)));
-        assert_eq!(parse_version("v2.15.1-beta.2"), Some((2, 15, 1)));
-        assert_eq!(parse_version("2.11"), Some((2, 11, 0)));
-        assert_eq!(parse_version("garbage"), None);
-    }
 
     #[test]
     fn actor_tokens_decode() {

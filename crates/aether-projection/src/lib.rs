@@ -82,6 +82,10 @@ mod lease;
 mod memory;
 mod runner;
 
+/// The NATS client `KvCheckpointStore` takes, re-exported so a user never
+/// pins a second, mismatching version.
+#[cfg(feature = "nats")]
+pub use async_nats;
 #[cfg(feature = "nats")]
 pub use kv::KvCheckpointStore;
 pub use lease::{LeaseError, MemoryLease, ProjectionLease};
