@@ -202,47 +202,33 @@ impl<T: EventBus> DynEventBus for T {
     }
 }
 
-/// A shared bus is a bus: `Arc<LocalEventBus>` or `Arc<dyn DynEventBus>`
-/// works wherever a `B: EventBus` is taken (e.g. a publishing store), with
-/// the inner bus's guarantees.
-impl<B: EventBus + ?Sized> EventBus for Arc<B> {
-    type Subscription = B::Subscription;
+/// A shared or boxed bus is a bus: `Arc<LocalEventBus>`, `Box<B>` or
+/// `Arc<dyn DynEventBus>` works wherever a `B: EventBus` is taken (e.g. a
+/// publishing store), with the inner bus's guarantees.
+macro_rules! forward_bus {
+    ($($wrapper:ident),*) => {$(
+        impl<B: EventBus + ?Sized> EventBus for $wrapper<B> {
+            type Subscription = B::Subscription;
 
-    fn publish(
-        &self,
-        namespace: &Namespace,
-        event: Event,
-    ) -> impl Future<Output = Result<(), BusError>> + Send {
-        (**self).publish(namespace, event)
-    }
+            fn publish(
+                &self,
+                namespace: &Namespace,
+                event: Event,
+            ) -> impl Future<Output = Result<(), BusError>> + Send {
+                (**self).publish(namespace, event)
+            }
 
-    fn subscribe(
-        &self,
-        filter: EventFilter,
-    ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send {
-        (**self).subscribe(filter)
-    }
+            fn subscribe(
+                &self,
+                filter: EventFilter,
+            ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send {
+                (**self).subscribe(filter)
+            }
+        }
+    )*};
 }
 
-/// A boxed bus is a bus, like [`Arc`]'s.
-impl<B: EventBus + ?Sized> EventBus for Box<B> {
-    type Subscription = B::Subscription;
-
-    fn publish(
-        &self,
-        namespace: &Namespace,
-        event: Event,
-    ) -> impl Future<Output = Result<(), BusError>> + Send {
-        (**self).publish(namespace, event)
-    }
-
-    fn subscribe(
-        &self,
-        filter: EventFilter,
-    ) -> impl Future<Output = Result<Self::Subscription, BusError>> + Send {
-        (**self).subscribe(filter)
-    }
-}
+forward_bus!(Arc, Box);
 
 /// A bus chosen at run time (`Arc<dyn DynEventBus>`) is an [`EventBus`]
 /// through its `*_dyn` methods, with the chosen bus's guarantees; its
