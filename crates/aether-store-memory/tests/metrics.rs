@@ -1,102 +1,16 @@
 //! Metrics reach a recorder installed *after* the store and the repository
 //! were built (the global recorder is per process: this file holds one test).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use aether_core::testkit::metrics::Recorded;
 use aether_core::{
     ActorId, ActorSnapshot, Aggregate, CommandError, DomainEvent, Event, EventFeed, EventStore,
     EventStoreExt, FeedFilter, Position, Repository, SnapshotStore, StoreError, Version,
 };
 use aether_store_memory::InMemoryEventStore;
 use futures::StreamExt;
-use metrics::{
-    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-};
 use serde::{Deserialize, Serialize};
-
-/// A recorder that keeps every counter, gauge and histogram by
-/// `name{label=value,…}` (labels sorted).
-#[derive(Default)]
-struct Recorded {
-    counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-    gauges: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-    histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
-}
-
-#[derive(Default)]
-struct Samples(Mutex<Vec<f64>>);
-
-impl HistogramFn for Samples {
-    fn record(&self, value: f64) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(value);
-    }
-}
-
-fn name_of(key: &Key) -> String {
-    let mut labels: Vec<String> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
-    labels.sort();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-fn entry<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, key: &Key) -> Arc<T> {
-    map.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(name_of(key))
-        .or_default()
-        .clone()
-}
-
-struct Shared(Arc<Recorded>);
-
-impl Recorder for Shared {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(entry(&self.0.counters, key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(entry(&self.0.gauges, key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(entry(&self.0.histograms, key))
-    }
-}
-
-impl Recorded {
-    fn counter(&self, name: &str) -> u64 {
-        self.counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .map_or(0, |c| c.load(Ordering::SeqCst))
-    }
-
-    fn samples(&self, name: &str) -> usize {
-        self.histograms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .map_or(0, |h| {
-                h.0.lock().unwrap_or_else(PoisonError::into_inner).len()
-            })
-    }
-
-    fn has_gauge(&self, name: &str) -> bool {
-        self.gauges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(name)
-    }
-}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Tally(u64);
@@ -199,8 +113,7 @@ async fn a_recorder_installed_after_the_store_was_built_sees_every_metric() {
     })
     .snapshot_every(1);
 
-    let recorded = Arc::new(Recorded::default());
-    metrics::set_global_recorder(Shared(recorded.clone())).expect("the only recorder");
+    let recorded = Recorded::install();
 
     let a1 = ActorId::new("tally-1").unwrap();
     repo.execute::<Tally>(&a1, 2).await.unwrap();
