@@ -1126,12 +1126,7 @@ mod format_tests {
     /// written by it must keep reading, and the encoder must keep writing it.
     #[test]
     fn the_stored_format_is_stable() {
-        let actor = ActorId::new("order-1").unwrap();
-        let id: EventId = "0195f0a0-1234-7000-8000-00000000abcd".parse().unwrap();
-        let mut e = Event::from_raw(actor.clone(), Version::new(3), "Placed", vec![0x91, 0x2a]);
-        e.id = id;
-        e.timestamp =
-            OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(1_700_000_000_000_000_007);
+        let (actor, e) = golden_event();
         let stored = concat!(
             "86a6616574686572 01 a474797065 a6506c61636564 a56163746f72 a76f726465722d31",
             " a776657273696f6e 03 a27473 be323032332d31312d31345432323a31333a32302e3030303030303030375a",
@@ -1145,30 +1140,35 @@ mod format_tests {
             enc.id.as_str(),
             "0195f0a0-1234-7000-8000-00000000abcd.".to_owned() + &actor_scope(&actor)
         );
-        let body = Bytes::from(
-            (0..stored.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&stored[i..i + 2], 16).unwrap())
-                .collect::<Vec<u8>>(),
-        );
-        let origin = Origin {
-            stream: "S",
-            sequence: 1,
-        };
-        let back = decode_event(Some(&enc.headers()), &body, &actor, origin).unwrap();
+        let body = from_hex(&stored);
+        let back = decode_event(Some(&enc.headers()), &body, &actor, ORIGIN_F).unwrap();
         assert_eq!(back, e);
     }
 
-    /// The bytes of an event in format 2, the default: a stream written by it
-    /// must keep reading, and the encoder must keep writing it.
-    #[test]
-    fn the_stored_format_2_is_stable() {
+    /// The event both golden-bytes tests store.
+    fn golden_event() -> (ActorId, Event) {
         let actor = ActorId::new("order-1").unwrap();
         let id: EventId = "0195f0a0-1234-7000-8000-00000000abcd".parse().unwrap();
         let mut e = Event::from_raw(actor.clone(), Version::new(3), "Placed", vec![0x91, 0x2a]);
         e.id = id;
         e.timestamp =
             OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(1_700_000_000_000_000_007);
+        (actor, e)
+    }
+
+    fn from_hex(hex: &str) -> Bytes {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    /// The bytes of an event in format 2, the default: a stream written by it
+    /// must keep reading, and the encoder must keep writing it.
+    #[test]
+    fn the_stored_format_2_is_stable() {
+        let (actor, e) = golden_event();
         let stored = concat!(
             "9a 02 a6506c61636564 a76f726465722d31 03",
             " c70cff 00000007 000000006553f100",
@@ -1178,12 +1178,7 @@ mod format_tests {
         let enc = encode_event(&e, &actor_scope(&actor), EnvelopeFormat::default()).unwrap();
         let hex: String = enc.body.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, stored);
-        let body = Bytes::from(
-            (0..stored.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&stored[i..i + 2], 16).unwrap())
-                .collect::<Vec<u8>>(),
-        );
+        let body = from_hex(&stored);
         let back = decode_event(Some(&enc.headers()), &body, &actor, ORIGIN_F).unwrap();
         assert_eq!(back, e);
         // Shorter than format 1 by the keys and the textual timestamp.
