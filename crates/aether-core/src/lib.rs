@@ -49,6 +49,7 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod metrics;
 pub mod name;
 pub mod projection;
 pub mod snapshot;

@@ -143,7 +143,7 @@ impl Stream for FeedReader {
                 let chunk: Vec<Arc<Committed>> = log.records[this.next..stop].to_vec();
                 (chunk, log.records.len() - stop)
             };
-            this.metrics.gauge(|k| &k.feed_behind).set(behind as f64);
+            this.metrics.feed_behind.set(behind as f64);
             let first = this.next;
             this.next += chunk.len();
             for (i, c) in chunk.iter().enumerate() {
@@ -151,7 +151,7 @@ impl Stream for FeedReader {
                 match (&c.foreign, &c.record) {
                     (None, RawRecord::Event(e)) => {
                         if this.filter.matches(e) {
-                            this.metrics.counter(|k| &k.feed_events).increment(1);
+                            this.metrics.feed_events.increment(1);
                             this.buf.push_back(Ok(FeedItem {
                                 position: Position::new(position),
                                 event: e.clone(),

@@ -63,6 +63,7 @@ use std::time::Instant;
 
 mod feed;
 
+use aether_core::metrics::{CounterKey, GaugeKey, HistogramKey, StoreLabels};
 use aether_core::store::{BoxStream, validate_batch};
 use aether_core::{
     ActorId, ActorSnapshot, Event, EventStore, ForeignReason, HistoryGuard, Namespace,
@@ -70,7 +71,6 @@ use aether_core::{
 };
 use dashmap::DashMap;
 use futures::stream;
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, SharedString};
 
 /// One record of an actor's log as stored, valid or not: an event written
 /// through the store (or injected by a test hook), or raw bytes injected by a
@@ -217,69 +217,45 @@ struct NamespaceData {
 }
 
 /// The metric keys of a view (labels `namespace`, `backend="memory"`),
-/// built once when the view is made.
-///
-/// No handle is kept: each emission asks the current recorder for the
-/// metric, exactly as the `metrics` macros expand, so a recorder installed
-/// after the store was built sees everything. Only the key (name and
-/// labels) is built ahead, which spares the per-call label allocation the
-/// macros make for run-time label values.
+/// built once when the view is made and looked up in the current recorder
+/// at each emission (see [`aether_core::metrics`]).
 #[derive(Clone)]
 struct Metrics(Arc<Keys>);
 
 struct Keys {
-    append_seconds: Key,
-    appends: Key,
-    events_appended: Key,
-    conflicts: Key,
-    append_errors: Key,
-    events_read: Key,
-    snapshots_saved: Key,
-    feed_events: Key,
-    feed_behind: Key,
+    append_seconds: HistogramKey,
+    appends: CounterKey,
+    events_appended: CounterKey,
+    conflicts: CounterKey,
+    append_errors: CounterKey,
+    events_read: CounterKey,
+    snapshots_saved: CounterKey,
+    feed_events: CounterKey,
+    feed_behind: GaugeKey,
 }
-
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 impl Metrics {
     fn new(ns: &Namespace) -> Self {
-        let ns: Arc<str> = Arc::from(ns.as_str());
-        let key = |name: &'static str| {
-            Key::from_parts(
-                name,
-                vec![
-                    Label::new("namespace", SharedString::from_shared(ns.clone())),
-                    Label::new("backend", "memory"),
-                ],
-            )
-        };
+        let labels = StoreLabels::new(ns, "memory");
         Metrics(Arc::new(Keys {
-            append_seconds: key("aether_append_duration_seconds"),
-            appends: key("aether_appends_total"),
-            events_appended: key("aether_events_appended_total"),
-            conflicts: key("aether_append_conflicts_total"),
-            append_errors: key("aether_append_errors_total"),
-            events_read: key("aether_events_read_total"),
-            snapshots_saved: key("aether_snapshots_saved_total"),
-            feed_events: key("aether_feed_events_total"),
-            feed_behind: key("aether_feed_behind_events"),
+            append_seconds: labels.histogram("aether_append_duration_seconds"),
+            appends: labels.counter("aether_appends_total"),
+            events_appended: labels.counter("aether_events_appended_total"),
+            conflicts: labels.counter("aether_append_conflicts_total"),
+            append_errors: labels.counter("aether_append_errors_total"),
+            events_read: labels.counter("aether_events_read_total"),
+            snapshots_saved: labels.counter("aether_snapshots_saved_total"),
+            feed_events: labels.counter("aether_feed_events_total"),
+            feed_behind: labels.gauge("aether_feed_behind_events"),
         }))
     }
+}
 
-    pub(crate) fn counter(&self, key: impl FnOnce(&Keys) -> &Key) -> Counter {
-        let key = key(&self.0);
-        metrics::with_recorder(|r| r.register_counter(key, &METADATA))
-    }
+impl std::ops::Deref for Metrics {
+    type Target = Keys;
 
-    fn histogram(&self, key: impl FnOnce(&Keys) -> &Key) -> Histogram {
-        let key = key(&self.0);
-        metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
-    }
-
-    pub(crate) fn gauge(&self, key: impl FnOnce(&Keys) -> &Key) -> Gauge {
-        let key = key(&self.0);
-        metrics::with_recorder(|r| r.register_gauge(key, &METADATA))
+    fn deref(&self) -> &Keys {
+        &self.0
     }
 }
 
@@ -553,9 +529,7 @@ impl InMemoryEventStore {
             &mut self.guard(actor, last_valid),
             &mut events,
         )?;
-        self.metrics
-            .counter(|k| &k.events_read)
-            .increment(events.len() as u64);
+        self.metrics.events_read.increment(events.len() as u64);
         Ok(events)
     }
 
@@ -639,16 +613,14 @@ impl EventStore for InMemoryEventStore {
         let n = events.len() as u64;
         let result = self.append_now(actor, expected, events);
         self.metrics
-            .histogram(|k| &k.append_seconds)
+            .append_seconds
             .record(started.elapsed().as_secs_f64());
-        self.metrics.counter(|k| &k.appends).increment(1);
+        self.metrics.appends.increment(1);
         match &result {
-            Ok(_) => self.metrics.counter(|k| &k.events_appended).increment(n),
-            Err(StoreError::VersionConflict { .. }) => {
-                self.metrics.counter(|k| &k.conflicts).increment(1)
-            }
+            Ok(_) => self.metrics.events_appended.increment(n),
+            Err(StoreError::VersionConflict { .. }) => self.metrics.conflicts.increment(1),
             Err(e) => {
-                self.metrics.counter(|k| &k.append_errors).increment(1);
+                self.metrics.append_errors.increment(1);
                 tracing::debug!(error = %e, "append failed");
             }
         }
@@ -695,9 +667,7 @@ impl EventStore for InMemoryEventStore {
                     &mut guard,
                     &mut chunk,
                 );
-                metrics
-                    .counter(|k| &k.events_read)
-                    .increment(chunk.len() as u64);
+                metrics.events_read.increment(chunk.len() as u64);
                 let mut items: Vec<Result<Event, StoreError>> = chunk.into_iter().map(Ok).collect();
                 let next = match scanned {
                     Ok(end) if end == pos => return None,
@@ -754,7 +724,7 @@ impl SnapshotStore for InMemoryEventStore {
                 }
             })
             .or_insert_with(|| snapshot.clone());
-        self.metrics.counter(|k| &k.snapshots_saved).increment(1);
+        self.metrics.snapshots_saved.increment(1);
         Ok(())
     }
 

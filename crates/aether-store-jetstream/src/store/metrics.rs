@@ -1,37 +1,9 @@
 //! The store's metric keys (labels `namespace`, `backend="jetstream"`),
-//! built once when the store is opened.
-//!
-//! No handle is kept: each emission asks the current recorder for the
-//! metric, as the `metrics` macros do, so a recorder installed after the
-//! store was opened sees everything. Only the key (name and labels) is built
-//! ahead, which spares the per-call label allocation the macros make for
-//! run-time label values.
-
-use std::sync::Arc;
+//! built once when the store is opened and looked up in the current
+//! recorder at each emission (see [`aether_core::metrics`]).
 
 use aether_core::Namespace;
-use metrics::{Key, Label, Level, Metadata, SharedString};
-
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
-
-/// A counter, looked up in the current recorder at each emission.
-pub(crate) struct CounterKey(Key);
-
-impl CounterKey {
-    pub(crate) fn increment(&self, n: u64) {
-        metrics::with_recorder(|r| r.register_counter(&self.0, &METADATA)).increment(n);
-    }
-}
-
-/// A histogram, looked up in the current recorder at each emission.
-pub(crate) struct HistogramKey(Key);
-
-impl HistogramKey {
-    pub(crate) fn record(&self, value: f64) {
-        metrics::with_recorder(|r| r.register_histogram(&self.0, &METADATA)).record(value);
-    }
-}
+use aether_core::metrics::{CounterKey, HistogramKey, StoreLabels};
 
 pub(crate) struct Metrics {
     pub(crate) append_seconds: HistogramKey,
@@ -49,19 +21,10 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(ns: &Namespace) -> Self {
-        let ns: Arc<str> = Arc::from(ns.as_str());
-        let key = |name: &'static str| {
-            Key::from_parts(
-                name,
-                vec![
-                    Label::new("namespace", SharedString::from_shared(ns.clone())),
-                    Label::new("backend", "jetstream"),
-                ],
-            )
-        };
-        let c = |name| CounterKey(key(name));
+        let labels = StoreLabels::new(ns, "jetstream");
+        let c = |name| labels.counter(name);
         Metrics {
-            append_seconds: HistogramKey(key("aether_append_duration_seconds")),
+            append_seconds: labels.histogram("aether_append_duration_seconds"),
             appends: c("aether_appends_total"),
             events_appended: c("aether_events_appended_total"),
             conflicts: c("aether_append_conflicts_total"),
