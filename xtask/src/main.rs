@@ -124,9 +124,15 @@ fn show(cmd: &Command) -> String {
     s
 }
 
+/// A cargo command. xtask's builds are check builds, not an edit loop:
+/// without incremental caches (unless `CARGO_INCREMENTAL` says otherwise)
+/// the target directory stays several GB smaller, which a small CI disk needs.
 fn cargo_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(cargo());
     c.args(args);
+    if env::var_os("CARGO_INCREMENTAL").is_none() {
+        c.env("CARGO_INCREMENTAL", "0");
+    }
     c
 }
 
