@@ -22,11 +22,9 @@ use aether_core::ActorId;
 
 use crate::types::ShardId;
 
-const P1: u64 = 0x9E37_79B1_85EB_CA87;
+// xxHash64's primes used by its finaliser.
 const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
 const P3: u64 = 0x1656_67B1_9E37_79F9;
-const P4: u64 = 0x85EB_CA77_C2B2_AE63;
-const P5: u64 = 0x27D4_EB2F_1656_67C5;
 
 /// xxHash64 of `bytes` with seed 0.
 ///
@@ -45,8 +43,15 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 pub fn shard_of(kind: &str, actor: &ActorId, shard_count: u32) -> ShardId {
     let hash = shard_hash(kind, actor.as_str());
     let count = u64::from(shard_count.max(1));
+    // The same remainder either way; a mask where it can be one, because a
+    // 64-bit division costs more than the whole hash of a short id.
+    let shard = if count.is_power_of_two() {
+        hash & (count - 1)
+    } else {
+        hash % count
+    };
     // The remainder is below `shard_count`, which fits in a u32.
-    ShardId::new(u32::try_from(hash % count).unwrap_or(0))
+    ShardId::new(u32::try_from(shard).unwrap_or(0))
 }
 
 /// `stable_hash(kind ++ [0x00] ++ actor)`, without allocating for the usual sizes.
@@ -66,55 +71,10 @@ pub(crate) fn shard_hash(kind: &str, actor: &str) -> u64 {
     stable_hash(buf)
 }
 
-/// XXH64 with an explicit seed (used by placement and the ring for per-shard /
-/// per-vnode scores).
+/// xxHash64 of `input` with `seed` (the `twox-hash` crate's implementation of
+/// the specification; the reference vectors below pin it).
 pub(crate) fn xxh64(input: &[u8], seed: u64) -> u64 {
-    let len = input.len() as u64;
-    let mut rest = input;
-    let mut h = if rest.len() >= 32 {
-        let mut v = [
-            seed.wrapping_add(P1).wrapping_add(P2),
-            seed.wrapping_add(P2),
-            seed,
-            seed.wrapping_sub(P1),
-        ];
-        while rest.len() >= 32 {
-            let (stripe, tail) = rest.split_at(32);
-            for (lane, word) in v.iter_mut().zip(stripe.chunks_exact(8)) {
-                *lane = round(*lane, read_u64(word));
-            }
-            rest = tail;
-        }
-        let mut h = v[0]
-            .rotate_left(1)
-            .wrapping_add(v[1].rotate_left(7))
-            .wrapping_add(v[2].rotate_left(12))
-            .wrapping_add(v[3].rotate_left(18));
-        for lane in v {
-            h = merge_round(h, lane);
-        }
-        h
-    } else {
-        seed.wrapping_add(P5)
-    };
-    h = h.wrapping_add(len);
-    while rest.len() >= 8 {
-        let (word, tail) = rest.split_at(8);
-        h ^= round(0, read_u64(word));
-        h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
-        rest = tail;
-    }
-    if rest.len() >= 4 {
-        let (word, tail) = rest.split_at(4);
-        h ^= u64::from(read_u32(word)).wrapping_mul(P1);
-        h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
-        rest = tail;
-    }
-    for &byte in rest {
-        h ^= u64::from(byte).wrapping_mul(P5);
-        h = h.rotate_left(11).wrapping_mul(P1);
-    }
-    avalanche(h)
+    twox_hash::XxHash64::oneshot(seed, input)
 }
 
 /// A 64-bit finaliser (xxHash64's avalanche), for mixing integers.
@@ -124,28 +84,6 @@ pub(crate) fn avalanche(mut h: u64) -> u64 {
     h ^= h >> 29;
     h = h.wrapping_mul(P3);
     h ^ (h >> 32)
-}
-
-fn round(acc: u64, input: u64) -> u64 {
-    acc.wrapping_add(input.wrapping_mul(P2))
-        .rotate_left(31)
-        .wrapping_mul(P1)
-}
-
-fn merge_round(acc: u64, lane: u64) -> u64 {
-    (acc ^ round(0, lane)).wrapping_mul(P1).wrapping_add(P4)
-}
-
-fn read_u64(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(word)
-}
-
-fn read_u32(bytes: &[u8]) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[..4]);
-    u32::from_le_bytes(word)
 }
 
 #[cfg(test)]
@@ -223,6 +161,25 @@ mod tests {
             .map(|k| shard_of(k, &actor, 1 << 20))
             .collect();
         assert_eq!(shards.len(), 6);
+    }
+
+    /// The mask taken for power-of-two counts is the remainder of the
+    /// contract, whatever the count.
+    #[test]
+    fn shard_is_the_remainder_for_every_count() {
+        let counts = [1, 2, 3, 7, 64, 1000, 1024, 4096, 1 << 31, u32::MAX];
+        for n in 0..200 {
+            let actor = ActorId::new(format!("account-{n}")).unwrap();
+            let hash = shard_hash("account", actor.as_str());
+            for count in counts {
+                let expected = u32::try_from(hash % u64::from(count)).unwrap();
+                assert_eq!(
+                    shard_of("account", &actor, count).get(),
+                    expected,
+                    "count {count}"
+                );
+            }
+        }
     }
 
     #[test]
