@@ -5,27 +5,37 @@
 //! # Data structure
 //!
 //! * The index maps a namespace to the subscribers anchored at it (`Exact` and
-//!   `Within` patterns separately). It is a copy-on-write snapshot behind an
-//!   `RwLock<Arc<Index>>`: a publisher holds the read lock only long enough to
-//!   clone the `Arc`, then works on its own snapshot, so publishers never hold a
-//!   lock across subscribers' work and never wait for each other. Subscribing
-//!   and unsubscribing take the write lock and modify the index in place
-//!   (`Arc::make_mut` copies it only while a publisher still holds the old
-//!   snapshot).
-//! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (exact and within
-//!   subscribers) and then each ancestor, `acme.orders` and `acme` (within
-//!   subscribers only): one hash lookup per segment, whatever the number of
-//!   namespaces. Lookups compare whole segments, so `acme` can never reach
+//!   `Within` patterns separately) and to the namespace's published counter,
+//!   behind one `RwLock`. A publisher holds the read lock for its whole
+//!   offer, so publishers share it and never wait for each other; subscribing
+//!   and unsubscribing take the write lock for a vector push or removal.
+//! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (its counter, its
+//!   exact and within subscribers) and then each ancestor, `acme.orders` and
+//!   `acme` (within subscribers only), skipping the depths at which no
+//!   `Within` subscription is anchored: at most one hash lookup per segment,
+//!   whatever the number of namespaces, and one when no ancestor has
+//!   subscribers. Lookups compare whole segments, so `acme` can never reach
 //!   `acme-corp`.
-//! * Each subscriber has a bounded `VecDeque`. The queues of all subscribers
-//!   anchored at one namespace live in one *shard* behind one mutex (held for
-//!   the pushes of one publish or for one pop, never across an `.await`): a
+//! * Each subscriber has a bounded queue of `capacity` events, in two parts:
+//!   a `VecDeque` in its anchor's *shard* (all subscribers anchored at one
+//!   namespace share a shard and its one mutex, held for the pushes of one
+//!   publish or for one refill, never across an `.await`), and the
+//!   [`Subscription`]'s own `VecDeque`, which holds the older events. A
 //!   publish locks each anchor's shard once, whatever the number of its
-//!   subscribers, and a push is then two reference-count increments (the
-//!   namespace and the `Arc<Event>`) — the payload is never copied per
-//!   subscriber. Waiting subscribers are woken after the lock is released. A
-//!   full queue drops its *oldest* event and counts it; the subscriber's next
-//!   poll yields [`BusError::Lagged`] with that count, then continues with
+//!   subscribers; a push is then two reference-count increments (the
+//!   namespace and the `Arc<Event>`): the payload is never copied per
+//!   subscriber. Waiting subscribers are woken after the lock is released.
+//! * A subscription whose own buffer is empty takes the shard lock once and
+//!   swaps the whole shard queue into its buffer (no event is touched); it
+//!   then takes events from its buffer with one compare-and-swap each on a
+//!   per-subscriber word, [`Slot::held`], which counts the events the buffer
+//!   holds — that is what publishers read to know how full the queue is.
+//! * A full queue drops its *oldest* event and counts it: from the shard
+//!   queue under the lock when the subscriber's buffer is empty, else from
+//!   the buffer by moving one count in `held` from "held" to "dropped" with
+//!   the same compare-and-swap a take uses, so a take and a drop of the same
+//!   event are settled by one of them winning. The subscriber's next poll
+//!   yields [`BusError::Lagged`] with the number dropped, then continues with
 //!   the oldest event still queued — the semantics of
 //!   `tokio::sync::broadcast`.
 //! * Delivered and dropped counts are labelled by the subscriber's anchor,
@@ -37,7 +47,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
 use std::task::{Context, Poll, Waker};
 
@@ -169,15 +179,6 @@ impl<T> MetricsCache<T> {
         }
     }
 
-    /// Runs `f` on the handles of `namespace` (under the read lock when
-    /// they are cached: no reference count is touched).
-    fn with<R>(&self, namespace: &Namespace, f: impl FnOnce(&T) -> R) -> R {
-        if let Some(m) = read(&self.map).get(namespace.as_str()) {
-            return f(m);
-        }
-        f(&self.get(namespace))
-    }
-
     fn get(&self, namespace: &Namespace) -> Arc<T> {
         if let Some(m) = read(&self.map).get(namespace.as_str()) {
             return Arc::clone(m);
@@ -197,60 +198,78 @@ fn published_counter(namespace: &Namespace) -> Counter {
     metrics::counter!("aether_bus_published_total", "namespace" => namespace.as_str().to_owned())
 }
 
-/// The queues of the subscribers anchored at one namespace, behind one
-/// lock: a publish locks it once for all of them, not once per subscriber.
-#[derive(Default)]
-pub(crate) struct Shard {
-    inner: Mutex<ShardInner>,
+/// Events per [`Segment`].
+const SEGMENT: u64 = 64;
+
+/// A block of [`SEGMENT`] consecutive events of one group's sequence, each
+/// written once by a publisher (under the group's lock) and read by every
+/// subscriber of the group without a lock.
+struct Segment {
+    /// The sequence number of `events[0]`.
+    start: u64,
+    events: Box<[OnceLock<BusEvent>]>,
+    /// The segment after this one, once there is one. Weak, so that a
+    /// subscriber that stopped reading keeps one segment alive, not the
+    /// whole chain after it.
+    next: OnceLock<Weak<Segment>>,
 }
 
-#[derive(Default)]
-struct ShardInner {
-    /// Indexed by [`Slot::at`]; entries of dropped slots are reused.
-    states: Vec<SlotState>,
-    free: Vec<usize>,
-}
+impl Segment {
+    fn new(start: u64) -> Arc<Self> {
+        Arc::new(Segment {
+            start,
+            events: (0..SEGMENT).map(|_| OnceLock::new()).collect(),
+            next: OnceLock::new(),
+        })
+    }
 
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, ShardInner> {
-        lock(&self.inner)
+    #[inline]
+    fn covers(&self, seq: u64) -> bool {
+        seq >= self.start && seq - self.start < SEGMENT
+    }
+
+    #[inline]
+    fn get(&self, seq: u64) -> Option<&BusEvent> {
+        let at = usize::try_from(seq.checked_sub(self.start)?).ok()?;
+        self.events.get(at)?.get()
     }
 }
 
-/// One subscriber: its filter, and where its bounded queue is.
-pub(crate) struct Slot {
-    id: u64,
+/// The subscribers with one filter (hence one anchor and pattern): they see
+/// the same sequence of events, kept once in `ring`, each reading it at its
+/// own position.
+pub(crate) struct Group {
     filter: EventFilter,
-    capacity: usize,
-    shard: Arc<Shard>,
-    /// The index of this subscriber's queue in its shard.
-    at: usize,
-    /// The metric handles of the namespace the subscription is anchored at.
+    /// The metric handles of the namespace the group is anchored at.
     metrics: Arc<NsMetrics>,
+    ring: Mutex<Ring>,
 }
 
 #[derive(Default)]
-struct SlotState {
-    queue: VecDeque<BusEvent>,
-    missed: u64,
+struct Ring {
+    /// The sequence number of the next event.
+    head: u64,
+    /// The segments from the one holding the oldest position of a reader to
+    /// the newest; older ones are released.
+    segments: VecDeque<Arc<Segment>>,
+    readers: Vec<Reader>,
+    /// The hub was closed: nothing more is appended.
+    closed: bool,
+}
+
+/// A subscriber as its group's publishers see it.
+struct Reader {
+    id: u64,
+    /// Shared with [`Slot::pos`].
+    pos: Arc<AtomicU64>,
+    capacity: u64,
     waker: Option<Waker>,
     closed: bool,
 }
 
-enum Offer {
-    Filtered,
-    Delivered,
-    /// Delivered, and the oldest queued event was dropped.
-    DeliveredDropping,
-}
-
-impl Slot {
-    #[cfg_attr(
-        not(feature = "nats"),
-        expect(dead_code, reason = "used by the NATS bus")
-    )]
-    pub(crate) fn filter(&self) -> &EventFilter {
-        &self.filter
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        lock(&self.ring)
     }
 
     /// Whether the filter passes `event`. `pattern_checked` says the caller
@@ -270,44 +289,112 @@ impl Slot {
         }
     }
 
-    /// Queues `event` in this slot's state (the caller holds its shard's
-    /// lock and checked the filter). The waker of a waiting subscriber is
+    /// Appends `event` to the group's sequence (the caller checked the
+    /// filter) and moves every reader that is `capacity` events behind one
+    /// event on: its oldest is dropped. The wakers of waiting readers are
     /// pushed to `wakers`, for the caller to wake once the lock is released.
-    fn push(
-        &self,
-        shard: &mut ShardInner,
-        namespace: &Namespace,
-        event: &Arc<Event>,
-        wakers: &mut Vec<Waker>,
-    ) -> Offer {
-        let Some(st) = shard.states.get_mut(self.at) else {
-            return Offer::Filtered;
-        };
-        if st.closed {
-            return Offer::Filtered;
+    fn append(&self, namespace: &Namespace, event: &Arc<Event>, wakers: &mut Vec<Waker>) -> Tally {
+        let mut ring = self.lock();
+        let ring = &mut *ring;
+        if ring.closed || !ring.readers.iter().any(|r| !r.closed) {
+            return Tally::default();
         }
-        let dropped = st.queue.len() >= self.capacity;
-        if dropped {
-            st.missed = st.missed.saturating_add(1);
-            st.queue.pop_front();
+        let seq = ring.head;
+        if !ring.segments.back().is_some_and(|last| last.covers(seq)) {
+            let segment = Segment::new(seq);
+            if let Some(last) = ring.segments.back() {
+                let _ = last.next.set(Arc::downgrade(&segment));
+            }
+            ring.segments.push_back(segment);
         }
-        st.queue.push_back(BusEvent {
-            namespace: namespace.clone(),
-            event: Arc::clone(event),
-        });
-        if let Some(w) = st.waker.take() {
-            wakers.push(w);
+        if let Some(last) = ring.segments.back()
+            && let Some(slot) = last.events.get((seq - last.start) as usize)
+        {
+            // Each sequence number is written once, under the lock.
+            let _ = slot.set(BusEvent {
+                namespace: namespace.clone(),
+                event: Arc::clone(event),
+            });
         }
-        if dropped {
-            Offer::DeliveredDropping
-        } else {
-            Offer::Delivered
+        let head = seq + 1;
+        ring.head = head;
+
+        let mut tally = Tally::default();
+        let mut oldest = head;
+        for reader in &mut ring.readers {
+            let mut pos = reader.pos.load(Ordering::Acquire);
+            if !reader.closed {
+                tally.delivered += 1;
+                // The reader may take its oldest event meanwhile: then the
+                // exchange fails and its position is looked at again.
+                while head - pos > reader.capacity {
+                    match reader.pos.compare_exchange_weak(
+                        pos,
+                        pos + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            tally.dropped += 1;
+                            pos += 1;
+                        }
+                        Err(now) => pos = now,
+                    }
+                }
+                if let Some(w) = reader.waker.take() {
+                    wakers.push(w);
+                }
+            }
+            oldest = oldest.min(pos);
         }
+        // Release the segments every reader is past.
+        while ring.segments.len() > 1
+            && ring
+                .segments
+                .front()
+                .is_some_and(|s| s.start + SEGMENT <= oldest)
+        {
+            ring.segments.pop_front();
+        }
+        tally
     }
 
-    /// Runs `f` on this slot's state under its shard's lock.
-    fn with_state<R>(&self, f: impl FnOnce(&mut SlotState) -> R) -> Option<R> {
-        self.shard.lock().states.get_mut(self.at).map(f)
+    /// The segment holding `seq`, if it is still kept (the caller holds
+    /// the lock).
+    fn segment_of(ring: &Ring, seq: u64) -> Option<Arc<Segment>> {
+        ring.segments.iter().rev().find(|s| s.covers(seq)).cloned()
+    }
+}
+
+/// One subscriber: its group, its capacity, and its position in the group's
+/// sequence.
+pub(crate) struct Slot {
+    id: u64,
+    capacity: usize,
+    group: Arc<Group>,
+    /// The sequence number of the next event to take. The subscriber moves
+    /// it on when it takes an event, a publisher when it drops one (the
+    /// reader is `capacity` behind); both with a compare-and-swap, so that
+    /// a take and a drop of the same event are settled by one of them
+    /// winning.
+    pos: Arc<AtomicU64>,
+    /// `pos` when the subscriber joined.
+    start: u64,
+}
+
+impl Slot {
+    pub(crate) fn filter(&self) -> &EventFilter {
+        &self.group.filter
+    }
+
+    /// Runs `f` on this subscriber's entry in its group, under the lock.
+    fn with_reader<R>(&self, f: impl FnOnce(&mut Reader) -> R) -> Option<R> {
+        self.group
+            .lock()
+            .readers
+            .iter_mut()
+            .find(|r| r.id == self.id)
+            .map(f)
     }
 
     /// Wakes the subscriber's task if it is waiting (used by the NATS bus
@@ -317,103 +404,111 @@ impl Slot {
         expect(dead_code, reason = "used by the NATS bus")
     )]
     pub(crate) fn wake_waiting(&self) {
-        if let Some(w) = self.with_state(|st| st.waker.take()).flatten() {
+        if let Some(w) = self.with_reader(|r| r.waker.take()).flatten() {
             w.wake();
         }
     }
 
     pub(crate) fn close(&self) {
         let waker = self
-            .with_state(|st| {
-                st.closed = true;
-                st.waker.take()
+            .with_reader(|r| {
+                r.closed = true;
+                r.waker.take()
             })
             .flatten();
         if let Some(w) = waker {
             w.wake();
         }
     }
+
+    /// Events queued for this subscriber and not yet taken.
+    fn queued(&self) -> usize {
+        let head = self.group.lock().head;
+        usize::try_from(head.saturating_sub(self.pos.load(Ordering::Acquire))).unwrap_or(usize::MAX)
+    }
+
+    /// Leaves the group: publishes no longer reach this subscriber.
+    fn leave(&self) -> bool {
+        let mut ring = self.group.lock();
+        ring.readers.retain(|r| r.id != self.id);
+        ring.readers.is_empty()
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Frees the queue (and the events in it) and lets a new subscriber
-        // of the shard reuse the entry.
-        let old = {
-            let mut shard = self.shard.lock();
-            let old = shard
-                .states
-                .get_mut(self.at)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            shard.free.push(self.at);
-            old
-        };
-        drop(old);
+        self.leave();
     }
 }
 
-/// Offers `event` to each of `slots` whose filter passes it, locking each
-/// shard once for a run of slots that share it (all the slots of one
-/// anchor do). Wakers go to `wakers`.
+/// Appends `event` to the group of each of `slots` whose filter passes it,
+/// once per group. Wakers go to `wakers`.
 fn offer_all<'a>(
-    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    groups: impl IntoIterator<Item = &'a Arc<Group>>,
     namespace: &Namespace,
     event: &Arc<Event>,
     pattern_checked: bool,
     wakers: &mut Vec<Waker>,
-) -> Tally<'a> {
-    let mut tally = Tally::default();
-    let mut held: Option<(&'a Arc<Shard>, MutexGuard<'a, ShardInner>)> = None;
-    for slot in slots {
-        if !slot.passes(namespace, event, pattern_checked) {
-            continue;
-        }
-        let same = held
-            .as_ref()
-            .is_some_and(|(shard, _)| Arc::ptr_eq(shard, &slot.shard));
-        if !same {
-            // Never two shard locks at once.
-            drop(held.take());
-            held = Some((&slot.shard, slot.shard.lock()));
-        }
-        if let Some((_, guard)) = held.as_mut() {
-            tally.add(slot.push(guard, namespace, event, wakers));
-            tally.metrics.get_or_insert(&slot.metrics);
+    hub: &Hub,
+) -> usize {
+    let mut delivered = 0;
+    for group in groups {
+        if group.passes(namespace, event, pattern_checked) {
+            delivered += hub.account(&group.metrics, group.append(namespace, event, wakers));
         }
     }
-    tally
+    delivered
 }
 
-/// Subscribers of one anchor namespace.
-#[derive(Default, Clone)]
+/// What the index keeps for one namespace: the groups of subscribers
+/// anchored at it and, once something was published in it, its published
+/// counter.
+#[derive(Default)]
 struct Topic {
-    exact: Vec<Arc<Slot>>,
-    within: Vec<Arc<Slot>>,
+    exact: Vec<Arc<Group>>,
+    within: Vec<Arc<Group>>,
+    /// `aether_bus_published_total` for this namespace (see
+    /// [`Index::counters`]).
+    published: Option<Counter>,
 }
 
 impl Topic {
-    fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.within.is_empty()
+    fn is_unused(&self) -> bool {
+        self.exact.is_empty() && self.within.is_empty() && self.published.is_none()
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Index {
     topics: HashMap<Namespace, Topic, Fnv>,
+    /// The number of `Within` groups by the number of segments of their
+    /// anchor: a publish looks up an ancestor only at a depth where some
+    /// are anchored.
+    within_at_depth: Vec<u32>,
+    /// Topics holding a published counter, at most
+    /// [`METRICS_CACHE_LIMIT`]; past it a publish makes its handle per call.
+    counters: usize,
+}
+
+impl Index {
+    fn has_within_at(&self, depth: usize) -> bool {
+        self.within_at_depth.get(depth).is_some_and(|&n| n > 0)
+    }
+}
+
+fn depth(namespace: &Namespace) -> usize {
+    namespace.as_str().bytes().filter(|&b| b == b'.').count() + 1
 }
 
 /// The fan-out core of a bus.
 pub(crate) struct Hub {
-    index: RwLock<Arc<Index>>,
-    /// The live shard of each anchor namespace (see [`Shard`]).
-    shards: Mutex<HashMap<Namespace, Weak<Shard>>>,
+    index: RwLock<Index>,
+    /// The live groups by anchor namespace (see [`Group`]).
+    groups: Mutex<HashMap<Namespace, Vec<Weak<Group>>>>,
     next_id: AtomicU64,
     capacity: usize,
     closed: AtomicBool,
     pub(crate) stats: AtomicStats,
-    /// `aether_bus_published_total` by the namespace published in.
-    published: MetricsCache<Counter>,
     /// Delivered and dropped counts by subscription anchor.
     metrics: MetricsCache<NsMetrics>,
 }
@@ -421,13 +516,12 @@ pub(crate) struct Hub {
 impl Hub {
     pub(crate) fn new(capacity: usize) -> Self {
         Hub {
-            index: RwLock::new(Arc::new(Index::default())),
-            shards: Mutex::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
+            groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
             stats: AtomicStats::default(),
-            published: MetricsCache::new(published_counter),
             metrics: MetricsCache::new(NsMetrics::new),
         }
     }
@@ -444,66 +538,75 @@ impl Hub {
         self.stats.snapshot()
     }
 
-    /// Creates a subscriber slot (not yet in the index).
+    /// Creates a subscriber slot, reading its group's events from now on
+    /// (its group reaches local publishes once [`insert`](Self::insert)ed).
     pub(crate) fn new_slot(&self, filter: EventFilter, capacity: Option<usize>) -> Arc<Slot> {
         let capacity = capacity.unwrap_or(self.capacity).max(1);
-        let shard = {
-            let mut shards = lock(&self.shards);
+        let group = {
+            let mut groups = lock(&self.groups);
             let anchor = filter.namespaces.root();
-            match shards.get(anchor).and_then(Weak::upgrade) {
-                Some(shard) => shard,
+            let found = groups.get_mut(anchor).and_then(|list| {
+                list.retain(|w| w.strong_count() > 0);
+                list.iter()
+                    .filter_map(Weak::upgrade)
+                    .find(|g| g.filter == filter)
+            });
+            match found {
+                Some(group) => group,
                 None => {
-                    // Forget the shards of anchors nobody subscribes to any
-                    // more, now and then (amortised over the inserts).
-                    if shards.len() >= 64 && shards.len().is_power_of_two() {
-                        shards.retain(|_, w| w.strong_count() > 0);
+                    // Forget the anchors nobody subscribes to any more, now
+                    // and then (amortised over the inserts).
+                    if groups.len() >= 64 && groups.len().is_power_of_two() {
+                        groups.retain(|_, list| list.iter().any(|w| w.strong_count() > 0));
                     }
-                    let shard = Arc::new(Shard::default());
-                    shards.insert(anchor.clone(), Arc::downgrade(&shard));
-                    shard
+                    let group = Arc::new(Group {
+                        metrics: self.metrics.get(anchor),
+                        filter,
+                        ring: Mutex::new(Ring::default()),
+                    });
+                    groups
+                        .entry(group.filter.namespaces.root().clone())
+                        .or_default()
+                        .push(Arc::downgrade(&group));
+                    group
                 }
             }
         };
-        let state = SlotState {
-            queue: VecDeque::with_capacity(capacity.min(64)),
-            ..SlotState::default()
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (pos, start) = {
+            let mut ring = group.lock();
+            let start = ring.head;
+            let closed = ring.closed;
+            let pos = Arc::new(AtomicU64::new(start));
+            ring.readers.push(Reader {
+                id,
+                pos: Arc::clone(&pos),
+                capacity: capacity as u64,
+                waker: None,
+                closed,
+            });
+            (pos, start)
         };
-        let at = {
-            let mut inner = shard.lock();
-            match inner.free.pop() {
-                Some(at) => {
-                    inner.states[at] = state;
-                    at
-                }
-                None => {
-                    inner.states.push(state);
-                    inner.states.len() - 1
-                }
-            }
-        };
-        let metrics = self.metrics.get(filter.namespaces.root());
         Arc::new(Slot {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            filter,
+            id,
             capacity,
-            shard,
-            at,
-            metrics,
+            group,
+            pos,
+            start,
         })
     }
 
-    /// Adds `slot` to the index, so local publishes reach it.
+    /// Adds `slot`'s group to the index, so local publishes reach it.
     ///
     /// # Errors
     /// [`BusError::Closed`] if the hub was closed.
     pub(crate) fn insert(&self, slot: &Arc<Slot>) -> Result<(), BusError> {
-        let mut guard = write(&self.index);
+        let mut index = write(&self.index);
         // Checked under the write lock, so `close` cannot miss this slot.
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let index = Arc::make_mut(&mut guard);
-        let (anchor, within) = match &slot.filter.namespaces {
+        let (anchor, within) = match &slot.group.filter.namespaces {
             NamespacePattern::Exact(ns) => (ns, false),
             NamespacePattern::Within(ns) => (ns, true),
             // `NamespacePattern` is non-exhaustive: a pattern this crate does
@@ -516,25 +619,46 @@ impl Hub {
             }
         };
         let topic = index.topics.entry(anchor.clone()).or_default();
-        if within {
-            topic.within.push(Arc::clone(slot));
+        let list = if within {
+            &mut topic.within
         } else {
-            topic.exact.push(Arc::clone(slot));
+            &mut topic.exact
+        };
+        if list.iter().any(|g| Arc::ptr_eq(g, &slot.group)) {
+            return Ok(());
+        }
+        list.push(Arc::clone(&slot.group));
+        if within {
+            let depth = depth(anchor);
+            if index.within_at_depth.len() <= depth {
+                index.within_at_depth.resize(depth + 1, 0);
+            }
+            index.within_at_depth[depth] += 1;
         }
         Ok(())
     }
 
-    /// Removes `slot` from the index and closes it.
+    /// Takes `slot` out of its group, and the group out of the index when
+    /// it was the last one in it.
     pub(crate) fn remove(&self, slot: &Arc<Slot>) {
-        slot.close();
         let mut guard = write(&self.index);
-        let index = Arc::make_mut(&mut guard);
-        let anchor = slot.filter.namespaces.root();
+        if !slot.leave() {
+            return;
+        }
+        let index = &mut *guard;
+        let anchor = slot.group.filter.namespaces.root();
         if let Entry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
             let topic = e.get_mut();
-            topic.exact.retain(|s| s.id != slot.id);
-            topic.within.retain(|s| s.id != slot.id);
-            if topic.is_empty() {
+            topic.exact.retain(|g| !Arc::ptr_eq(g, &slot.group));
+            let within = topic.within.len();
+            topic.within.retain(|g| !Arc::ptr_eq(g, &slot.group));
+            let gone = within - topic.within.len();
+            if gone > 0
+                && let Some(n) = index.within_at_depth.get_mut(depth(anchor))
+            {
+                *n = n.saturating_sub(gone as u32);
+            }
+            if topic.is_unused() {
                 e.remove();
             }
         }
@@ -548,11 +672,26 @@ impl Hub {
             self.closed.store(true, Ordering::Release);
             std::mem::take(&mut *guard)
         };
-        for topic in old.topics.values() {
-            for slot in topic.exact.iter().chain(&topic.within) {
-                slot.close();
+        // Every group, inserted or not yet.
+        let groups: Vec<Arc<Group>> = lock(&self.groups)
+            .values()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for group in groups {
+            let wakers: Vec<Waker> = {
+                let mut ring = group.lock();
+                ring.closed = true;
+                ring.readers
+                    .iter_mut()
+                    .filter_map(|r| r.waker.take())
+                    .collect()
+            };
+            for w in wakers {
+                w.wake();
             }
         }
+        drop(old);
     }
 
     /// Counts one publish in `namespace` and delivers `event` to every local
@@ -560,28 +699,34 @@ impl Hub {
     /// that received it.
     pub(crate) fn publish_local(&self, namespace: &Namespace, event: &Arc<Event>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        self.published.with(namespace, |c| c.increment(1));
-
-        let index = Arc::clone(&read(&self.index));
-        if index.topics.is_empty() {
-            return 0;
-        }
         let name = namespace.as_str();
+        let mut index = read(&self.index);
+        let mut topic = index.topics.get(name);
+        if let Some(counter) = topic.and_then(|t| t.published.as_ref()) {
+            counter.increment(1);
+        } else if index.counters >= METRICS_CACHE_LIMIT {
+            published_counter(namespace).increment(1);
+        } else {
+            // The first publish in this namespace: keep its counter in the
+            // index, beside its subscribers.
+            drop(index);
+            self.add_published_counter(namespace);
+            index = read(&self.index);
+            topic = index.topics.get(name);
+        }
+
         let mut delivered = 0;
         let mut wakers = Vec::new();
-        if let Some(topic) = index.topics.get(name) {
-            let slots = topic.exact.iter().chain(&topic.within);
-            delivered += self.account(offer_all(slots, namespace, event, true, &mut wakers));
+        if let Some(topic) = topic {
+            let groups = topic.exact.iter().chain(&topic.within);
+            delivered += offer_all(groups, namespace, event, true, &mut wakers, self);
         }
-        for (at, _) in name.match_indices('.') {
+        for (depth, (at, _)) in name.match_indices('.').enumerate() {
+            if !index.has_within_at(depth + 1) {
+                continue;
+            }
             if let Some(topic) = index.topics.get(&name[..at]) {
-                delivered += self.account(offer_all(
-                    &topic.within,
-                    namespace,
-                    event,
-                    true,
-                    &mut wakers,
-                ));
+                delivered += offer_all(&topic.within, namespace, event, true, &mut wakers, self);
             }
         }
         drop(index);
@@ -591,9 +736,30 @@ impl Hub {
         delivered
     }
 
+    /// Registers `namespace`'s published counter, counts one publish on it
+    /// and keeps it in the index for the next publishes.
+    fn add_published_counter(&self, namespace: &Namespace) {
+        let mut index = write(&self.index);
+        let index = &mut *index;
+        if let Some(counter) = index
+            .topics
+            .get(namespace.as_str())
+            .and_then(|t| t.published.as_ref())
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = published_counter(namespace);
+        counter.increment(1);
+        if index.counters < METRICS_CACHE_LIMIT {
+            index.counters += 1;
+            index.topics.entry(namespace.clone()).or_default().published = Some(counter);
+        }
+    }
+
     /// Delivers `event` to those of `slots` whose filter passes it (remote
     /// deliveries, which go to one group of subscribers; the filter is
-    /// checked in full, namespace pattern included).
+    /// checked in full, namespace pattern included), once per [`Group`].
     ///
     /// Subscribers are not woken here: the wakers of those that were waiting
     /// are pushed to `wakers`, so that a caller delivering a batch of events
@@ -609,17 +775,27 @@ impl Hub {
         event: &Arc<Event>,
         wakers: &mut Vec<Waker>,
     ) -> usize {
-        self.account(offer_all(slots, namespace, event, false, wakers))
+        let mut done: Vec<&Arc<Group>> = Vec::new();
+        let mut delivered = 0;
+        for slot in slots {
+            let group = &slot.group;
+            if done.iter().any(|g| Arc::ptr_eq(g, group)) {
+                continue;
+            }
+            done.push(group);
+            delivered += offer_all([group], namespace, event, false, wakers, self);
+        }
+        delivered
     }
 
     /// Counts `tally`'s deliveries and drops under the `namespace` label of
     /// the namespace the receiving subscriptions are anchored at (their
     /// pattern's root), never the namespace a message claims, so the label
     /// values are bounded by this node's own subscriptions.
-    fn account(&self, tally: Tally<'_>) -> usize {
-        let Some(metrics) = tally.metrics.filter(|_| tally.delivered > 0) else {
+    fn account(&self, metrics: &NsMetrics, tally: Tally) -> usize {
+        if tally.delivered == 0 {
             return 0;
-        };
+        }
         self.stats
             .delivered
             .fetch_add(tally.delivered as u64, Ordering::Relaxed);
@@ -634,26 +810,11 @@ impl Hub {
     }
 }
 
-/// What one run of offers did; the slots of one run share an anchor.
+/// What one append did.
 #[derive(Default)]
-struct Tally<'a> {
+struct Tally {
     delivered: usize,
     dropped: usize,
-    /// The anchor's handles, from a slot that received the event.
-    metrics: Option<&'a NsMetrics>,
-}
-
-impl Tally<'_> {
-    fn add(&mut self, offer: Offer) {
-        match offer {
-            Offer::Filtered => {}
-            Offer::Delivered => self.delivered += 1,
-            Offer::DeliveredDropping => {
-                self.delivered += 1;
-                self.dropped += 1;
-            }
-        }
-    }
 }
 
 /// What a bus does when a [`Subscription`] is dropped.
@@ -683,6 +844,11 @@ pub(crate) trait Pump: Send + Sync {
 #[must_use = "a subscription receives nothing unless polled, and unsubscribes when dropped"]
 pub struct Subscription {
     slot: Arc<Slot>,
+    /// The sequence number of the next event this subscription expects:
+    /// when [`Slot::pos`] is past it, publishers dropped the difference.
+    next: u64,
+    /// The segment it last read from.
+    segment: Option<Arc<Segment>>,
     owner: Weak<dyn Detach>,
     pump: Option<Arc<dyn Pump>>,
 }
@@ -690,7 +856,9 @@ pub struct Subscription {
 impl Subscription {
     pub(crate) fn new(slot: Arc<Slot>, owner: Weak<dyn Detach>) -> Self {
         Subscription {
+            next: slot.start,
             slot,
+            segment: None,
             owner,
             pump: None,
         }
@@ -704,36 +872,106 @@ impl Subscription {
     )]
     pub(crate) fn with_pump(slot: Arc<Slot>, owner: Weak<dyn Detach>, pump: Arc<dyn Pump>) -> Self {
         Subscription {
+            next: slot.start,
             slot,
+            segment: None,
             owner,
             pump: Some(pump),
         }
     }
 
+    /// A copy of the event at `seq` from the segment last read, or the
+    /// one after it; `None` if it is in neither (not yet published, or the
+    /// reader jumped further).
+    fn event_at(&mut self, seq: u64) -> Option<BusEvent> {
+        let segment = self.segment.as_ref()?;
+        if !segment.covers(seq) {
+            let next = segment.next.get()?.upgrade()?;
+            if !next.covers(seq) {
+                return None;
+            }
+            self.segment = Some(next);
+        }
+        self.segment.as_ref()?.get(seq).cloned()
+    }
+
+    /// The next event if it is in the segment last read and nothing was
+    /// dropped before it: one load, one copy and one compare-and-swap, with
+    /// no lock and a small return value. `None` says "ask [`take`](Self::take)".
+    #[inline]
+    fn take_fast(&mut self) -> Option<BusEvent> {
+        let pos = self.slot.pos.load(Ordering::Acquire);
+        if pos != self.next {
+            return None;
+        }
+        let event = self.segment.as_ref()?.get(pos)?.clone();
+        self.slot
+            .pos
+            .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.next = pos + 1;
+        Some(event)
+    }
+
     /// The next queued item, `Ready(None)` at the end, `Pending` when the
     /// queue is empty (registering `cx`'s waker if one is given).
-    fn take(&self, cx: Option<&mut Context<'_>>) -> Poll<Option<Result<BusEvent, BusError>>> {
-        let mut shard = self.slot.shard.lock();
-        let Some(st) = shard.states.get_mut(self.slot.at) else {
-            return Poll::Ready(None);
-        };
-        if st.missed > 0 {
-            let missed = std::mem::take(&mut st.missed);
-            return Poll::Ready(Some(Err(BusError::Lagged { missed })));
-        }
-        if let Some(event) = st.queue.pop_front() {
-            return Poll::Ready(Some(Ok(event)));
-        }
-        if st.closed {
-            return Poll::Ready(None);
-        }
-        if let Some(cx) = cx {
-            match &mut st.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                w => *w = Some(cx.waker().clone()),
+    ///
+    /// An event is read from the group's segment without a lock and taken
+    /// with one compare-and-swap on [`Slot::pos`]; the group's lock is
+    /// taken only when that segment does not hold the next event.
+    fn take(
+        &mut self,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<Result<BusEvent, BusError>>> {
+        loop {
+            let pos = self.slot.pos.load(Ordering::Acquire);
+            if pos != self.next {
+                // Publishers dropped the events in between.
+                let missed = pos.saturating_sub(self.next);
+                self.next = pos;
+                return Poll::Ready(Some(Err(BusError::Lagged { missed })));
             }
+            if let Some(event) = self.event_at(pos) {
+                if self
+                    .slot
+                    .pos
+                    .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.next = pos + 1;
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                // Dropped meanwhile: report it.
+                continue;
+            }
+            let mut ring = self.slot.group.lock();
+            if pos < ring.head {
+                // Published, in a segment this subscription does not hold.
+                match Group::segment_of(&ring, pos) {
+                    Some(segment) => {
+                        self.segment = Some(segment);
+                        continue;
+                    }
+                    // Not reached: segments are kept from the oldest
+                    // reader's position on.
+                    None => return Poll::Ready(None),
+                }
+            }
+            let closed = ring.closed;
+            let Some(reader) = ring.readers.iter_mut().find(|r| r.id == self.slot.id) else {
+                return Poll::Ready(None);
+            };
+            if closed || reader.closed {
+                return Poll::Ready(None);
+            }
+            if let Some(cx) = cx.take() {
+                match &mut reader.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    w => *w = Some(cx.waker().clone()),
+                }
+            }
+            return Poll::Pending;
         }
-        Poll::Pending
     }
 
     fn pump(&self) {
@@ -744,7 +982,7 @@ impl Subscription {
 
     /// The filter this subscription was created with.
     pub fn filter(&self) -> &EventFilter {
-        &self.slot.filter
+        self.slot.filter()
     }
 
     /// The most events this subscription queues before dropping the oldest.
@@ -765,7 +1003,15 @@ impl Subscription {
     ///
     /// (Named `try_recv` like `tokio::sync::broadcast::Receiver::try_recv`;
     /// `futures::TryStreamExt::try_next` is the awaiting stream method.)
+    #[inline]
     pub fn try_recv(&mut self) -> Option<Result<BusEvent, BusError>> {
+        if let Some(event) = self.take_fast() {
+            return Some(Ok(event));
+        }
+        self.try_recv_slow()
+    }
+
+    fn try_recv_slow(&mut self) -> Option<Result<BusEvent, BusError>> {
         if let Poll::Ready(item) = self.take(None) {
             return item;
         }
@@ -780,7 +1026,7 @@ impl Subscription {
     /// what the connection has already received).
     pub fn len(&self) -> usize {
         self.pump();
-        self.slot.with_state(|st| st.queue.len()).unwrap_or(0)
+        self.slot.queued()
     }
 
     /// Whether no event is queued.
@@ -792,7 +1038,7 @@ impl Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("filter", &self.slot.filter)
+            .field("filter", self.slot.filter())
             .field("capacity", &self.slot.capacity)
             .finish_non_exhaustive()
     }
@@ -802,7 +1048,10 @@ impl Stream for Subscription {
     type Item = Result<BusEvent, BusError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &*self;
+        let this = self.get_mut();
+        if let Some(event) = this.take_fast() {
+            return Poll::Ready(Some(Ok(event)));
+        }
         if this.pump.is_none() {
             return this.take(Some(cx));
         }
@@ -823,7 +1072,7 @@ impl Stream for Subscription {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.slot.with_state(|st| st.queue.len()).unwrap_or(0), None)
+        (self.slot.queued(), None)
     }
 }
 
