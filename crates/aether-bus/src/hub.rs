@@ -42,7 +42,7 @@
 //!   whose metric handles each subscriber keeps, so a publish looks nothing
 //!   up per subscriber group.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,8 +101,12 @@ pub struct BusStats {
 #[derive(Default)]
 pub(crate) struct AtomicStats {
     published: AtomicU64,
+    /// Deliveries and drops of groups no subscriber reads any more; those
+    /// of live groups are counted in their [`Ring`] (see [`Hub::stats`]).
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Held while a group's counts move here, and while they are summed.
+    retire: Mutex<()>,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) echoes_suppressed: AtomicU64,
 }
@@ -207,7 +211,7 @@ const SEGMENT: u64 = 64;
 struct Segment {
     /// The sequence number of `events[0]`.
     start: u64,
-    events: Box<[OnceLock<BusEvent>]>,
+    events: Box<[OnceLock<Entry>]>,
     /// The segment after this one, once there is one. Weak, so that a
     /// subscriber that stopped reading keeps one segment alive, not the
     /// whole chain after it.
@@ -229,9 +233,27 @@ impl Segment {
     }
 
     #[inline]
-    fn get(&self, seq: u64) -> Option<&BusEvent> {
+    fn get(&self, seq: u64) -> Option<&Entry> {
         let at = usize::try_from(seq.checked_sub(self.start)?).ok()?;
         self.events.get(at)?.get()
+    }
+}
+
+/// One event of a group's sequence.
+struct Entry {
+    /// The namespace it was published in; `None` in an `Exact` group, whose
+    /// events are all in its anchor (the subscription keeps a copy).
+    namespace: Option<Namespace>,
+    event: Arc<Event>,
+}
+
+impl Entry {
+    #[inline]
+    fn to_bus_event(&self, anchor: &Namespace) -> BusEvent {
+        BusEvent {
+            namespace: self.namespace.as_ref().unwrap_or(anchor).clone(),
+            event: Arc::clone(&self.event),
+        }
     }
 }
 
@@ -243,6 +265,9 @@ pub(crate) struct Group {
     /// The metric handles of the namespace the group is anchored at.
     metrics: Arc<NsMetrics>,
     ring: Mutex<Ring>,
+    /// The hub's counters, where `ring`'s counts go when its last reader
+    /// leaves.
+    stats: Arc<AtomicStats>,
 }
 
 #[derive(Default)]
@@ -255,6 +280,10 @@ struct Ring {
     readers: Vec<Reader>,
     /// The hub was closed: nothing more is appended.
     closed: bool,
+    /// Events handed to readers and dropped from them, counted under the
+    /// lock a publish holds anyway (no atomic per publish).
+    delivered: u64,
+    dropped: u64,
 }
 
 /// A subscriber as its group's publishers see it.
@@ -293,7 +322,7 @@ impl Group {
     /// filter) and moves every reader that is `capacity` events behind one
     /// event on: its oldest is dropped. The wakers of waiting readers are
     /// pushed to `wakers`, for the caller to wake once the lock is released.
-    fn append(&self, namespace: &Namespace, event: &Arc<Event>, wakers: &mut Vec<Waker>) -> Tally {
+    fn append(&self, namespace: &Namespace, event: Arc<Event>, wakers: &mut Vec<Waker>) -> Tally {
         let mut ring = self.lock();
         let ring = &mut *ring;
         if ring.closed || !ring.readers.iter().any(|r| !r.closed) {
@@ -311,10 +340,11 @@ impl Group {
             && let Some(slot) = last.events.get((seq - last.start) as usize)
         {
             // Each sequence number is written once, under the lock.
-            let _ = slot.set(BusEvent {
-                namespace: namespace.clone(),
-                event: Arc::clone(event),
-            });
+            let namespace = match self.filter.namespaces {
+                NamespacePattern::Exact(_) => None,
+                _ => Some(namespace.clone()),
+            };
+            let _ = slot.set(Entry { namespace, event });
         }
         let head = seq + 1;
         ring.head = head;
@@ -347,6 +377,8 @@ impl Group {
             }
             oldest = oldest.min(pos);
         }
+        ring.delivered += tally.delivered as u64;
+        ring.dropped += tally.dropped as u64;
         // Release the segments every reader is past.
         while ring.segments.len() > 1
             && ring
@@ -427,11 +459,22 @@ impl Slot {
         usize::try_from(head.saturating_sub(self.pos.load(Ordering::Acquire))).unwrap_or(usize::MAX)
     }
 
-    /// Leaves the group: publishes no longer reach this subscriber.
+    /// Leaves the group: publishes no longer reach this subscriber. Returns
+    /// whether it was the last reader; the group's counts then move to the
+    /// hub's (nothing is appended to a group without readers).
     fn leave(&self) -> bool {
+        let stats = &self.group.stats;
+        let _retire = lock(&stats.retire);
         let mut ring = self.group.lock();
         ring.readers.retain(|r| r.id != self.id);
-        ring.readers.is_empty()
+        if !ring.readers.is_empty() {
+            return false;
+        }
+        let delivered = std::mem::take(&mut ring.delivered);
+        let dropped = std::mem::take(&mut ring.dropped);
+        stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        true
     }
 }
 
@@ -441,23 +484,56 @@ impl Drop for Slot {
     }
 }
 
-/// Appends `event` to the group of each of `slots` whose filter passes it,
-/// once per group. Wakers go to `wakers`.
-fn offer_all<'a>(
-    groups: impl IntoIterator<Item = &'a Arc<Group>>,
-    namespace: &Namespace,
-    event: &Arc<Event>,
-    pattern_checked: bool,
-    wakers: &mut Vec<Waker>,
-    hub: &Hub,
-) -> usize {
-    let mut delivered = 0;
-    for group in groups {
-        if group.passes(namespace, event, pattern_checked) {
-            delivered += hub.account(&group.metrics, group.append(namespace, event, wakers));
+/// Appends an event to each group whose filter passes it. The event's
+/// `Arc` is cloned for every group but the last, which gets the caller's:
+/// each offer is held back until the next one, or [`finish`](Self::finish).
+struct Fanout<'a> {
+    held: Option<&'a Group>,
+    delivered: usize,
+    wakers: Vec<Waker>,
+}
+
+impl<'a> Fanout<'a> {
+    fn new() -> Self {
+        Fanout {
+            held: None,
+            delivered: 0,
+            wakers: Vec::new(),
         }
     }
-    delivered
+
+    fn offer(
+        &mut self,
+        hub: &Hub,
+        groups: impl IntoIterator<Item = &'a Arc<Group>>,
+        namespace: &Namespace,
+        event: &Arc<Event>,
+        pattern_checked: bool,
+    ) {
+        for group in groups {
+            if group.passes(namespace, event, pattern_checked)
+                && let Some(prev) = self.held.replace(group)
+            {
+                let tally = prev.append(namespace, Arc::clone(event), &mut self.wakers);
+                self.delivered += hub.account(&prev.metrics, tally);
+            }
+        }
+    }
+
+    /// Appends to the last group offered; returns the number of
+    /// subscribers reached and the wakers to wake.
+    fn finish(
+        mut self,
+        hub: &Hub,
+        namespace: &Namespace,
+        event: Arc<Event>,
+    ) -> (usize, Vec<Waker>) {
+        if let Some(last) = self.held.take() {
+            let tally = last.append(namespace, event, &mut self.wakers);
+            self.delivered += hub.account(&last.metrics, tally);
+        }
+        (self.delivered, self.wakers)
+    }
 }
 
 /// What the index keeps for one namespace: the groups of subscribers
@@ -508,7 +584,7 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     capacity: usize,
     closed: AtomicBool,
-    pub(crate) stats: AtomicStats,
+    pub(crate) stats: Arc<AtomicStats>,
     /// Delivered and dropped counts by subscription anchor.
     metrics: MetricsCache<NsMetrics>,
 }
@@ -521,7 +597,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
-            stats: AtomicStats::default(),
+            stats: Arc::new(AtomicStats::default()),
             metrics: MetricsCache::new(NsMetrics::new),
         }
     }
@@ -534,8 +610,22 @@ impl Hub {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The hub's counters plus those of the live groups, summed while no
+    /// group's counts move to the hub's.
     pub(crate) fn stats(&self) -> BusStats {
-        self.stats.snapshot()
+        let _retire = lock(&self.stats.retire);
+        let groups: Vec<Arc<Group>> = lock(&self.groups)
+            .values()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut stats = self.stats.snapshot();
+        for group in &groups {
+            let ring = group.lock();
+            stats.delivered += ring.delivered;
+            stats.dropped += ring.dropped;
+        }
+        stats
     }
 
     /// Creates a subscriber slot, reading its group's events from now on
@@ -563,6 +653,7 @@ impl Hub {
                         metrics: self.metrics.get(anchor),
                         filter,
                         ring: Mutex::new(Ring::default()),
+                        stats: Arc::clone(&self.stats),
                     });
                     groups
                         .entry(group.filter.namespaces.root().clone())
@@ -647,7 +738,7 @@ impl Hub {
         }
         let index = &mut *guard;
         let anchor = slot.group.filter.namespaces.root();
-        if let Entry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
+        if let MapEntry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
             let topic = e.get_mut();
             topic.exact.retain(|g| !Arc::ptr_eq(g, &slot.group));
             let within = topic.within.len();
@@ -697,7 +788,7 @@ impl Hub {
     /// Counts one publish in `namespace` and delivers `event` to every local
     /// subscriber whose filter passes it. Returns the number of subscribers
     /// that received it.
-    pub(crate) fn publish_local(&self, namespace: &Namespace, event: &Arc<Event>) -> usize {
+    pub(crate) fn publish_local(&self, namespace: &Namespace, event: Arc<Event>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let name = namespace.as_str();
         let mut index = read(&self.index);
@@ -715,20 +806,20 @@ impl Hub {
             topic = index.topics.get(name);
         }
 
-        let mut delivered = 0;
-        let mut wakers = Vec::new();
+        let mut fanout = Fanout::new();
         if let Some(topic) = topic {
             let groups = topic.exact.iter().chain(&topic.within);
-            delivered += offer_all(groups, namespace, event, true, &mut wakers, self);
+            fanout.offer(self, groups, namespace, &event, true);
         }
         for (depth, (at, _)) in name.match_indices('.').enumerate() {
             if !index.has_within_at(depth + 1) {
                 continue;
             }
             if let Some(topic) = index.topics.get(&name[..at]) {
-                delivered += offer_all(&topic.within, namespace, event, true, &mut wakers, self);
+                fanout.offer(self, &topic.within, namespace, &event, true);
             }
         }
+        let (delivered, wakers) = fanout.finish(self, namespace, event);
         drop(index);
         for w in wakers {
             w.wake();
@@ -783,7 +874,10 @@ impl Hub {
                 continue;
             }
             done.push(group);
-            delivered += offer_all([group], namespace, event, false, wakers, self);
+            if group.passes(namespace, event, false) {
+                let tally = group.append(namespace, Arc::clone(event), wakers);
+                delivered += self.account(&group.metrics, tally);
+            }
         }
         delivered
     }
@@ -792,18 +886,15 @@ impl Hub {
     /// the namespace the receiving subscriptions are anchored at (their
     /// pattern's root), never the namespace a message claims, so the label
     /// values are bounded by this node's own subscriptions.
+    ///
+    /// (The same counts for [`stats`](Self::stats) were kept in the group's
+    /// ring by the append.)
     fn account(&self, metrics: &NsMetrics, tally: Tally) -> usize {
         if tally.delivered == 0 {
             return 0;
         }
-        self.stats
-            .delivered
-            .fetch_add(tally.delivered as u64, Ordering::Relaxed);
         metrics.delivered.increment(tally.delivered as u64);
         if tally.dropped > 0 {
-            self.stats
-                .dropped
-                .fetch_add(tally.dropped as u64, Ordering::Relaxed);
             metrics.dropped.increment(tally.dropped as u64);
         }
         tally.delivered
@@ -849,6 +940,9 @@ pub struct Subscription {
     next: u64,
     /// The segment it last read from.
     segment: Option<Arc<Segment>>,
+    /// The namespace the subscription is anchored at (that of every event
+    /// of an `Exact` group).
+    anchor: Namespace,
     owner: Weak<dyn Detach>,
     pump: Option<Arc<dyn Pump>>,
 }
@@ -857,6 +951,7 @@ impl Subscription {
     pub(crate) fn new(slot: Arc<Slot>, owner: Weak<dyn Detach>) -> Self {
         Subscription {
             next: slot.start,
+            anchor: slot.filter().namespaces.root().clone(),
             slot,
             segment: None,
             owner,
@@ -873,6 +968,7 @@ impl Subscription {
     pub(crate) fn with_pump(slot: Arc<Slot>, owner: Weak<dyn Detach>, pump: Arc<dyn Pump>) -> Self {
         Subscription {
             next: slot.start,
+            anchor: slot.filter().namespaces.root().clone(),
             slot,
             segment: None,
             owner,
@@ -892,7 +988,7 @@ impl Subscription {
             }
             self.segment = Some(next);
         }
-        self.segment.as_ref()?.get(seq).cloned()
+        Some(self.segment.as_ref()?.get(seq)?.to_bus_event(&self.anchor))
     }
 
     /// The next event if it is in the segment last read and nothing was
@@ -904,7 +1000,7 @@ impl Subscription {
         if pos != self.next {
             return None;
         }
-        let event = self.segment.as_ref()?.get(pos)?.clone();
+        let event = self.segment.as_ref()?.get(pos)?.to_bus_event(&self.anchor);
         self.slot
             .pos
             .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -1014,6 +1110,9 @@ impl Subscription {
     fn try_recv_slow(&mut self) -> Option<Result<BusEvent, BusError>> {
         if let Poll::Ready(item) = self.take(None) {
             return item;
+        }
+        if self.pump.is_none() {
+            return None;
         }
         self.pump();
         match self.take(None) {

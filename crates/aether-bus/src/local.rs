@@ -161,7 +161,11 @@ impl LocalEventBus {
     /// # Errors
     /// [`BusError::Closed`] if the bus was closed.
     pub fn publish_now(&self, namespace: &Namespace, event: Event) -> Result<usize, BusError> {
-        self.publish_shared(namespace, &Arc::new(event))
+        let hub = &self.inner.hub;
+        if hub.is_closed() {
+            return Err(BusError::Closed);
+        }
+        Ok(hub.publish_local(namespace, Arc::new(event)))
     }
 
     /// Publishes an event that is already shared, without copying it.
@@ -178,7 +182,7 @@ impl LocalEventBus {
         if hub.is_closed() {
             return Err(BusError::Closed);
         }
-        Ok(hub.publish_local(namespace, event))
+        Ok(hub.publish_local(namespace, Arc::clone(event)))
     }
 
     /// Counters of this bus since it was created.
