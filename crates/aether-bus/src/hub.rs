@@ -106,6 +106,8 @@ pub(crate) struct AtomicStats {
     delivered: AtomicU64,
     dropped: AtomicU64,
     /// Held while a group's counts move here, and while they are summed.
+    /// (`published` counts, as they happen, the publishes no group
+    /// received; the others are counted by the last group they reached.)
     retire: Mutex<()>,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) echoes_suppressed: AtomicU64,
@@ -280,10 +282,12 @@ struct Ring {
     readers: Vec<Reader>,
     /// The hub was closed: nothing more is appended.
     closed: bool,
-    /// Events handed to readers and dropped from them, counted under the
-    /// lock a publish holds anyway (no atomic per publish).
+    /// Events handed to readers and dropped from them, and local publishes
+    /// whose last receiving group this was, counted under the lock a
+    /// publish holds anyway (no atomic per publish).
     delivered: u64,
     dropped: u64,
+    published: u64,
 }
 
 /// A subscriber as its group's publishers see it.
@@ -322,11 +326,23 @@ impl Group {
     /// filter) and moves every reader that is `capacity` events behind one
     /// event on: its oldest is dropped. The wakers of waiting readers are
     /// pushed to `wakers`, for the caller to wake once the lock is released.
-    fn append(&self, namespace: &Namespace, event: Arc<Event>, wakers: &mut Vec<Waker>) -> Tally {
+    ///
+    /// With `count_publish`, the publish is counted in the group's ring if
+    /// the event is appended ([`Tally::published`]).
+    fn append(
+        &self,
+        namespace: &Namespace,
+        event: Arc<Event>,
+        count_publish: bool,
+        wakers: &mut Vec<Waker>,
+    ) -> Tally {
         let mut ring = self.lock();
         let ring = &mut *ring;
         if ring.closed || !ring.readers.iter().any(|r| !r.closed) {
             return Tally::default();
+        }
+        if count_publish {
+            ring.published += 1;
         }
         let seq = ring.head;
         if !ring.segments.back().is_some_and(|last| last.covers(seq)) {
@@ -379,6 +395,7 @@ impl Group {
         }
         ring.delivered += tally.delivered as u64;
         ring.dropped += tally.dropped as u64;
+        tally.published = count_publish;
         // Release the segments every reader is past.
         while ring.segments.len() > 1
             && ring
@@ -472,8 +489,10 @@ impl Slot {
         }
         let delivered = std::mem::take(&mut ring.delivered);
         let dropped = std::mem::take(&mut ring.dropped);
+        let published = std::mem::take(&mut ring.published);
         stats.delivered.fetch_add(delivered, Ordering::Relaxed);
         stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        stats.published.fetch_add(published, Ordering::Relaxed);
         true
     }
 }
@@ -514,13 +533,14 @@ impl<'a> Fanout<'a> {
             if group.passes(namespace, event, pattern_checked)
                 && let Some(prev) = self.held.replace(group)
             {
-                let tally = prev.append(namespace, Arc::clone(event), &mut self.wakers);
+                let tally = prev.append(namespace, Arc::clone(event), false, &mut self.wakers);
                 self.delivered += hub.account(&prev.metrics, tally);
             }
         }
     }
 
-    /// Appends to the last group offered; returns the number of
+    /// Appends to the last group offered, which counts the publish for
+    /// [`Hub::stats`] (else the hub does); returns the number of
     /// subscribers reached and the wakers to wake.
     fn finish(
         mut self,
@@ -528,9 +548,14 @@ impl<'a> Fanout<'a> {
         namespace: &Namespace,
         event: Arc<Event>,
     ) -> (usize, Vec<Waker>) {
+        let mut counted = false;
         if let Some(last) = self.held.take() {
-            let tally = last.append(namespace, event, &mut self.wakers);
+            let tally = last.append(namespace, event, true, &mut self.wakers);
+            counted = tally.published;
             self.delivered += hub.account(&last.metrics, tally);
+        }
+        if !counted {
+            hub.stats.published.fetch_add(1, Ordering::Relaxed);
         }
         (self.delivered, self.wakers)
     }
@@ -561,6 +586,8 @@ struct Index {
     /// anchor: a publish looks up an ancestor only at a depth where some
     /// are anchored.
     within_at_depth: Vec<u32>,
+    /// Their sum: with none, a publish looks no ancestor up.
+    within_groups: usize,
     /// Topics holding a published counter, at most
     /// [`METRICS_CACHE_LIMIT`]; past it a publish makes its handle per call.
     counters: usize,
@@ -624,6 +651,7 @@ impl Hub {
             let ring = group.lock();
             stats.delivered += ring.delivered;
             stats.dropped += ring.dropped;
+            stats.published += ring.published;
         }
         stats
     }
@@ -725,6 +753,7 @@ impl Hub {
                 index.within_at_depth.resize(depth + 1, 0);
             }
             index.within_at_depth[depth] += 1;
+            index.within_groups += 1;
         }
         Ok(())
     }
@@ -748,6 +777,7 @@ impl Hub {
                 && let Some(n) = index.within_at_depth.get_mut(depth(anchor))
             {
                 *n = n.saturating_sub(gone as u32);
+                index.within_groups = index.within_groups.saturating_sub(gone);
             }
             if topic.is_unused() {
                 e.remove();
@@ -789,7 +819,6 @@ impl Hub {
     /// subscriber whose filter passes it. Returns the number of subscribers
     /// that received it.
     pub(crate) fn publish_local(&self, namespace: &Namespace, event: Arc<Event>) -> usize {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
         let name = namespace.as_str();
         let mut index = read(&self.index);
         let mut topic = index.topics.get(name);
@@ -811,7 +840,12 @@ impl Hub {
             let groups = topic.exact.iter().chain(&topic.within);
             fanout.offer(self, groups, namespace, &event, true);
         }
-        for (depth, (at, _)) in name.match_indices('.').enumerate() {
+        let ancestors = if index.within_groups > 0 {
+            name.match_indices('.')
+        } else {
+            "".match_indices('.')
+        };
+        for (depth, (at, _)) in ancestors.enumerate() {
             if !index.has_within_at(depth + 1) {
                 continue;
             }
@@ -875,7 +909,7 @@ impl Hub {
             }
             done.push(group);
             if group.passes(namespace, event, false) {
-                let tally = group.append(namespace, Arc::clone(event), wakers);
+                let tally = group.append(namespace, Arc::clone(event), false, wakers);
                 delivered += self.account(&group.metrics, tally);
             }
         }
@@ -906,6 +940,8 @@ impl Hub {
 struct Tally {
     delivered: usize,
     dropped: usize,
+    /// The publish was counted in the group's ring.
+    published: bool,
 }
 
 /// What a bus does when a [`Subscription`] is dropped.
