@@ -1,46 +1,52 @@
 //! The in-process fan-out shared by every bus: the subscription index, the
-//! per-subscriber bounded queues, the [`Subscription`] stream, statistics and
-//! metrics.
+//! subscriber groups and their event rings, the [`Subscription`] stream,
+//! statistics and metrics.
 //!
 //! # Data structure
 //!
-//! * The index maps a namespace to the subscribers anchored at it (`Exact` and
-//!   `Within` patterns separately) and to the namespace's published counter,
-//!   behind one `RwLock`. A publisher holds the read lock for its whole
-//!   offer, so publishers share it and never wait for each other; subscribing
-//!   and unsubscribing take the write lock for a vector push or removal.
+//! * Subscribers with the same filter form a [`Group`]. The index maps a
+//!   namespace to the groups anchored at it (`Exact` and `Within` patterns
+//!   separately) and to the namespace's published counter, behind one
+//!   `RwLock`. A publisher holds the read lock for its whole offer, so
+//!   publishers share it and never wait for each other; subscribing and
+//!   unsubscribing take the write lock for a vector push or removal.
 //! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (its counter, its
-//!   exact and within subscribers) and then each ancestor, `acme.orders` and
-//!   `acme` (within subscribers only), skipping the depths at which no
-//!   `Within` subscription is anchored: at most one hash lookup per segment,
-//!   whatever the number of namespaces, and one when no ancestor has
-//!   subscribers. Lookups compare whole segments, so `acme` can never reach
-//!   `acme-corp`.
-//! * Each subscriber has a bounded queue of `capacity` events, in two parts:
-//!   a `VecDeque` in its anchor's *shard* (all subscribers anchored at one
-//!   namespace share a shard and its one mutex, held for the pushes of one
-//!   publish or for one refill, never across an `.await`), and the
-//!   [`Subscription`]'s own `VecDeque`, which holds the older events. A
-//!   publish locks each anchor's shard once, whatever the number of its
-//!   subscribers; a push is then two reference-count increments (the
-//!   namespace and the `Arc<Event>`): the payload is never copied per
-//!   subscriber. Waiting subscribers are woken after the lock is released.
-//! * A subscription whose own buffer is empty takes the shard lock once and
-//!   swaps the whole shard queue into its buffer (no event is touched); it
-//!   then takes events from its buffer with one compare-and-swap each on a
-//!   per-subscriber word, [`Slot::held`], which counts the events the buffer
-//!   holds — that is what publishers read to know how full the queue is.
-//! * A full queue drops its *oldest* event and counts it: from the shard
-//!   queue under the lock when the subscriber's buffer is empty, else from
-//!   the buffer by moving one count in `held` from "held" to "dropped" with
-//!   the same compare-and-swap a take uses, so a take and a drop of the same
-//!   event are settled by one of them winning. The subscriber's next poll
-//!   yields [`BusError::Lagged`] with the number dropped, then continues with
-//!   the oldest event still queued — the semantics of
-//!   `tokio::sync::broadcast`.
-//! * Delivered and dropped counts are labelled by the subscriber's anchor,
-//!   whose metric handles each subscriber keeps, so a publish looks nothing
-//!   up per subscriber group.
+//!   exact and within groups) and then each ancestor, `acme.orders` and
+//!   `acme` (within groups only), skipping the depths at which no `Within`
+//!   group is anchored: at most one hash lookup per segment, whatever the
+//!   number of namespaces, and one when no ancestor has subscribers. Lookups
+//!   compare whole segments, so `acme` can never reach `acme-corp`. The
+//!   filter's types and actor prefix are checked once per group, not per
+//!   subscriber.
+//! * Each group keeps one sequence of the events that passed its filter, in
+//!   *segments* of 64 write-once slots (`OnceLock`): a publish locks the
+//!   group's mutex once (never across an `.await`) and writes the event once,
+//!   one `Arc<Event>` (the publisher's own for the last group it reaches)
+//!   and, in a `Within` group, the namespace — the payload is never copied,
+//!   and nothing is written per subscriber.
+//! * A subscriber reads the group's sequence at its own position
+//!   ([`Slot::pos`]) without a lock: it keeps the segment it reads from and
+//!   follows the segment's (weak) link to the next one; it takes an event by
+//!   cloning it out of the slot and moving its position on with one
+//!   compare-and-swap. It locks the group only when nothing is left to read
+//!   (to register its waker) or to find a segment it did not follow.
+//! * Each subscriber's queue is bounded by its own `capacity`: a publish
+//!   moves the position of every subscriber that is `capacity` events
+//!   behind one event on, with a compare-and-swap on the same word, so a
+//!   take and a drop of the same event are settled by one of them winning.
+//!   The subscriber sees its position ahead of where it left off and yields
+//!   [`BusError::Lagged`] with the difference, then continues with the
+//!   oldest event still queued — the semantics of `tokio::sync::broadcast`.
+//!   Waiting subscribers are woken after the lock is released.
+//! * A group keeps the segments from the one holding its oldest reader's
+//!   position on, so memory is bounded by the largest queue and by
+//!   [`SEGMENT`] events per subscriber that stopped reading (a dropped
+//!   subscription leaves its group at once).
+//! * Delivered, dropped and published counts for [`Hub::stats`] are kept in
+//!   the group under the lock a publish holds anyway, and move to the hub's
+//!   counters when the group's last reader leaves. The metrics are labelled
+//!   by the group's anchor, whose handles the group keeps, so a publish
+//!   looks nothing up per group.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
@@ -1147,9 +1153,8 @@ impl Subscription {
         if let Poll::Ready(item) = self.take(None) {
             return item;
         }
-        if self.pump.is_none() {
-            return None;
-        }
+        // Without a pump, nothing can arrive before a second look.
+        self.pump.as_ref()?;
         self.pump();
         match self.take(None) {
             Poll::Ready(item) => item,

@@ -194,9 +194,9 @@ async fn lag_is_reported_where_the_gap_is() {
     assert_eq!(rest, [5, 6]);
 }
 
-/// Events already taken from the shared queue in one go still count
-/// against the capacity, and are the ones dropped first; a gap that runs
-/// from them into the shared queue is reported as one lag.
+/// After some events were taken, the queue holds exactly `capacity` of the
+/// rest, its length counts them, each overflow drops the oldest one still
+/// queued, and consecutive drops are reported as one lag.
 #[test]
 fn a_gap_across_taken_and_queued_events_is_one_lag() {
     let bus = LocalEventBus::builder().capacity(3).build();
