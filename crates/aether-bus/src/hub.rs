@@ -219,7 +219,7 @@ const SEGMENT: u64 = 64;
 struct Segment {
     /// The sequence number of `events[0]`.
     start: u64,
-    events: Box<[OnceLock<Entry>]>,
+    events: [OnceLock<Entry>; SEGMENT as usize],
     /// The segment after this one, once there is one. Weak, so that a
     /// subscriber that stopped reading keeps one segment alive, not the
     /// whole chain after it.
@@ -230,7 +230,7 @@ impl Segment {
     fn new(start: u64) -> Arc<Self> {
         Arc::new(Segment {
             start,
-            events: (0..SEGMENT).map(|_| OnceLock::new()).collect(),
+            events: std::array::from_fn(|_| OnceLock::new()),
             next: OnceLock::new(),
         })
     }
@@ -985,6 +985,8 @@ pub struct Subscription {
     /// The namespace the subscription is anchored at (that of every event
     /// of an `Exact` group).
     anchor: Namespace,
+    /// [`Slot::pos`], one pointer nearer.
+    pos: Arc<AtomicU64>,
     owner: Weak<dyn Detach>,
     pump: Option<Arc<dyn Pump>>,
 }
@@ -994,6 +996,7 @@ impl Subscription {
         Subscription {
             next: slot.start,
             anchor: slot.filter().namespaces.root().clone(),
+            pos: Arc::clone(&slot.pos),
             slot,
             segment: None,
             owner,
@@ -1011,6 +1014,7 @@ impl Subscription {
         Subscription {
             next: slot.start,
             anchor: slot.filter().namespaces.root().clone(),
+            pos: Arc::clone(&slot.pos),
             slot,
             segment: None,
             owner,
@@ -1038,13 +1042,12 @@ impl Subscription {
     /// no lock and a small return value. `None` says "ask [`take`](Self::take)".
     #[inline]
     fn take_fast(&mut self) -> Option<BusEvent> {
-        let pos = self.slot.pos.load(Ordering::Acquire);
+        let pos = self.pos.load(Ordering::Acquire);
         if pos != self.next {
             return None;
         }
         let event = self.segment.as_ref()?.get(pos)?.to_bus_event(&self.anchor);
-        self.slot
-            .pos
+        self.pos
             .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         self.next = pos + 1;
@@ -1062,7 +1065,7 @@ impl Subscription {
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Option<Result<BusEvent, BusError>>> {
         loop {
-            let pos = self.slot.pos.load(Ordering::Acquire);
+            let pos = self.pos.load(Ordering::Acquire);
             if pos != self.next {
                 // Publishers dropped the events in between.
                 let missed = pos.saturating_sub(self.next);
@@ -1071,7 +1074,6 @@ impl Subscription {
             }
             if let Some(event) = self.event_at(pos) {
                 if self
-                    .slot
                     .pos
                     .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
