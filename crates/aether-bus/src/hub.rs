@@ -1,43 +1,59 @@
 //! The in-process fan-out shared by every bus: the subscription index, the
-//! per-subscriber bounded queues, the [`Subscription`] stream, statistics and
-//! metrics.
+//! subscriber groups and their event rings, the [`Subscription`] stream,
+//! statistics and metrics.
 //!
 //! # Data structure
 //!
-//! * The index maps a namespace to the subscribers anchored at it (`Exact` and
-//!   `Within` patterns separately). It is a copy-on-write snapshot behind an
-//!   `RwLock<Arc<Index>>`: a publisher holds the read lock only long enough to
-//!   clone the `Arc`, then works on its own snapshot, so publishers never hold a
-//!   lock across subscribers' work and never wait for each other. Subscribing
-//!   and unsubscribing take the write lock and modify the index in place
-//!   (`Arc::make_mut` copies it only while a publisher still holds the old
-//!   snapshot).
-//! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (exact and within
-//!   subscribers) and then each ancestor, `acme.orders` and `acme` (within
-//!   subscribers only): one hash lookup per segment, whatever the number of
-//!   namespaces. Lookups compare whole segments, so `acme` can never reach
-//!   `acme-corp`.
-//! * Each subscriber has a bounded `VecDeque`. The queues of all subscribers
-//!   anchored at one namespace live in one *shard* behind one mutex (held for
-//!   the pushes of one publish or for one pop, never across an `.await`): a
-//!   publish locks each anchor's shard once, whatever the number of its
-//!   subscribers, and a push is then two reference-count increments (the
-//!   namespace and the `Arc<Event>`) — the payload is never copied per
-//!   subscriber. Waiting subscribers are woken after the lock is released. A
-//!   full queue drops its *oldest* event and counts it; the subscriber's next
-//!   poll yields [`BusError::Lagged`] with that count, then continues with
-//!   the oldest event still queued — the semantics of
-//!   `tokio::sync::broadcast`.
-//! * Delivered and dropped counts are labelled by the subscriber's anchor,
-//!   whose metric handles each subscriber keeps, so a publish looks nothing
-//!   up per subscriber group.
+//! * Subscribers with the same filter form a [`Group`]. The index maps a
+//!   namespace to the groups anchored at it (`Exact` and `Within` patterns
+//!   separately) and to the namespace's published counter, behind one
+//!   `RwLock`. A publisher holds the read lock for its whole offer, so
+//!   publishers share it and never wait for each other; subscribing and
+//!   unsubscribing take the write lock for a vector push or removal.
+//! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (its counter, its
+//!   exact and within groups) and then each ancestor, `acme.orders` and
+//!   `acme` (within groups only), skipping the depths at which no `Within`
+//!   group is anchored: at most one hash lookup per segment, whatever the
+//!   number of namespaces, and one when no ancestor has subscribers. Lookups
+//!   compare whole segments, so `acme` can never reach `acme-corp`. The
+//!   filter's types and actor prefix are checked once per group, not per
+//!   subscriber.
+//! * Each group keeps one sequence of the events that passed its filter, in
+//!   *segments* of 64 write-once slots (`OnceLock`): a publish locks the
+//!   group's mutex once (never across an `.await`) and writes the event once,
+//!   one `Arc<Event>` (the publisher's own for the last group it reaches)
+//!   and, in a `Within` group, the namespace — the payload is never copied,
+//!   and nothing is written per subscriber.
+//! * A subscriber reads the group's sequence at its own position
+//!   ([`Slot::pos`]) without a lock: it keeps the segment it reads from and
+//!   follows the segment's (weak) link to the next one; it takes an event by
+//!   cloning it out of the slot and moving its position on with one
+//!   compare-and-swap. It locks the group only when nothing is left to read
+//!   (to register its waker) or to find a segment it did not follow.
+//! * Each subscriber's queue is bounded by its own `capacity`: a publish
+//!   moves the position of every subscriber that is `capacity` events
+//!   behind one event on, with a compare-and-swap on the same word, so a
+//!   take and a drop of the same event are settled by one of them winning.
+//!   The subscriber sees its position ahead of where it left off and yields
+//!   [`BusError::Lagged`] with the difference, then continues with the
+//!   oldest event still queued — the semantics of `tokio::sync::broadcast`.
+//!   Waiting subscribers are woken after the lock is released.
+//! * A group keeps the segments from the one holding its oldest reader's
+//!   position on, so memory is bounded by the largest queue and by
+//!   [`SEGMENT`] events per subscriber that stopped reading (a dropped
+//!   subscription leaves its group at once).
+//! * Delivered, dropped and published counts for [`Hub::stats`] are kept in
+//!   the group under the lock a publish holds anyway, and move to the hub's
+//!   counters when the group's last reader leaves. The metrics are labelled
+//!   by the group's anchor, whose handles the group keeps, so a publish
+//!   looks nothing up per group.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
 use std::task::{Context, Poll, Waker};
 
@@ -91,8 +107,14 @@ pub struct BusStats {
 #[derive(Default)]
 pub(crate) struct AtomicStats {
     published: AtomicU64,
+    /// Deliveries and drops of groups no subscriber reads any more; those
+    /// of live groups are counted in their [`Ring`] (see [`Hub::stats`]).
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Held while a group's counts move here, and while they are summed.
+    /// (`published` counts, as they happen, the publishes no group
+    /// received; the others are counted by the last group they reached.)
+    retire: Mutex<()>,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) echoes_suppressed: AtomicU64,
 }
@@ -169,15 +191,6 @@ impl<T> MetricsCache<T> {
         }
     }
 
-    /// Runs `f` on the handles of `namespace` (under the read lock when
-    /// they are cached: no reference count is touched).
-    fn with<R>(&self, namespace: &Namespace, f: impl FnOnce(&T) -> R) -> R {
-        if let Some(m) = read(&self.map).get(namespace.as_str()) {
-            return f(m);
-        }
-        f(&self.get(namespace))
-    }
-
     fn get(&self, namespace: &Namespace) -> Arc<T> {
         if let Some(m) = read(&self.map).get(namespace.as_str()) {
             return Arc::clone(m);
@@ -197,60 +210,105 @@ fn published_counter(namespace: &Namespace) -> Counter {
     metrics::counter!("aether_bus_published_total", "namespace" => namespace.as_str().to_owned())
 }
 
-/// The queues of the subscribers anchored at one namespace, behind one
-/// lock: a publish locks it once for all of them, not once per subscriber.
-#[derive(Default)]
-pub(crate) struct Shard {
-    inner: Mutex<ShardInner>,
+/// Events per [`Segment`].
+const SEGMENT: u64 = 64;
+
+/// A block of [`SEGMENT`] consecutive events of one group's sequence, each
+/// written once by a publisher (under the group's lock) and read by every
+/// subscriber of the group without a lock.
+struct Segment {
+    /// The sequence number of `events[0]`.
+    start: u64,
+    events: [OnceLock<Entry>; SEGMENT as usize],
+    /// The segment after this one, once there is one. Weak, so that a
+    /// subscriber that stopped reading keeps one segment alive, not the
+    /// whole chain after it.
+    next: OnceLock<Weak<Segment>>,
 }
 
-#[derive(Default)]
-struct ShardInner {
-    /// Indexed by [`Slot::at`]; entries of dropped slots are reused.
-    states: Vec<SlotState>,
-    free: Vec<usize>,
-}
+impl Segment {
+    fn new(start: u64) -> Arc<Self> {
+        Arc::new(Segment {
+            start,
+            events: std::array::from_fn(|_| OnceLock::new()),
+            next: OnceLock::new(),
+        })
+    }
 
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, ShardInner> {
-        lock(&self.inner)
+    #[inline]
+    fn covers(&self, seq: u64) -> bool {
+        seq >= self.start && seq - self.start < SEGMENT
+    }
+
+    #[inline]
+    fn get(&self, seq: u64) -> Option<&Entry> {
+        let at = usize::try_from(seq.checked_sub(self.start)?).ok()?;
+        self.events.get(at)?.get()
     }
 }
 
-/// One subscriber: its filter, and where its bounded queue is.
-pub(crate) struct Slot {
-    id: u64,
+/// One event of a group's sequence.
+struct Entry {
+    /// The namespace it was published in; `None` in an `Exact` group, whose
+    /// events are all in its anchor (the subscription keeps a copy).
+    namespace: Option<Namespace>,
+    event: Arc<Event>,
+}
+
+impl Entry {
+    #[inline]
+    fn to_bus_event(&self, anchor: &Namespace) -> BusEvent {
+        BusEvent {
+            namespace: self.namespace.as_ref().unwrap_or(anchor).clone(),
+            event: Arc::clone(&self.event),
+        }
+    }
+}
+
+/// The subscribers with one filter (hence one anchor and pattern): they see
+/// the same sequence of events, kept once in `ring`, each reading it at its
+/// own position.
+pub(crate) struct Group {
     filter: EventFilter,
-    capacity: usize,
-    shard: Arc<Shard>,
-    /// The index of this subscriber's queue in its shard.
-    at: usize,
-    /// The metric handles of the namespace the subscription is anchored at.
+    /// The metric handles of the namespace the group is anchored at.
     metrics: Arc<NsMetrics>,
+    ring: Mutex<Ring>,
+    /// The hub's counters, where `ring`'s counts go when its last reader
+    /// leaves.
+    stats: Arc<AtomicStats>,
 }
 
 #[derive(Default)]
-struct SlotState {
-    queue: VecDeque<BusEvent>,
-    missed: u64,
+struct Ring {
+    /// The sequence number of the next event.
+    head: u64,
+    /// The segments from the one holding the oldest position of a reader to
+    /// the newest; older ones are released.
+    segments: VecDeque<Arc<Segment>>,
+    readers: Vec<Reader>,
+    /// The hub was closed: nothing more is appended.
+    closed: bool,
+    /// Events handed to readers and dropped from them, and local publishes
+    /// whose last receiving group this was, counted under the lock a
+    /// publish holds anyway (no atomic per publish).
+    delivered: u64,
+    dropped: u64,
+    published: u64,
+}
+
+/// A subscriber as its group's publishers see it.
+struct Reader {
+    id: u64,
+    /// Shared with [`Slot::pos`].
+    pos: Arc<AtomicU64>,
+    capacity: u64,
     waker: Option<Waker>,
     closed: bool,
 }
 
-enum Offer {
-    Filtered,
-    Delivered,
-    /// Delivered, and the oldest queued event was dropped.
-    DeliveredDropping,
-}
-
-impl Slot {
-    #[cfg_attr(
-        not(feature = "nats"),
-        expect(dead_code, reason = "used by the NATS bus")
-    )]
-    pub(crate) fn filter(&self) -> &EventFilter {
-        &self.filter
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        lock(&self.ring)
     }
 
     /// Whether the filter passes `event`. `pattern_checked` says the caller
@@ -270,44 +328,128 @@ impl Slot {
         }
     }
 
-    /// Queues `event` in this slot's state (the caller holds its shard's
-    /// lock and checked the filter). The waker of a waiting subscriber is
+    /// Appends `event` to the group's sequence (the caller checked the
+    /// filter) and moves every reader that is `capacity` events behind one
+    /// event on: its oldest is dropped. The wakers of waiting readers are
     /// pushed to `wakers`, for the caller to wake once the lock is released.
-    fn push(
+    ///
+    /// With `count_publish`, the publish is counted in the group's ring if
+    /// the event is appended ([`Tally::published`]).
+    fn append(
         &self,
-        shard: &mut ShardInner,
         namespace: &Namespace,
-        event: &Arc<Event>,
+        event: Arc<Event>,
+        count_publish: bool,
         wakers: &mut Vec<Waker>,
-    ) -> Offer {
-        let Some(st) = shard.states.get_mut(self.at) else {
-            return Offer::Filtered;
-        };
-        if st.closed {
-            return Offer::Filtered;
+    ) -> Tally {
+        let mut ring = self.lock();
+        let ring = &mut *ring;
+        if ring.closed || !ring.readers.iter().any(|r| !r.closed) {
+            return Tally::default();
         }
-        let dropped = st.queue.len() >= self.capacity;
-        if dropped {
-            st.missed = st.missed.saturating_add(1);
-            st.queue.pop_front();
+        if count_publish {
+            ring.published += 1;
         }
-        st.queue.push_back(BusEvent {
-            namespace: namespace.clone(),
-            event: Arc::clone(event),
-        });
-        if let Some(w) = st.waker.take() {
-            wakers.push(w);
+        let seq = ring.head;
+        if !ring.segments.back().is_some_and(|last| last.covers(seq)) {
+            let segment = Segment::new(seq);
+            if let Some(last) = ring.segments.back() {
+                let _ = last.next.set(Arc::downgrade(&segment));
+            }
+            ring.segments.push_back(segment);
         }
-        if dropped {
-            Offer::DeliveredDropping
-        } else {
-            Offer::Delivered
+        if let Some(last) = ring.segments.back()
+            && let Some(slot) = last.events.get((seq - last.start) as usize)
+        {
+            // Each sequence number is written once, under the lock.
+            let namespace = match self.filter.namespaces {
+                NamespacePattern::Exact(_) => None,
+                _ => Some(namespace.clone()),
+            };
+            let _ = slot.set(Entry { namespace, event });
         }
+        let head = seq + 1;
+        ring.head = head;
+
+        let mut tally = Tally::default();
+        let mut oldest = head;
+        for reader in &mut ring.readers {
+            let mut pos = reader.pos.load(Ordering::Acquire);
+            if !reader.closed {
+                tally.delivered += 1;
+                // The reader may take its oldest event meanwhile: then the
+                // exchange fails and its position is looked at again.
+                while head - pos > reader.capacity {
+                    match reader.pos.compare_exchange_weak(
+                        pos,
+                        pos + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            tally.dropped += 1;
+                            pos += 1;
+                        }
+                        Err(now) => pos = now,
+                    }
+                }
+                if let Some(w) = reader.waker.take() {
+                    wakers.push(w);
+                }
+            }
+            oldest = oldest.min(pos);
+        }
+        ring.delivered += tally.delivered as u64;
+        ring.dropped += tally.dropped as u64;
+        tally.published = count_publish;
+        // Release the segments every reader is past.
+        while ring.segments.len() > 1
+            && ring
+                .segments
+                .front()
+                .is_some_and(|s| s.start + SEGMENT <= oldest)
+        {
+            ring.segments.pop_front();
+        }
+        tally
     }
 
-    /// Runs `f` on this slot's state under its shard's lock.
-    fn with_state<R>(&self, f: impl FnOnce(&mut SlotState) -> R) -> Option<R> {
-        self.shard.lock().states.get_mut(self.at).map(f)
+    /// The segment holding `seq`, if it is still kept (the caller holds
+    /// the lock).
+    fn segment_of(ring: &Ring, seq: u64) -> Option<Arc<Segment>> {
+        ring.segments.iter().rev().find(|s| s.covers(seq)).cloned()
+    }
+}
+
+/// One subscriber: its group, its capacity, and its position in the group's
+/// sequence.
+pub(crate) struct Slot {
+    id: u64,
+    capacity: usize,
+    group: Arc<Group>,
+    /// The sequence number of the next event to take. The subscriber moves
+    /// it on when it takes an event, a publisher when it drops one (the
+    /// reader is `capacity` behind); both with a compare-and-swap, so that
+    /// a take and a drop of the same event are settled by one of them
+    /// winning.
+    pos: Arc<AtomicU64>,
+    /// `pos` when the subscriber joined.
+    start: u64,
+}
+
+impl Slot {
+    pub(crate) fn filter(&self) -> &EventFilter {
+        &self.group.filter
+    }
+
+    /// Runs `f` on this subscriber's entry in its group, under the lock.
+    fn with_reader<R>(&self, f: impl FnOnce(&mut Reader) -> R) -> Option<R> {
+        self.group
+            .lock()
+            .readers
+            .iter_mut()
+            .find(|r| r.id == self.id)
+            .map(f)
     }
 
     /// Wakes the subscriber's task if it is waiting (used by the NATS bus
@@ -317,103 +459,165 @@ impl Slot {
         expect(dead_code, reason = "used by the NATS bus")
     )]
     pub(crate) fn wake_waiting(&self) {
-        if let Some(w) = self.with_state(|st| st.waker.take()).flatten() {
+        if let Some(w) = self.with_reader(|r| r.waker.take()).flatten() {
             w.wake();
         }
     }
 
     pub(crate) fn close(&self) {
         let waker = self
-            .with_state(|st| {
-                st.closed = true;
-                st.waker.take()
+            .with_reader(|r| {
+                r.closed = true;
+                r.waker.take()
             })
             .flatten();
         if let Some(w) = waker {
             w.wake();
         }
     }
+
+    /// Events queued for this subscriber and not yet taken.
+    fn queued(&self) -> usize {
+        let head = self.group.lock().head;
+        usize::try_from(head.saturating_sub(self.pos.load(Ordering::Acquire))).unwrap_or(usize::MAX)
+    }
+
+    /// Leaves the group: publishes no longer reach this subscriber. Returns
+    /// whether it was the last reader; the group's counts then move to the
+    /// hub's (nothing is appended to a group without readers).
+    fn leave(&self) -> bool {
+        let stats = &self.group.stats;
+        let _retire = lock(&stats.retire);
+        let mut ring = self.group.lock();
+        ring.readers.retain(|r| r.id != self.id);
+        if !ring.readers.is_empty() {
+            return false;
+        }
+        let delivered = std::mem::take(&mut ring.delivered);
+        let dropped = std::mem::take(&mut ring.dropped);
+        let published = std::mem::take(&mut ring.published);
+        stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        stats.published.fetch_add(published, Ordering::Relaxed);
+        true
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Frees the queue (and the events in it) and lets a new subscriber
-        // of the shard reuse the entry.
-        let old = {
-            let mut shard = self.shard.lock();
-            let old = shard
-                .states
-                .get_mut(self.at)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            shard.free.push(self.at);
-            old
-        };
-        drop(old);
+        self.leave();
     }
 }
 
-/// Offers `event` to each of `slots` whose filter passes it, locking each
-/// shard once for a run of slots that share it (all the slots of one
-/// anchor do). Wakers go to `wakers`.
-fn offer_all<'a>(
-    slots: impl IntoIterator<Item = &'a Arc<Slot>>,
-    namespace: &Namespace,
-    event: &Arc<Event>,
-    pattern_checked: bool,
-    wakers: &mut Vec<Waker>,
-) -> Tally<'a> {
-    let mut tally = Tally::default();
-    let mut held: Option<(&'a Arc<Shard>, MutexGuard<'a, ShardInner>)> = None;
-    for slot in slots {
-        if !slot.passes(namespace, event, pattern_checked) {
-            continue;
-        }
-        let same = held
-            .as_ref()
-            .is_some_and(|(shard, _)| Arc::ptr_eq(shard, &slot.shard));
-        if !same {
-            // Never two shard locks at once.
-            drop(held.take());
-            held = Some((&slot.shard, slot.shard.lock()));
-        }
-        if let Some((_, guard)) = held.as_mut() {
-            tally.add(slot.push(guard, namespace, event, wakers));
-            tally.metrics.get_or_insert(&slot.metrics);
-        }
-    }
-    tally
+/// Appends an event to each group whose filter passes it. The event's
+/// `Arc` is cloned for every group but the last, which gets the caller's:
+/// each offer is held back until the next one, or [`finish`](Self::finish).
+struct Fanout<'a> {
+    held: Option<&'a Group>,
+    delivered: usize,
+    wakers: Vec<Waker>,
 }
 
-/// Subscribers of one anchor namespace.
-#[derive(Default, Clone)]
+impl<'a> Fanout<'a> {
+    fn new() -> Self {
+        Fanout {
+            held: None,
+            delivered: 0,
+            wakers: Vec::new(),
+        }
+    }
+
+    fn offer(
+        &mut self,
+        hub: &Hub,
+        groups: impl IntoIterator<Item = &'a Arc<Group>>,
+        namespace: &Namespace,
+        event: &Arc<Event>,
+        pattern_checked: bool,
+    ) {
+        for group in groups {
+            if group.passes(namespace, event, pattern_checked)
+                && let Some(prev) = self.held.replace(group)
+            {
+                let tally = prev.append(namespace, Arc::clone(event), false, &mut self.wakers);
+                self.delivered += hub.account(&prev.metrics, tally);
+            }
+        }
+    }
+
+    /// Appends to the last group offered, which counts the publish for
+    /// [`Hub::stats`] (else the hub does); returns the number of
+    /// subscribers reached and the wakers to wake.
+    fn finish(
+        mut self,
+        hub: &Hub,
+        namespace: &Namespace,
+        event: Arc<Event>,
+    ) -> (usize, Vec<Waker>) {
+        let mut counted = false;
+        if let Some(last) = self.held.take() {
+            let tally = last.append(namespace, event, true, &mut self.wakers);
+            counted = tally.published;
+            self.delivered += hub.account(&last.metrics, tally);
+        }
+        if !counted {
+            hub.stats.published.fetch_add(1, Ordering::Relaxed);
+        }
+        (self.delivered, self.wakers)
+    }
+}
+
+/// What the index keeps for one namespace: the groups of subscribers
+/// anchored at it and, once something was published in it, its published
+/// counter.
+#[derive(Default)]
 struct Topic {
-    exact: Vec<Arc<Slot>>,
-    within: Vec<Arc<Slot>>,
+    exact: Vec<Arc<Group>>,
+    within: Vec<Arc<Group>>,
+    /// `aether_bus_published_total` for this namespace (see
+    /// [`Index::counters`]).
+    published: Option<Counter>,
 }
 
 impl Topic {
-    fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.within.is_empty()
+    fn is_unused(&self) -> bool {
+        self.exact.is_empty() && self.within.is_empty() && self.published.is_none()
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Index {
     topics: HashMap<Namespace, Topic, Fnv>,
+    /// The number of `Within` groups by the number of segments of their
+    /// anchor: a publish looks up an ancestor only at a depth where some
+    /// are anchored.
+    within_at_depth: Vec<u32>,
+    /// Their sum: with none, a publish looks no ancestor up.
+    within_groups: usize,
+    /// Topics holding a published counter, at most
+    /// [`METRICS_CACHE_LIMIT`]; past it a publish makes its handle per call.
+    counters: usize,
+}
+
+impl Index {
+    fn has_within_at(&self, depth: usize) -> bool {
+        self.within_at_depth.get(depth).is_some_and(|&n| n > 0)
+    }
+}
+
+fn depth(namespace: &Namespace) -> usize {
+    namespace.as_str().bytes().filter(|&b| b == b'.').count() + 1
 }
 
 /// The fan-out core of a bus.
 pub(crate) struct Hub {
-    index: RwLock<Arc<Index>>,
-    /// The live shard of each anchor namespace (see [`Shard`]).
-    shards: Mutex<HashMap<Namespace, Weak<Shard>>>,
+    index: RwLock<Index>,
+    /// The live groups by anchor namespace (see [`Group`]).
+    groups: Mutex<HashMap<Namespace, Vec<Weak<Group>>>>,
     next_id: AtomicU64,
     capacity: usize,
     closed: AtomicBool,
-    pub(crate) stats: AtomicStats,
-    /// `aether_bus_published_total` by the namespace published in.
-    published: MetricsCache<Counter>,
+    pub(crate) stats: Arc<AtomicStats>,
     /// Delivered and dropped counts by subscription anchor.
     metrics: MetricsCache<NsMetrics>,
 }
@@ -421,13 +625,12 @@ pub(crate) struct Hub {
 impl Hub {
     pub(crate) fn new(capacity: usize) -> Self {
         Hub {
-            index: RwLock::new(Arc::new(Index::default())),
-            shards: Mutex::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
+            groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
-            stats: AtomicStats::default(),
-            published: MetricsCache::new(published_counter),
+            stats: Arc::new(AtomicStats::default()),
             metrics: MetricsCache::new(NsMetrics::new),
         }
     }
@@ -440,70 +643,95 @@ impl Hub {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The hub's counters plus those of the live groups, summed while no
+    /// group's counts move to the hub's.
     pub(crate) fn stats(&self) -> BusStats {
-        self.stats.snapshot()
+        let _retire = lock(&self.stats.retire);
+        let groups: Vec<Arc<Group>> = lock(&self.groups)
+            .values()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut stats = self.stats.snapshot();
+        for group in &groups {
+            let ring = group.lock();
+            stats.delivered += ring.delivered;
+            stats.dropped += ring.dropped;
+            stats.published += ring.published;
+        }
+        stats
     }
 
-    /// Creates a subscriber slot (not yet in the index).
+    /// Creates a subscriber slot, reading its group's events from now on
+    /// (its group reaches local publishes once [`insert`](Self::insert)ed).
     pub(crate) fn new_slot(&self, filter: EventFilter, capacity: Option<usize>) -> Arc<Slot> {
         let capacity = capacity.unwrap_or(self.capacity).max(1);
-        let shard = {
-            let mut shards = lock(&self.shards);
+        let group = {
+            let mut groups = lock(&self.groups);
             let anchor = filter.namespaces.root();
-            match shards.get(anchor).and_then(Weak::upgrade) {
-                Some(shard) => shard,
+            let found = groups.get_mut(anchor).and_then(|list| {
+                list.retain(|w| w.strong_count() > 0);
+                list.iter()
+                    .filter_map(Weak::upgrade)
+                    .find(|g| g.filter == filter)
+            });
+            match found {
+                Some(group) => group,
                 None => {
-                    // Forget the shards of anchors nobody subscribes to any
-                    // more, now and then (amortised over the inserts).
-                    if shards.len() >= 64 && shards.len().is_power_of_two() {
-                        shards.retain(|_, w| w.strong_count() > 0);
+                    // Forget the anchors nobody subscribes to any more, now
+                    // and then (amortised over the inserts).
+                    if groups.len() >= 64 && groups.len().is_power_of_two() {
+                        groups.retain(|_, list| list.iter().any(|w| w.strong_count() > 0));
                     }
-                    let shard = Arc::new(Shard::default());
-                    shards.insert(anchor.clone(), Arc::downgrade(&shard));
-                    shard
+                    let group = Arc::new(Group {
+                        metrics: self.metrics.get(anchor),
+                        filter,
+                        ring: Mutex::new(Ring::default()),
+                        stats: Arc::clone(&self.stats),
+                    });
+                    groups
+                        .entry(group.filter.namespaces.root().clone())
+                        .or_default()
+                        .push(Arc::downgrade(&group));
+                    group
                 }
             }
         };
-        let state = SlotState {
-            queue: VecDeque::with_capacity(capacity.min(64)),
-            ..SlotState::default()
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (pos, start) = {
+            let mut ring = group.lock();
+            let start = ring.head;
+            let closed = ring.closed;
+            let pos = Arc::new(AtomicU64::new(start));
+            ring.readers.push(Reader {
+                id,
+                pos: Arc::clone(&pos),
+                capacity: capacity as u64,
+                waker: None,
+                closed,
+            });
+            (pos, start)
         };
-        let at = {
-            let mut inner = shard.lock();
-            match inner.free.pop() {
-                Some(at) => {
-                    inner.states[at] = state;
-                    at
-                }
-                None => {
-                    inner.states.push(state);
-                    inner.states.len() - 1
-                }
-            }
-        };
-        let metrics = self.metrics.get(filter.namespaces.root());
         Arc::new(Slot {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            filter,
+            id,
             capacity,
-            shard,
-            at,
-            metrics,
+            group,
+            pos,
+            start,
         })
     }
 
-    /// Adds `slot` to the index, so local publishes reach it.
+    /// Adds `slot`'s group to the index, so local publishes reach it.
     ///
     /// # Errors
     /// [`BusError::Closed`] if the hub was closed.
     pub(crate) fn insert(&self, slot: &Arc<Slot>) -> Result<(), BusError> {
-        let mut guard = write(&self.index);
+        let mut index = write(&self.index);
         // Checked under the write lock, so `close` cannot miss this slot.
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let index = Arc::make_mut(&mut guard);
-        let (anchor, within) = match &slot.filter.namespaces {
+        let (anchor, within) = match &slot.group.filter.namespaces {
             NamespacePattern::Exact(ns) => (ns, false),
             NamespacePattern::Within(ns) => (ns, true),
             // `NamespacePattern` is non-exhaustive: a pattern this crate does
@@ -516,25 +744,48 @@ impl Hub {
             }
         };
         let topic = index.topics.entry(anchor.clone()).or_default();
-        if within {
-            topic.within.push(Arc::clone(slot));
+        let list = if within {
+            &mut topic.within
         } else {
-            topic.exact.push(Arc::clone(slot));
+            &mut topic.exact
+        };
+        if list.iter().any(|g| Arc::ptr_eq(g, &slot.group)) {
+            return Ok(());
+        }
+        list.push(Arc::clone(&slot.group));
+        if within {
+            let depth = depth(anchor);
+            if index.within_at_depth.len() <= depth {
+                index.within_at_depth.resize(depth + 1, 0);
+            }
+            index.within_at_depth[depth] += 1;
+            index.within_groups += 1;
         }
         Ok(())
     }
 
-    /// Removes `slot` from the index and closes it.
+    /// Takes `slot` out of its group, and the group out of the index when
+    /// it was the last one in it.
     pub(crate) fn remove(&self, slot: &Arc<Slot>) {
-        slot.close();
         let mut guard = write(&self.index);
-        let index = Arc::make_mut(&mut guard);
-        let anchor = slot.filter.namespaces.root();
-        if let Entry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
+        if !slot.leave() {
+            return;
+        }
+        let index = &mut *guard;
+        let anchor = slot.group.filter.namespaces.root();
+        if let MapEntry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
             let topic = e.get_mut();
-            topic.exact.retain(|s| s.id != slot.id);
-            topic.within.retain(|s| s.id != slot.id);
-            if topic.is_empty() {
+            topic.exact.retain(|g| !Arc::ptr_eq(g, &slot.group));
+            let within = topic.within.len();
+            topic.within.retain(|g| !Arc::ptr_eq(g, &slot.group));
+            let gone = within - topic.within.len();
+            if gone > 0
+                && let Some(n) = index.within_at_depth.get_mut(depth(anchor))
+            {
+                *n = n.saturating_sub(gone as u32);
+                index.within_groups = index.within_groups.saturating_sub(gone);
+            }
+            if topic.is_unused() {
                 e.remove();
             }
         }
@@ -548,42 +799,67 @@ impl Hub {
             self.closed.store(true, Ordering::Release);
             std::mem::take(&mut *guard)
         };
-        for topic in old.topics.values() {
-            for slot in topic.exact.iter().chain(&topic.within) {
-                slot.close();
+        // Every group, inserted or not yet.
+        let groups: Vec<Arc<Group>> = lock(&self.groups)
+            .values()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for group in groups {
+            let wakers: Vec<Waker> = {
+                let mut ring = group.lock();
+                ring.closed = true;
+                ring.readers
+                    .iter_mut()
+                    .filter_map(|r| r.waker.take())
+                    .collect()
+            };
+            for w in wakers {
+                w.wake();
             }
         }
+        drop(old);
     }
 
     /// Counts one publish in `namespace` and delivers `event` to every local
     /// subscriber whose filter passes it. Returns the number of subscribers
     /// that received it.
-    pub(crate) fn publish_local(&self, namespace: &Namespace, event: &Arc<Event>) -> usize {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        self.published.with(namespace, |c| c.increment(1));
-
-        let index = Arc::clone(&read(&self.index));
-        if index.topics.is_empty() {
-            return 0;
-        }
+    pub(crate) fn publish_local(&self, namespace: &Namespace, event: Arc<Event>) -> usize {
         let name = namespace.as_str();
-        let mut delivered = 0;
-        let mut wakers = Vec::new();
-        if let Some(topic) = index.topics.get(name) {
-            let slots = topic.exact.iter().chain(&topic.within);
-            delivered += self.account(offer_all(slots, namespace, event, true, &mut wakers));
+        let mut index = read(&self.index);
+        let mut topic = index.topics.get(name);
+        if let Some(counter) = topic.and_then(|t| t.published.as_ref()) {
+            counter.increment(1);
+        } else if index.counters >= METRICS_CACHE_LIMIT {
+            published_counter(namespace).increment(1);
+        } else {
+            // The first publish in this namespace: keep its counter in the
+            // index, beside its subscribers.
+            drop(index);
+            self.add_published_counter(namespace);
+            index = read(&self.index);
+            topic = index.topics.get(name);
         }
-        for (at, _) in name.match_indices('.') {
+
+        let mut fanout = Fanout::new();
+        if let Some(topic) = topic {
+            let groups = topic.exact.iter().chain(&topic.within);
+            fanout.offer(self, groups, namespace, &event, true);
+        }
+        let ancestors = if index.within_groups > 0 {
+            name.match_indices('.')
+        } else {
+            "".match_indices('.')
+        };
+        for (depth, (at, _)) in ancestors.enumerate() {
+            if !index.has_within_at(depth + 1) {
+                continue;
+            }
             if let Some(topic) = index.topics.get(&name[..at]) {
-                delivered += self.account(offer_all(
-                    &topic.within,
-                    namespace,
-                    event,
-                    true,
-                    &mut wakers,
-                ));
+                fanout.offer(self, &topic.within, namespace, &event, true);
             }
         }
+        let (delivered, wakers) = fanout.finish(self, namespace, event);
         drop(index);
         for w in wakers {
             w.wake();
@@ -591,9 +867,30 @@ impl Hub {
         delivered
     }
 
+    /// Registers `namespace`'s published counter, counts one publish on it
+    /// and keeps it in the index for the next publishes.
+    fn add_published_counter(&self, namespace: &Namespace) {
+        let mut index = write(&self.index);
+        let index = &mut *index;
+        if let Some(counter) = index
+            .topics
+            .get(namespace.as_str())
+            .and_then(|t| t.published.as_ref())
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = published_counter(namespace);
+        counter.increment(1);
+        if index.counters < METRICS_CACHE_LIMIT {
+            index.counters += 1;
+            index.topics.entry(namespace.clone()).or_default().published = Some(counter);
+        }
+    }
+
     /// Delivers `event` to those of `slots` whose filter passes it (remote
     /// deliveries, which go to one group of subscribers; the filter is
-    /// checked in full, namespace pattern included).
+    /// checked in full, namespace pattern included), once per [`Group`].
     ///
     /// Subscribers are not woken here: the wakers of those that were waiting
     /// are pushed to `wakers`, so that a caller delivering a batch of events
@@ -609,51 +906,48 @@ impl Hub {
         event: &Arc<Event>,
         wakers: &mut Vec<Waker>,
     ) -> usize {
-        self.account(offer_all(slots, namespace, event, false, wakers))
+        let mut done: Vec<&Arc<Group>> = Vec::new();
+        let mut delivered = 0;
+        for slot in slots {
+            let group = &slot.group;
+            if done.iter().any(|g| Arc::ptr_eq(g, group)) {
+                continue;
+            }
+            done.push(group);
+            if group.passes(namespace, event, false) {
+                let tally = group.append(namespace, Arc::clone(event), false, wakers);
+                delivered += self.account(&group.metrics, tally);
+            }
+        }
+        delivered
     }
 
     /// Counts `tally`'s deliveries and drops under the `namespace` label of
     /// the namespace the receiving subscriptions are anchored at (their
     /// pattern's root), never the namespace a message claims, so the label
     /// values are bounded by this node's own subscriptions.
-    fn account(&self, tally: Tally<'_>) -> usize {
-        let Some(metrics) = tally.metrics.filter(|_| tally.delivered > 0) else {
+    ///
+    /// (The same counts for [`stats`](Self::stats) were kept in the group's
+    /// ring by the append.)
+    fn account(&self, metrics: &NsMetrics, tally: Tally) -> usize {
+        if tally.delivered == 0 {
             return 0;
-        };
-        self.stats
-            .delivered
-            .fetch_add(tally.delivered as u64, Ordering::Relaxed);
+        }
         metrics.delivered.increment(tally.delivered as u64);
         if tally.dropped > 0 {
-            self.stats
-                .dropped
-                .fetch_add(tally.dropped as u64, Ordering::Relaxed);
             metrics.dropped.increment(tally.dropped as u64);
         }
         tally.delivered
     }
 }
 
-/// What one run of offers did; the slots of one run share an anchor.
+/// What one append did.
 #[derive(Default)]
-struct Tally<'a> {
+struct Tally {
     delivered: usize,
     dropped: usize,
-    /// The anchor's handles, from a slot that received the event.
-    metrics: Option<&'a NsMetrics>,
-}
-
-impl Tally<'_> {
-    fn add(&mut self, offer: Offer) {
-        match offer {
-            Offer::Filtered => {}
-            Offer::Delivered => self.delivered += 1,
-            Offer::DeliveredDropping => {
-                self.delivered += 1;
-                self.dropped += 1;
-            }
-        }
-    }
+    /// The publish was counted in the group's ring.
+    published: bool,
 }
 
 /// What a bus does when a [`Subscription`] is dropped.
@@ -683,6 +977,16 @@ pub(crate) trait Pump: Send + Sync {
 #[must_use = "a subscription receives nothing unless polled, and unsubscribes when dropped"]
 pub struct Subscription {
     slot: Arc<Slot>,
+    /// The sequence number of the next event this subscription expects:
+    /// when [`Slot::pos`] is past it, publishers dropped the difference.
+    next: u64,
+    /// The segment it last read from.
+    segment: Option<Arc<Segment>>,
+    /// The namespace the subscription is anchored at (that of every event
+    /// of an `Exact` group).
+    anchor: Namespace,
+    /// [`Slot::pos`], one pointer nearer.
+    pos: Arc<AtomicU64>,
     owner: Weak<dyn Detach>,
     pump: Option<Arc<dyn Pump>>,
 }
@@ -690,7 +994,11 @@ pub struct Subscription {
 impl Subscription {
     pub(crate) fn new(slot: Arc<Slot>, owner: Weak<dyn Detach>) -> Self {
         Subscription {
+            next: slot.start,
+            anchor: slot.filter().namespaces.root().clone(),
+            pos: Arc::clone(&slot.pos),
             slot,
+            segment: None,
             owner,
             pump: None,
         }
@@ -704,36 +1012,106 @@ impl Subscription {
     )]
     pub(crate) fn with_pump(slot: Arc<Slot>, owner: Weak<dyn Detach>, pump: Arc<dyn Pump>) -> Self {
         Subscription {
+            next: slot.start,
+            anchor: slot.filter().namespaces.root().clone(),
+            pos: Arc::clone(&slot.pos),
             slot,
+            segment: None,
             owner,
             pump: Some(pump),
         }
     }
 
+    /// A copy of the event at `seq` from the segment last read, or the
+    /// one after it; `None` if it is in neither (not yet published, or the
+    /// reader jumped further).
+    fn event_at(&mut self, seq: u64) -> Option<BusEvent> {
+        let segment = self.segment.as_ref()?;
+        if !segment.covers(seq) {
+            let next = segment.next.get()?.upgrade()?;
+            if !next.covers(seq) {
+                return None;
+            }
+            self.segment = Some(next);
+        }
+        Some(self.segment.as_ref()?.get(seq)?.to_bus_event(&self.anchor))
+    }
+
+    /// The next event if it is in the segment last read and nothing was
+    /// dropped before it: one load, one copy and one compare-and-swap, with
+    /// no lock and a small return value. `None` says "ask [`take`](Self::take)".
+    #[inline]
+    fn take_fast(&mut self) -> Option<BusEvent> {
+        let pos = self.pos.load(Ordering::Acquire);
+        if pos != self.next {
+            return None;
+        }
+        let event = self.segment.as_ref()?.get(pos)?.to_bus_event(&self.anchor);
+        self.pos
+            .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        self.next = pos + 1;
+        Some(event)
+    }
+
     /// The next queued item, `Ready(None)` at the end, `Pending` when the
     /// queue is empty (registering `cx`'s waker if one is given).
-    fn take(&self, cx: Option<&mut Context<'_>>) -> Poll<Option<Result<BusEvent, BusError>>> {
-        let mut shard = self.slot.shard.lock();
-        let Some(st) = shard.states.get_mut(self.slot.at) else {
-            return Poll::Ready(None);
-        };
-        if st.missed > 0 {
-            let missed = std::mem::take(&mut st.missed);
-            return Poll::Ready(Some(Err(BusError::Lagged { missed })));
-        }
-        if let Some(event) = st.queue.pop_front() {
-            return Poll::Ready(Some(Ok(event)));
-        }
-        if st.closed {
-            return Poll::Ready(None);
-        }
-        if let Some(cx) = cx {
-            match &mut st.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                w => *w = Some(cx.waker().clone()),
+    ///
+    /// An event is read from the group's segment without a lock and taken
+    /// with one compare-and-swap on [`Slot::pos`]; the group's lock is
+    /// taken only when that segment does not hold the next event.
+    fn take(
+        &mut self,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<Result<BusEvent, BusError>>> {
+        loop {
+            let pos = self.pos.load(Ordering::Acquire);
+            if pos != self.next {
+                // Publishers dropped the events in between.
+                let missed = pos.saturating_sub(self.next);
+                self.next = pos;
+                return Poll::Ready(Some(Err(BusError::Lagged { missed })));
             }
+            if let Some(event) = self.event_at(pos) {
+                if self
+                    .pos
+                    .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.next = pos + 1;
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                // Dropped meanwhile: report it.
+                continue;
+            }
+            let mut ring = self.slot.group.lock();
+            if pos < ring.head {
+                // Published, in a segment this subscription does not hold.
+                match Group::segment_of(&ring, pos) {
+                    Some(segment) => {
+                        self.segment = Some(segment);
+                        continue;
+                    }
+                    // Not reached: segments are kept from the oldest
+                    // reader's position on.
+                    None => return Poll::Ready(None),
+                }
+            }
+            let closed = ring.closed;
+            let Some(reader) = ring.readers.iter_mut().find(|r| r.id == self.slot.id) else {
+                return Poll::Ready(None);
+            };
+            if closed || reader.closed {
+                return Poll::Ready(None);
+            }
+            if let Some(cx) = cx.take() {
+                match &mut reader.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    w => *w = Some(cx.waker().clone()),
+                }
+            }
+            return Poll::Pending;
         }
-        Poll::Pending
     }
 
     fn pump(&self) {
@@ -744,7 +1122,7 @@ impl Subscription {
 
     /// The filter this subscription was created with.
     pub fn filter(&self) -> &EventFilter {
-        &self.slot.filter
+        self.slot.filter()
     }
 
     /// The most events this subscription queues before dropping the oldest.
@@ -765,10 +1143,20 @@ impl Subscription {
     ///
     /// (Named `try_recv` like `tokio::sync::broadcast::Receiver::try_recv`;
     /// `futures::TryStreamExt::try_next` is the awaiting stream method.)
+    #[inline]
     pub fn try_recv(&mut self) -> Option<Result<BusEvent, BusError>> {
+        if let Some(event) = self.take_fast() {
+            return Some(Ok(event));
+        }
+        self.try_recv_slow()
+    }
+
+    fn try_recv_slow(&mut self) -> Option<Result<BusEvent, BusError>> {
         if let Poll::Ready(item) = self.take(None) {
             return item;
         }
+        // Without a pump, nothing can arrive before a second look.
+        self.pump.as_ref()?;
         self.pump();
         match self.take(None) {
             Poll::Ready(item) => item,
@@ -780,7 +1168,7 @@ impl Subscription {
     /// what the connection has already received).
     pub fn len(&self) -> usize {
         self.pump();
-        self.slot.with_state(|st| st.queue.len()).unwrap_or(0)
+        self.slot.queued()
     }
 
     /// Whether no event is queued.
@@ -792,7 +1180,7 @@ impl Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("filter", &self.slot.filter)
+            .field("filter", self.slot.filter())
             .field("capacity", &self.slot.capacity)
             .finish_non_exhaustive()
     }
@@ -802,7 +1190,10 @@ impl Stream for Subscription {
     type Item = Result<BusEvent, BusError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &*self;
+        let this = self.get_mut();
+        if let Some(event) = this.take_fast() {
+            return Poll::Ready(Some(Ok(event)));
+        }
         if this.pump.is_none() {
             return this.take(Some(cx));
         }
@@ -823,7 +1214,7 @@ impl Stream for Subscription {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.slot.with_state(|st| st.queue.len()).unwrap_or(0), None)
+        (self.slot.queued(), None)
     }
 }
 

@@ -936,7 +936,7 @@ impl EventBus for NatsEventBus {
             .publish(subject, payload.into())
             .await
             .map_err(|e| map_publish_error(e, size, max))?;
-        core.hub.publish_local(namespace, &Arc::new(event));
+        core.hub.publish_local(namespace, Arc::new(event));
         Ok(())
     }
 

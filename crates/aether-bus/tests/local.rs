@@ -194,6 +194,99 @@ async fn lag_is_reported_where_the_gap_is() {
     assert_eq!(rest, [5, 6]);
 }
 
+/// After some events were taken, the queue holds exactly `capacity` of the
+/// rest, its length counts them, each overflow drops the oldest one still
+/// queued, and consecutive drops are reported as one lag.
+#[test]
+fn a_gap_across_taken_and_queued_events_is_one_lag() {
+    let bus = LocalEventBus::builder().capacity(3).build();
+    let n = ns("n");
+    let mut sub = bus
+        .subscribe_with_capacity(EventFilter::namespace(n.clone()), 3)
+        .unwrap();
+    for v in 1..=3 {
+        bus.publish_now(&n, event("a", v, "T")).unwrap();
+    }
+    assert_eq!(sub.try_recv().unwrap().unwrap().event.version.get(), 1);
+    assert_eq!(sub.len(), 2);
+    bus.publish_now(&n, event("a", 4, "T")).unwrap();
+    assert_eq!(sub.len(), 3);
+    assert_eq!(bus.stats().dropped, 0);
+    for v in 5..=7 {
+        bus.publish_now(&n, event("a", v, "T")).unwrap();
+        assert_eq!(sub.len(), 3);
+    }
+    // Queue [2, 3, 4], then 5, 6, 7: 2, 3 and 4 dropped.
+    assert_eq!(bus.stats().dropped, 3);
+    let mut got = Vec::new();
+    while let Some(item) = sub.try_recv() {
+        got.push(match item {
+            Ok(e) => Ok(e.event.version.get()),
+            Err(BusError::Lagged { missed }) => Err(missed),
+            Err(e) => panic!("{e}"),
+        });
+    }
+    assert_eq!(got, [Err(3), Ok(5), Ok(6), Ok(7)]);
+    assert!(sub.is_empty());
+}
+
+/// A reader racing a publisher on another thread, with a queue small
+/// enough to overflow all the time: every event is either received once,
+/// in order, or counted in a lag reported right where it is missing, and
+/// the bus's dropped count is the sum of the lags.
+#[test]
+fn lags_stay_exact_while_a_reader_races_the_publisher() {
+    const EVENTS: u64 = 100_000;
+    let bus = LocalEventBus::builder().capacity(4).build();
+    let n = ns("race");
+    let mut sub = bus
+        .subscribe_with_capacity(EventFilter::namespace(n.clone()), 4)
+        .unwrap();
+    let publisher = {
+        let (bus, n) = (bus.clone(), n.clone());
+        std::thread::spawn(move || {
+            for v in 1..=EVENTS {
+                bus.publish_now(&n, event("a", v, "T")).unwrap();
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut last, mut received, mut missed_total, mut pending_gap) = (0u64, 0u64, 0u64, 0u64);
+    while last < EVENTS {
+        assert!(std::time::Instant::now() < deadline, "stuck at {last}");
+        assert!(sub.len() <= 4, "the queue grew past its capacity");
+        match sub.try_recv() {
+            None => std::thread::yield_now(),
+            Some(Err(BusError::Lagged { missed })) => {
+                // Another lag may follow before the next event, when more
+                // were dropped in between: the gap is their sum.
+                assert!(missed > 0);
+                pending_gap += missed;
+                missed_total += missed;
+            }
+            Some(Ok(e)) => {
+                let v = e.event.version.get();
+                assert_eq!(
+                    v,
+                    last + 1 + pending_gap,
+                    "a gap without a lag, or a wrong count"
+                );
+                pending_gap = 0;
+                last = v;
+                received += 1;
+            }
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+    publisher.join().unwrap();
+    assert!(sub.try_recv().is_none());
+    assert_eq!(received + missed_total, EVENTS);
+    let stats = bus.stats();
+    assert_eq!(stats.published, EVENTS);
+    assert_eq!(stats.delivered, EVENTS);
+    assert_eq!(stats.dropped, missed_total);
+}
+
 #[tokio::test]
 async fn a_subscriber_that_never_reads_never_blocks_publishers_and_stays_bounded() {
     let bus = LocalEventBus::builder().capacity(8).build();
