@@ -489,20 +489,32 @@ where
         }
         let mut table = self.table();
         let tick = self.shared.clock.fetch_add(1, Ordering::Relaxed);
-        if !table.slots.contains_key(id) {
-            let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
-            if self.shared.directory.placement(shard) != Placement::Local {
-                return Claim::NotHere;
+        {
+            let Table { slots, lru } = &mut *table;
+            lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
+            // One lookup of the id while the actor is active (the usual case).
+            if let Some(slot) = slots.get_mut(id) {
+                slot.last_used = tick;
+                lru.touch(id, tick);
+                return Self::claim_slot(slot, runtime);
             }
-            self.activate(&mut table, id, store_id, shard);
         }
+        let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
+        if self.shared.directory.placement(shard) != Placement::Local {
+            return Claim::NotHere;
+        }
+        self.activate(&mut table, id, store_id, shard);
         let Table { slots, lru } = &mut *table;
-        lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
         let Some(slot) = slots.get_mut(id) else {
             return Claim::Queue;
         };
         slot.last_used = tick;
         lru.touch(id, tick);
+        Self::claim_slot(slot, runtime)
+    }
+
+    /// The lock of `slot`'s incarnation, if a command may run in place now.
+    fn claim_slot(slot: &Slot<A>, runtime: tokio::runtime::Id) -> Claim<A> {
         // An empty mailbox has all its permits: none queued, none reserved.
         if slot.runtime != runtime
             || slot.tx.is_closed()
