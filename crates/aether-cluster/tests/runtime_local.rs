@@ -693,3 +693,100 @@ async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
     assert_eq!(system.waiting_for_placement(), 0);
     system.shutdown().await;
 }
+
+/// An idle actor runs a command in its caller's task; a command that has to
+/// wait for the store goes on by itself when its caller stops waiting, and
+/// the commands behind it run after it, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_caller_gives_up_still_finishes_before_the_next() {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("gives-up"));
+    c.ask(Cmd::Add(1)).await.expect("activate");
+    store.close();
+    // The caller stops waiting while the command waits for the store.
+    let dropped = tokio::time::timeout(Duration::from_millis(30), c.ask(Cmd::Add(2))).await;
+    assert!(dropped.is_err(), "the store is closed: no answer yet");
+    assert_eq!(store.entered.load(Ordering::SeqCst), 2);
+    // The next command waits behind it in the mailbox.
+    let next = tokio::spawn({
+        let c = c.clone();
+        async move { c.ask(Cmd::Add(4)).await }
+    });
+    wait_until(WAIT, "the next command is queued", async || c.queued() == 1).await;
+    store.open();
+    let next = next.await.expect("task").expect("next");
+    assert_eq!(
+        (next.version, next.state.total, next.retries),
+        (Version::new(3), 7, 0),
+        "the abandoned command finished first, on the cached state"
+    );
+    let amounts: Vec<u64> = inner
+        .get_events(&id("counter:gives-up"), Version::ZERO)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
+        .collect();
+    assert_eq!(amounts, vec![1, 2, 4]);
+    system.shutdown().await;
+}
+
+/// A caller on another runtime than the actor's never runs the command
+/// itself: it goes through the mailbox, to run on the actor's runtime.
+#[test]
+fn a_caller_on_another_runtime_goes_through_the_mailbox() {
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let (home, away) = (rt(), rt());
+    let store = Arc::new(InMemoryEventStore::new());
+    let system = home.block_on(async {
+        ActorSystem::builder(store.clone())
+            .register::<Counter>()
+            .build()
+            .expect("system")
+    });
+    let c = system.actor::<Counter>(id("home"));
+    // Activated on `home`: its task runs there.
+    home.block_on(c.ask(Cmd::Add(1))).expect("activate");
+    // While `home` is not running, an ask made on `away` waits in the
+    // mailbox instead of running on `away`.
+    #[expect(
+        clippy::async_yields_async,
+        reason = "the ask's task is awaited later, once home runs"
+    )]
+    let asked = away.block_on(async {
+        let asked = tokio::spawn({
+            let c = c.clone();
+            async move { c.ask(Cmd::Add(2)).await }
+        });
+        wait_until(WAIT, "the command is queued", async || c.queued() == 1).await;
+        asked
+    });
+    assert_eq!(
+        store.actor_count(),
+        1,
+        "nothing more was written while home stood still"
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let home_thread = std::thread::spawn(move || {
+        home.block_on(async {
+            let _ = stopped.await;
+        });
+    });
+    let out = away
+        .block_on(asked)
+        .expect("task")
+        .expect("run by the actor's task on home");
+    assert_eq!((out.version, out.state.total), (Version::new(2), 3));
+    let _ = stop.send(());
+    home_thread.join().expect("home");
+}

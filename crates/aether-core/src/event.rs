@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -56,7 +57,15 @@ impl EventId {
         name[..actor.len()].copy_from_slice(actor);
         name[actor.len()] = 0;
         name[actor.len() + 1..].copy_from_slice(&index.to_be_bytes());
-        EventId(Uuid::new_v5(&command.0, name))
+        // `Uuid::new_v5`, with a SHA-1 that uses the CPU's SHA instructions
+        // where it has them (the same digest, so the same id).
+        let mut sha = Sha1::new();
+        sha.update(command.0.as_bytes());
+        sha.update(name);
+        let digest: [u8; 20] = sha.finalize().into();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        EventId(uuid::Builder::from_sha1_bytes(bytes).into_uuid())
     }
 
     /// The underlying UUID.
@@ -204,7 +213,7 @@ impl Event {
         let data = encode_payload(event, event_type)?;
         Ok(Event {
             id,
-            event_type: event_type.into(),
+            event_type: shared_type_name(event_type),
             actor_id,
             version,
             schema_version: E::SCHEMA_VERSION,
@@ -330,6 +339,31 @@ pub fn encode_payload<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<By
         })
 }
 
+/// `name` as an `Arc<str>`, shared with earlier events of the same type on
+/// this thread instead of a new allocation per event (a few dozen type
+/// names are kept; beyond them each event gets its own).
+fn shared_type_name(name: &'static str) -> Arc<str> {
+    const KEPT: usize = 32;
+    thread_local! {
+        static NAMES: std::cell::RefCell<Vec<(&'static str, Arc<str>)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some((_, shared)) = names
+            .iter()
+            .find(|(n, _)| std::ptr::eq(n.as_ptr(), name.as_ptr()) && n.len() == name.len())
+        {
+            return shared.clone();
+        }
+        let shared: Arc<str> = name.into();
+        if names.len() < KEPT {
+            names.push((name, shared.clone()));
+        }
+        shared
+    })
+}
+
 /// Decodes a MessagePack payload written by [`encode_payload`].
 ///
 /// # Errors
@@ -437,6 +471,26 @@ mod tests {
             EventId::for_command(cmd, &a, 0),
             EventId::for_command(CommandId::new(), &a, 0)
         );
+    }
+
+    /// The derivation is `Uuid::new_v5` of the contract's name, bit for bit,
+    /// for names of every length around SHA-1's block boundaries.
+    #[test]
+    fn command_event_ids_are_uuid_v5_of_the_contract_name() {
+        for len in (1..=ActorId::MAX_LEN).filter(|n| n % 7 == 0 || (40..=80).contains(n)) {
+            let actor = ActorId::new("x".repeat(len)).unwrap();
+            let cmd = CommandId::new();
+            for index in [0, 1, 255, 65_536, u32::MAX] {
+                let mut name = actor.as_str().as_bytes().to_vec();
+                name.push(0);
+                name.extend_from_slice(&index.to_be_bytes());
+                assert_eq!(
+                    EventId::for_command(cmd, &actor, index).0,
+                    Uuid::new_v5(&cmd.0, &name),
+                    "actor id of {len} bytes, index {index}"
+                );
+            }
+        }
     }
 
     const PINNED: [&str; 3] = [

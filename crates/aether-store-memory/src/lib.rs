@@ -504,15 +504,13 @@ impl InMemoryEventStore {
         if self.policy == TrustPolicy::Strict {
             log.check_tip(&mut self.guard(actor, latest))?;
         }
-        let n = events.len();
-        let mut committed = Vec::with_capacity(n);
-        for e in events {
-            let foreign = log.push(actor, RawRecord::Event(e.clone()));
-            committed.push((actor, RawRecord::Event(e), foreign));
-        }
         // Still under the actor's lock: the batch joins the feed whole and
-        // in version order.
-        self.commit(committed);
+        // in version order (each record enters the actor's log, then the
+        // feed, all under the feed's lock).
+        self.commit(events.into_iter().map(|e| {
+            let foreign = log.push(actor, RawRecord::Event(e.clone()));
+            (actor, RawRecord::Event(e), foreign)
+        }));
         Ok(last)
     }
 

@@ -1,5 +1,7 @@
-//! One actor incarnation: its task, mailbox loop and the command path
-//! (window check → handle → append(expected = cached version) → apply).
+//! One actor incarnation: its state, its task (the mailbox loop), and the
+//! command path (window check → handle → append(expected = cached version)
+//! → apply), run by the task or, when the actor is idle, in place by the
+//! caller (see [`run_in_place`]).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use aether_core::{
     ActorId, Aggregate, Command, CommandWindow, EventStore, Version, command_events,
 };
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -30,71 +32,174 @@ enum Flow {
     Stop(StopReason),
 }
 
-struct Actor<A: Aggregate> {
+/// One incarnation of an actor: what its commands run on. It sits behind a
+/// [`Mutex`] that whoever runs a command holds (the incarnation's task for
+/// a queued command, a caller for a command run in place), so commands run
+/// one at a time.
+pub(crate) struct Actor<A: Aggregate> {
     host: Arc<KindHost<A>>,
     id: ActorId,
     store_id: ActorId,
+    incarnation: u64,
     loaded: Option<Loaded<A>>,
+    /// When the last command started.
+    pub(crate) last_used: Instant,
+    /// Set when a command ended the incarnation: nothing more runs on it.
+    pub(crate) stopped: Option<StopReason>,
 }
 
-/// The task of one incarnation of actor `id`.
+impl<A: Aggregate> Actor<A> {
+    pub(crate) fn new(
+        host: Arc<KindHost<A>>,
+        id: ActorId,
+        store_id: ActorId,
+        incarnation: u64,
+    ) -> Self {
+        Actor {
+            host,
+            id,
+            store_id,
+            incarnation,
+            loaded: None,
+            last_used: Instant::now(),
+            stopped: None,
+        }
+    }
+}
+
+/// Runs one command on an idle incarnation, in the caller's task, under
+/// the incarnation's lock (taken by the host only when the mailbox was
+/// empty and no command was running). A command that ends the incarnation
+/// (a panic in user code, a fence) marks it stopped and tells its task.
+pub(crate) async fn run_in_place<A>(
+    mut actor: OwnedMutexGuard<Actor<A>>,
+    command: Command<A::Command>,
+    deadline: Instant,
+    span: tracing::Span,
+) -> Answer<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    let now = Instant::now();
+    actor.last_used = now;
+    // Nothing waited in the mailbox.
+    actor.host.metrics.mailbox_depth.record(0.0);
+    let (answer, flow) = actor.process(command, deadline, span, now).await;
+    if let Flow::Stop(reason) = flow {
+        actor.stopped = Some(reason);
+        actor
+            .host
+            .stop_incarnation(&actor.id, actor.incarnation, reason);
+    }
+    answer
+}
+
+/// The task's ends of an incarnation's mailbox.
+pub(crate) struct Mailbox<A: Aggregate> {
+    pub(crate) rx: mpsc::Receiver<Envelope<A>>,
+    /// Woken after a command was queued.
+    pub(crate) wake: Arc<Notify>,
+    /// Tells the task to passivate, with the reason.
+    pub(crate) stop: oneshot::Receiver<StopReason>,
+}
+
+/// The task of one incarnation of actor `id`: it runs the commands queued
+/// in its mailbox, passivates when idle or told to stop, and hands what is
+/// still queued to the next incarnation.
 pub(crate) async fn run<A>(
     host: Arc<KindHost<A>>,
     id: ActorId,
     store_id: ActorId,
     incarnation: u64,
-    mut rx: mpsc::Receiver<Envelope<A>>,
-    mut stop: oneshot::Receiver<StopReason>,
+    actor: Arc<Mutex<Actor<A>>>,
+    mailbox: Mailbox<A>,
 ) where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    metrics::gauge!("aether_actors_active", "kind" => A::KIND).increment(1.0);
-    metrics::counter!("aether_actor_activations_total", "kind" => A::KIND).increment(1);
+    let Mailbox {
+        mut rx,
+        wake,
+        mut stop,
+    } = mailbox;
     let idle = host.shared.settings.idle_timeout;
-    let mut actor = Actor {
-        host: host.clone(),
-        id,
-        store_id,
-        loaded: None,
-    };
-    let mut last = Instant::now();
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
     let reason = loop {
         tokio::select! {
             biased;
             reason = &mut stop => break reason.unwrap_or("shutdown"),
-            env = rx.recv() => match env {
-                Some(env) => {
-                    last = Instant::now();
-                    host.metrics.mailbox_depth.record(rx.len() as f64);
-                    if let Flow::Stop(reason) = actor.process(env, last).await {
-                        break reason;
-                    }
+            () = wake.notified() => {
+                // Waits for a command run in place to finish first.
+                let mut guard = actor.lock().await;
+                if let Some(reason) = drain(&mut guard, &host, &mut rx, &mut stop).await {
+                    break reason;
                 }
-                None => break "shutdown",
-            },
-            () = &mut sleep => {
-                if last.elapsed() >= idle {
-                    break "idle";
-                }
-                sleep.as_mut().reset(last + idle);
             }
+            () = &mut sleep => match host.leave_if_idle(&id, incarnation, &actor, idle) {
+                None => break "idle",
+                Some(next) => sleep.as_mut().reset(next),
+            },
         }
     };
-    // Leave the table first, so no new command can reach this mailbox, then
-    // hand what is still queued to the next incarnation.
-    host.leave(&actor.id, incarnation);
+    // Leave the table first, so no new command can reach this incarnation,
+    // let a command still running in place finish, then hand what is still
+    // queued to the next incarnation.
+    host.leave(&id, incarnation);
+    let finished = actor.lock().await;
     rx.close();
     while let Ok(env) = rx.try_recv() {
-        host.reroute(&actor.id, &actor.store_id, env).await;
+        host.reroute(&id, &store_id, env).await;
     }
-    tracing::debug!(kind = A::KIND, actor = %actor.id, reason, "actor passivated");
+    drop(finished);
+    tracing::debug!(kind = A::KIND, actor = %id, reason, "actor passivated");
     metrics::counter!("aether_actor_passivations_total", "kind" => A::KIND, "reason" => reason)
         .increment(1);
     metrics::gauge!("aether_actors_active", "kind" => A::KIND).decrement(1.0);
     host.shared.task_ended();
+}
+
+/// Runs the queued commands one at a time, looking for a stop request
+/// between them; `Some(reason)` when the incarnation must end.
+async fn drain<A>(
+    actor: &mut Actor<A>,
+    host: &KindHost<A>,
+    rx: &mut mpsc::Receiver<Envelope<A>>,
+    stop: &mut oneshot::Receiver<StopReason>,
+) -> Option<StopReason>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    loop {
+        if let Some(reason) = actor.stopped {
+            return Some(reason);
+        }
+        match stop.try_recv() {
+            Ok(reason) => return Some(reason),
+            Err(oneshot::error::TryRecvError::Closed) => return Some("shutdown"),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let Ok(env) = rx.try_recv() else {
+            return None;
+        };
+        let now = Instant::now();
+        actor.last_used = now;
+        host.metrics.mailbox_depth.record(rx.len() as f64);
+        let Envelope {
+            command,
+            deadline,
+            reply,
+            span,
+        } = env;
+        let (answer, flow) = actor.process(command, deadline, span, now).await;
+        let _ = reply.send(answer);
+        if let Flow::Stop(reason) = flow {
+            actor.stopped = Some(reason);
+            return Some(reason);
+        }
+    }
 }
 
 impl<A> Actor<A>
@@ -102,18 +207,17 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    async fn process(&mut self, env: Envelope<A>, now: Instant) -> Flow {
-        let Envelope {
-            command,
-            deadline,
-            reply,
-            span: parent,
-        } = env;
+    async fn process(
+        &mut self,
+        command: Command<A::Command>,
+        deadline: Instant,
+        parent: tracing::Span,
+        now: Instant,
+    ) -> (Answer<A>, Flow) {
         if now >= deadline {
             // The caller has stopped waiting: do not run what it gave up on.
             self.host.metrics.expired.increment(1);
-            let _ = reply.send(Answer::Done(Err(AskError::Timeout)));
-            return Flow::Continue;
+            return (Answer::Done(Err(AskError::Timeout)), Flow::Continue);
         }
         let span = tracing::debug_span!(
             parent: &parent,
@@ -127,8 +231,7 @@ where
             Ok(Err(command)) => {
                 // Fenced after its shard left this node: nothing was written;
                 // the caller's router sends the command to the new owner.
-                let _ = reply.send(Answer::Bounced(command));
-                Flow::Stop("conflict")
+                (Answer::Bounced(command), Flow::Stop("conflict"))
             }
             Ok(Ok((result, flow))) => {
                 let m = &self.host.metrics;
@@ -139,15 +242,16 @@ where
                     Err(_) => &m.error,
                 }
                 .increment(1);
-                let _ = reply.send(Answer::Done(result));
-                flow
+                (Answer::Done(result), flow)
             }
             Err(_) => {
                 self.host.metrics.panicked.increment(1);
                 tracing::error!(kind = A::KIND, actor = %self.id, "user code panicked; stopping the actor");
                 self.loaded = None;
-                let _ = reply.send(Answer::Done(Err(AskError::ActorPanicked)));
-                Flow::Stop("panic")
+                (
+                    Answer::Done(Err(AskError::ActorPanicked)),
+                    Flow::Stop("panic"),
+                )
             }
         }
     }

@@ -4,15 +4,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use aether_core::{ActorId, Aggregate, Command, DynEventBus, DynStore, Repository};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::actor::{self, Actor, Mailbox};
 use super::directory::{Placement, ShardDirectory};
 use super::router::Nats;
-use super::{AskError, AskOutcome, actor};
+use super::{AskError, AskOutcome};
 use crate::hash::shard_of;
 use crate::types::ShardId;
 
@@ -194,11 +196,58 @@ pub(crate) enum Local<A: Aggregate> {
     NotHere(Command<A::Command>),
 }
 
+/// How a local command gets to its actor.
+enum Claim<A: Aggregate> {
+    /// Run it in place, under the incarnation's lock.
+    InPlace(OwnedMutexGuard<Actor<A>>),
+    /// Queue it in the mailbox.
+    Queue,
+    /// The shard is not local and no incarnation is active.
+    NotHere,
+}
+
+/// Runs a claimed command in the caller's task. If it has to wait (for the
+/// store), it goes on in a task of its own, so it finishes even if the
+/// caller stops waiting, and the caller waits until `deadline`; a command
+/// that completes at once needs neither a task nor a timer.
+async fn run_in_place<A>(
+    actor: OwnedMutexGuard<Actor<A>>,
+    command: Command<A::Command>,
+    deadline: Instant,
+    span: tracing::Span,
+) -> Local<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    let mut run = Box::pin(actor::run_in_place(actor, command, deadline, span));
+    let answer = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+        Poll::Ready(answer) => answer,
+        Poll::Pending => match tokio::time::timeout_at(deadline, tokio::spawn(run)).await {
+            Ok(Ok(answer)) => answer,
+            // User code's panics are caught inside; only a runtime shutting
+            // down cancels the task.
+            Ok(Err(_)) => return Local::Answer(Err(AskError::ActorPanicked)),
+            Err(_) => return Local::Answer(Err(AskError::Timeout)),
+        },
+    };
+    match answer {
+        Answer::Done(result) => Local::Answer(result),
+        Answer::Bounced(command) => Local::NotHere(command),
+    }
+}
+
 /// Why an actor stops, as a metric label.
 pub(crate) type StopReason = &'static str;
 
 struct Slot<A: Aggregate> {
     tx: mpsc::Sender<Envelope<A>>,
+    /// Wakes the incarnation's task after a command was queued.
+    wake: Arc<Notify>,
+    /// The incarnation's state; held by whoever runs a command.
+    actor: Arc<AsyncMutex<Actor<A>>>,
+    /// The runtime the incarnation's task runs on.
+    runtime: tokio::runtime::Id,
     incarnation: u64,
     shard: ShardId,
     task: tokio::task::JoinHandle<()>,
@@ -387,7 +436,10 @@ where
                 slot.last_used = tick;
                 lru.touch(id, tick);
                 match slot.tx.try_send(env) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        slot.wake.notify_one();
+                        return Ok(());
+                    }
                     Err(mpsc::error::TrySendError::Closed(back)) => {
                         // An incarnation that ended without leaving the
                         // table (it died): forget it and start another.
@@ -398,7 +450,7 @@ where
                     }
                     Err(mpsc::error::TrySendError::Full(back)) => {
                         env = back;
-                        slot.tx.clone()
+                        (slot.tx.clone(), slot.wake.clone())
                     }
                 }
             };
@@ -406,9 +458,11 @@ where
                 self.metrics.busy.increment(1);
                 return Err((AskError::Busy, env));
             }
+            let (full, wake) = full;
             match tokio::time::timeout_at(env.deadline, full.reserve()).await {
                 Ok(Ok(permit)) => {
                     permit.send(env);
+                    wake.notify_one();
                     return Ok(());
                 }
                 // Closed while we waited: the actor passivated; go again.
@@ -421,9 +475,64 @@ where
         }
     }
 
+    /// Takes the lock of the incarnation of `id` (activating it if needed)
+    /// for a command to run in place: only if the caller runs on the
+    /// incarnation's runtime, its mailbox is empty and no command is
+    /// running, so the command runs in the order a queued one would.
+    /// Anything else (`Queue`): the command goes through the mailbox.
+    fn claim(self: &Arc<Self>, id: &ActorId, store_id: &ActorId) -> Claim<A> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current().map(|h| h.id()) else {
+            return Claim::Queue;
+        };
+        if self.shared.is_closed() {
+            return Claim::Queue;
+        }
+        let mut table = self.table();
+        let tick = self.shared.clock.fetch_add(1, Ordering::Relaxed);
+        {
+            let Table { slots, lru } = &mut *table;
+            lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
+            // One lookup of the id while the actor is active (the usual case).
+            if let Some(slot) = slots.get_mut(id) {
+                slot.last_used = tick;
+                lru.touch(id, tick);
+                return Self::claim_slot(slot, runtime);
+            }
+        }
+        let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
+        if self.shared.directory.placement(shard) != Placement::Local {
+            return Claim::NotHere;
+        }
+        self.activate(&mut table, id, store_id, shard);
+        let Table { slots, lru } = &mut *table;
+        let Some(slot) = slots.get_mut(id) else {
+            return Claim::Queue;
+        };
+        slot.last_used = tick;
+        lru.touch(id, tick);
+        Self::claim_slot(slot, runtime)
+    }
+
+    /// The lock of `slot`'s incarnation, if a command may run in place now.
+    fn claim_slot(slot: &Slot<A>, runtime: tokio::runtime::Id) -> Claim<A> {
+        // An empty mailbox has all its permits: none queued, none reserved.
+        if slot.runtime != runtime
+            || slot.tx.is_closed()
+            || slot.tx.capacity() != slot.tx.max_capacity()
+        {
+            return Claim::Queue;
+        }
+        match slot.actor.clone().try_lock_owned() {
+            Ok(actor) if actor.stopped.is_none() => Claim::InPlace(actor),
+            _ => Claim::Queue,
+        }
+    }
+
     /// Runs `command` on the local incarnation of `id` and waits for its
     /// answer until `deadline`; hands the command back if the shard is not
-    /// local (any more) and no incarnation is active.
+    /// local (any more) and no incarnation is active. An idle incarnation
+    /// runs it in the caller's task (see [`claim`](Self::claim)); otherwise
+    /// it is queued in the mailbox.
     pub(crate) async fn ask_local(
         self: &Arc<Self>,
         id: &ActorId,
@@ -433,6 +542,11 @@ where
         wait: bool,
         span: tracing::Span,
     ) -> Local<A> {
+        match self.claim(id, store_id) {
+            Claim::InPlace(actor) => return run_in_place(actor, command, deadline, span).await,
+            Claim::NotHere => return Local::NotHere(command),
+            Claim::Queue => {}
+        }
         let (reply, rx) = oneshot::channel();
         let env = Envelope {
             command,
@@ -494,20 +608,38 @@ where
         lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
         let (tx, rx) = mpsc::channel(self.shared.settings.mailbox_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
+        let wake = Arc::new(Notify::new());
         let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+        let actor = Arc::new(AsyncMutex::new(Actor::new(
+            self.clone(),
+            id.clone(),
+            store_id.clone(),
+            incarnation,
+        )));
+        // Counted here, not in the task: a command run in place may come
+        // back before the task first runs.
+        metrics::gauge!("aether_actors_active", "kind" => A::KIND).increment(1.0);
+        metrics::counter!("aether_actor_activations_total", "kind" => A::KIND).increment(1);
         self.shared.task_started();
         let task = tokio::spawn(actor::run(
             self.clone(),
             id.clone(),
             store_id.clone(),
             incarnation,
-            rx,
-            stop_rx,
+            actor.clone(),
+            Mailbox {
+                rx,
+                wake: wake.clone(),
+                stop: stop_rx,
+            },
         ));
         slots.insert(
             id.clone(),
             Slot {
                 tx,
+                wake,
+                actor,
+                runtime: tokio::runtime::Handle::current().id(),
                 incarnation,
                 shard,
                 task,
@@ -528,6 +660,60 @@ where
     /// Whether `id` has an incarnation in the table.
     pub(crate) fn is_active(&self, id: &ActorId) -> bool {
         self.table().slots.contains_key(id)
+    }
+
+    /// Removes incarnation `incarnation` of `id` from the table if it has
+    /// been idle for `idle` (no command running or queued): `None`. Else
+    /// `Some(when)` to look again (also when someone else already took it
+    /// out of the table: it is told to stop with the reason).
+    pub(crate) fn leave_if_idle(
+        &self,
+        id: &ActorId,
+        incarnation: u64,
+        actor: &AsyncMutex<Actor<A>>,
+        idle: Duration,
+    ) -> Option<Instant> {
+        let mut table = self.table();
+        let now = Instant::now();
+        let Some(slot) = table.slots.get(id).filter(|s| s.incarnation == incarnation) else {
+            // Taken out of the table by whoever stops it (eviction, a moved
+            // shard, a command that ended it): its stop request is on the way.
+            return Some(now + idle);
+        };
+        // A command runs or is queued: not idle.
+        let Ok(state) = actor.try_lock() else {
+            return Some(now + idle);
+        };
+        if slot.tx.capacity() != slot.tx.max_capacity() {
+            return Some(now + idle);
+        }
+        let until = state.last_used + idle;
+        if until > now {
+            return Some(until);
+        }
+        // Under the table's lock with the incarnation's lock held: no
+        // command can be claimed in between.
+        table.slots.remove(id);
+        None
+    }
+
+    /// Ends incarnation `incarnation` of `id` after a command stopped it:
+    /// removes it from the table (if still there) and tells its task.
+    pub(crate) fn stop_incarnation(&self, id: &ActorId, incarnation: u64, reason: StopReason) {
+        let slot = {
+            let mut table = self.table();
+            if table
+                .slots
+                .get(id)
+                .is_none_or(|s| s.incarnation != incarnation)
+            {
+                return;
+            }
+            table.slots.remove(id)
+        };
+        if let Some(stop) = slot.and_then(|mut s| s.stop.take()) {
+            let _ = stop.send(reason);
+        }
     }
 
     /// Removes incarnation `incarnation` of `id` from the table, if it is

@@ -41,10 +41,16 @@
 //!
 //! # What a command does
 //!
-//! `ask` routes the command to the actor's mailbox (activating the actor if
-//! it is not active: the latest usable snapshot plus the later events,
-//! rebuilt by [`aether_core::Repository::load`]). The actor runs commands one
-//! at a time: the command-id window check (a repeated [`CommandId`] gets its
+//! `ask` routes the command to the actor (activating the actor if it is not
+//! active: the latest usable snapshot plus the later events, rebuilt by
+//! [`aether_core::Repository::load`]). When the actor is idle (its mailbox
+//! empty, no command running) and the caller runs on the actor's tokio
+//! runtime, the caller's task runs the command itself under the actor's
+//! lock, with no mailbox, reply channel or timer; a command that has to
+//! wait (for the store) then goes on in a task of its own, so it finishes
+//! even if its caller stops waiting. Otherwise the command is queued in the
+//! mailbox and the actor's task runs it. Either way the actor runs commands
+//! one at a time, in the order they were taken: the command-id window check (a repeated [`CommandId`] gets its
 //! original outcome, `duplicate: true`), [`Aggregate::handle`], one
 //! `append(expected = cached version)` of [`aether_core::command_events`],
 //! then [`Aggregate::apply`] on the cached state. There is no read on this
@@ -81,9 +87,9 @@
 //! activating one more would pass [`ActorSystemBuilder::max_active_actors`]
 //! (found in amortised O(1): the host keeps its actors in order of last
 //! use, not a scan of the table).
-//! A passivating actor first leaves the host's table, then closes its
-//! mailbox and sends every command still queued in it to the next
-//! incarnation: no command is lost.
+//! A passivating actor first leaves the host's table, lets a command still
+//! running in place finish, then closes its mailbox and sends every command
+//! still queued in it to the next incarnation: no command is lost.
 //!
 //! # Shards, routing and handoff
 //!
@@ -122,7 +128,8 @@
 //! # Panics in user code
 //!
 //! A panic in `handle`, `apply` or a serde impl of the aggregate stops that
-//! actor's incarnation (never the node); the caller gets
+//! actor's incarnation (never the node, nor the task of a caller that ran
+//! the command in place); the caller gets
 //! [`AskError::ActorPanicked`]. Commands queued behind it go to the next
 //! incarnation, which rehydrates from the store. A panic in `apply` happens
 //! after the append, so the command's events are stored.
@@ -133,7 +140,7 @@
 //! `aether_actor_passivations_total{kind, reason}` (`idle`, `lru`, `panic`,
 //! `conflict`, `moved`, `handoff`, `shutdown`),
 //! `aether_actor_mailbox_depth{kind}` (histogram, sampled when a command is
-//! taken), `aether_actor_ask_duration_seconds{kind, route}` (histogram,
+//! taken; 0 for one run in place), `aether_actor_ask_duration_seconds{kind, route}` (histogram,
 //! `route` = `local` or `remote`), `aether_actor_retries_total{kind, reason}`
 //! (`conflict`, `passivated`, `not_here`, `no_responders`, `timeout`,
 //! `transport`, `unavailable`), `aether_actor_busy_total{kind, reason}` (`mailbox`, `moving`),
