@@ -444,15 +444,11 @@ async fn a_full_mailbox_is_busy_and_a_busy_command_is_never_run() {
         second.await.expect("task").expect("second").version,
         Version::new(2)
     );
-    let log = inner
-        .get_events(&id("counter:slow"), Version::ZERO)
-        .await
-        .expect("read");
-    let amounts: Vec<u64> = log
-        .iter()
-        .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
-        .collect();
-    assert_eq!(amounts, vec![1, 2], "the busy commands were never run");
+    assert_eq!(
+        stored_amounts(&inner, "counter:slow").await,
+        vec![1, 2],
+        "the busy commands were never run"
+    );
     system.shutdown().await;
 }
 
@@ -725,14 +721,10 @@ async fn a_command_whose_caller_gives_up_still_finishes_before_the_next() {
         (Version::new(3), 7, 0),
         "the abandoned command finished first, on the cached state"
     );
-    let amounts: Vec<u64> = inner
-        .get_events(&id("counter:gives-up"), Version::ZERO)
-        .await
-        .expect("read")
-        .iter()
-        .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
-        .collect();
-    assert_eq!(amounts, vec![1, 2, 4]);
+    assert_eq!(
+        stored_amounts(&inner, "counter:gives-up").await,
+        vec![1, 2, 4]
+    );
     system.shutdown().await;
 }
 
@@ -789,4 +781,15 @@ fn a_caller_on_another_runtime_goes_through_the_mailbox() {
     assert_eq!((out.version, out.state.total), (Version::new(2), 3));
     let _ = stop.send(());
     home_thread.join().expect("home");
+}
+
+/// The amounts of the `Added` events stored for `actor`, raw from the store.
+async fn stored_amounts(store: &InMemoryEventStore, actor: &str) -> Vec<u64> {
+    store
+        .get_events(&id(actor), Version::ZERO)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
+        .collect()
 }
