@@ -906,14 +906,15 @@ impl Hub {
         event: &Arc<Event>,
         wakers: &mut Vec<Waker>,
     ) -> usize {
-        let mut done: Vec<&Arc<Group>> = Vec::new();
         let mut delivered = 0;
-        for slot in slots {
+        for (i, slot) in slots.iter().enumerate() {
             let group = &slot.group;
-            if done.iter().any(|g| Arc::ptr_eq(g, group)) {
+            // Each group once, at its first subscriber in `slots` (a scan
+            // rather than a set: no allocation per event, and the slots of
+            // one pattern are few groups, usually one).
+            if slots[..i].iter().any(|s| Arc::ptr_eq(&s.group, group)) {
                 continue;
             }
-            done.push(group);
             if group.passes(namespace, event, false) {
                 let tally = group.append(namespace, Arc::clone(event), false, wakers);
                 delivered += self.account(&group.metrics, tally);
