@@ -728,6 +728,44 @@ async fn a_command_whose_caller_gives_up_still_finishes_before_the_next() {
     system.shutdown().await;
 }
 
+/// A command run in place whose deadline passes while it waits for the
+/// store answers `Timeout` at the deadline, goes on by itself, and still
+/// runs before the command behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_its_deadline_answers_timeout_and_still_finishes_first() {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = ActorSystem::builder(store.clone())
+        .register::<Counter>()
+        .build()
+        .expect("system");
+    let c = system.actor::<Counter>(id("deadline"));
+    c.ask(Cmd::Add(1)).await.expect("activate");
+    store.close();
+    let late = c
+        .ask_within(Command::new(Cmd::Add(2)), Duration::from_millis(30))
+        .await;
+    assert!(matches!(late, Err(AskError::Timeout)), "{late:?}");
+    assert_eq!(store.entered.load(Ordering::SeqCst), 2);
+    let next = tokio::spawn({
+        let c = c.clone();
+        async move { c.ask(Cmd::Add(4)).await }
+    });
+    wait_until(WAIT, "the next command is queued", async || c.queued() == 1).await;
+    store.open();
+    let next = next.await.expect("task").expect("next");
+    assert_eq!(
+        (next.version, next.state.total),
+        (Version::new(3), 7),
+        "the command past its deadline finished first"
+    );
+    assert_eq!(
+        stored_amounts(&inner, "counter:deadline").await,
+        vec![1, 2, 4]
+    );
+    system.shutdown().await;
+}
+
 /// A caller on another runtime than the actor's never runs the command
 /// itself: it goes through the mailbox, to run on the actor's runtime.
 #[test]

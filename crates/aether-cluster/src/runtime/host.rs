@@ -2,9 +2,10 @@
 //! mailbox, activation, least-recently-used eviction and passivation.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aether_core::{ActorId, Aggregate, Command, DynEventBus, DynStore, Repository};
@@ -198,20 +199,24 @@ pub(crate) enum Local<A: Aggregate> {
 
 /// How a local command gets to its actor.
 enum Claim<A: Aggregate> {
-    /// Run it in place, under the incarnation's lock.
-    InPlace(OwnedMutexGuard<Actor<A>>),
+    /// Run it in place, under the incarnation's lock, on this runtime (the
+    /// incarnation's).
+    InPlace(OwnedMutexGuard<Actor<A>>, tokio::runtime::Handle),
     /// Queue it in the mailbox.
     Queue,
     /// The shard is not local and no incarnation is active.
     NotHere,
 }
 
-/// Runs a claimed command in the caller's task. If it has to wait (for the
-/// store), it goes on in a task of its own, so it finishes even if the
-/// caller stops waiting, and the caller waits until `deadline`; a command
-/// that completes at once needs neither a task nor a timer.
+/// Runs a claimed command in the caller's task, polled by the caller until
+/// it completes or `deadline` passes. A command that completes at once
+/// needs no timer; one that has to wait (for the store) is polled here too,
+/// and only if the caller stops waiting (its deadline passed, or its future
+/// was dropped) does the rest go on in a task of its own (see
+/// [`Unfinished`]), so a caller that gives up never cuts a command in half.
 async fn run_in_place<A>(
     actor: OwnedMutexGuard<Actor<A>>,
+    runtime: tokio::runtime::Handle,
     command: Command<A::Command>,
     deadline: Instant,
     span: tracing::Span,
@@ -220,20 +225,67 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    let mut run = Box::pin(actor::run_in_place(actor, command, deadline, span));
-    let answer = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+    let mut run = Unfinished {
+        run: Some(Box::pin(actor::run_in_place(
+            actor, command, deadline, span,
+        ))),
+        runtime,
+    };
+    let answer = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut run).poll(cx))).await {
         Poll::Ready(answer) => answer,
-        Poll::Pending => match tokio::time::timeout_at(deadline, tokio::spawn(run)).await {
-            Ok(Ok(answer)) => answer,
-            // User code's panics are caught inside; only a runtime shutting
-            // down cancels the task.
-            Ok(Err(_)) => return Local::Answer(Err(AskError::ActorPanicked)),
+        // On a time-out `run` is dropped here: the command goes on in a task.
+        Poll::Pending => match tokio::time::timeout_at(deadline, &mut run).await {
+            Ok(answer) => answer,
             Err(_) => return Local::Answer(Err(AskError::Timeout)),
         },
     };
     match answer {
         Answer::Done(result) => Local::Answer(result),
         Answer::Bounced(command) => Local::NotHere(command),
+    }
+}
+
+/// A command run in place, until it completes. Dropped before that (its
+/// caller stopped waiting), it hands the rest of the command to a task on
+/// the actor's runtime, which runs it to the end under the incarnation's
+/// lock: the commands behind it wait for it, as they would for a queued one.
+struct Unfinished<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    /// `None` once the command completed.
+    run: Option<Pin<Box<F>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<F: Future + Send + 'static> Future for Unfinished<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(run) = self.run.as_mut() else {
+            // Never polled after completing (`run_in_place` awaits it once).
+            return Poll::Pending;
+        };
+        let answer = std::task::ready!(run.as_mut().poll(cx));
+        self.run = None;
+        Poll::Ready(answer)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Unfinished<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            // The answer has no one to go to; the command runs to its end.
+            // (A runtime that is shutting down drops it, as it drops every
+            // task.)
+            drop(self.runtime.spawn(run));
+        }
     }
 }
 
@@ -481,7 +533,7 @@ where
     /// running, so the command runs in the order a queued one would.
     /// Anything else (`Queue`): the command goes through the mailbox.
     fn claim(self: &Arc<Self>, id: &ActorId, store_id: &ActorId) -> Claim<A> {
-        let Ok(runtime) = tokio::runtime::Handle::try_current().map(|h| h.id()) else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Claim::Queue;
         };
         if self.shared.is_closed() {
@@ -514,16 +566,16 @@ where
     }
 
     /// The lock of `slot`'s incarnation, if a command may run in place now.
-    fn claim_slot(slot: &Slot<A>, runtime: tokio::runtime::Id) -> Claim<A> {
+    fn claim_slot(slot: &Slot<A>, runtime: tokio::runtime::Handle) -> Claim<A> {
         // An empty mailbox has all its permits: none queued, none reserved.
-        if slot.runtime != runtime
+        if slot.runtime != runtime.id()
             || slot.tx.is_closed()
             || slot.tx.capacity() != slot.tx.max_capacity()
         {
             return Claim::Queue;
         }
         match slot.actor.clone().try_lock_owned() {
-            Ok(actor) if actor.stopped.is_none() => Claim::InPlace(actor),
+            Ok(actor) if actor.stopped.is_none() => Claim::InPlace(actor, runtime),
             _ => Claim::Queue,
         }
     }
@@ -543,7 +595,9 @@ where
         span: tracing::Span,
     ) -> Local<A> {
         match self.claim(id, store_id) {
-            Claim::InPlace(actor) => return run_in_place(actor, command, deadline, span).await,
+            Claim::InPlace(actor, runtime) => {
+                return run_in_place(actor, runtime, command, deadline, span).await;
+            }
             Claim::NotHere => return Local::NotHere(command),
             Claim::Queue => {}
         }
