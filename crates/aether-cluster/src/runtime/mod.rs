@@ -46,12 +46,14 @@
 //! [`aether_core::Repository::load`]). When the actor is idle (its mailbox
 //! empty, no command running) and the caller runs on the actor's tokio
 //! runtime, the caller's task runs the command itself under the actor's
-//! lock, with no mailbox, reply channel or timer; a command that has to
-//! wait (for the store) then goes on in a task of its own, so it finishes
-//! even if its caller stops waiting. Otherwise the command is queued in the
-//! mailbox and the actor's task runs it. Either way the actor runs commands
-//! one at a time, in the order they were taken: the command-id window check (a repeated [`CommandId`] gets its
-//! original outcome, `duplicate: true`), [`Aggregate::handle`], one
+//! lock, with no mailbox, reply channel or timer; if the caller stops
+//! waiting (its deadline passes or its future is dropped) before the
+//! command completes, the rest goes on in a task of its own, so it finishes
+//! anyway. Otherwise the command is queued in the mailbox and the actor's
+//! task runs it. Either way the actor runs commands one at a time, in the
+//! order they were taken: the command-id window check (a repeated
+//! [`CommandId`] gets its original outcome, `duplicate: true`),
+//! [`Aggregate::handle`], one
 //! `append(expected = cached version)` of [`aether_core::command_events`],
 //! then [`Aggregate::apply`] on the cached state. There is no read on this
 //! path. A `VersionConflict` means another writer exists: the actor reloads
