@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aether_cluster::runtime::{ActorSystem, AskError, SystemError, persistence_id};
+use aether_cluster::runtime::{
+    ActorSystem, ActorSystemBuilder, AskError, SystemError, persistence_id,
+};
 use aether_core::{
     ActorId, Command, CommandId, EventBus, EventFilter, EventStore, Repository, SnapshotStore,
     Version,
@@ -401,13 +403,7 @@ async fn a_panic_in_user_code_stops_the_incarnation_not_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_is_busy_and_a_busy_command_is_never_run() {
-    let inner = Arc::new(InMemoryEventStore::new());
-    let store = Arc::new(GatedStore::new(inner.clone()));
-    let system = ActorSystem::builder(store.clone())
-        .register::<Counter>()
-        .mailbox_capacity(1)
-        .build()
-        .expect("system");
+    let (inner, store, system) = gated_counter_system(|b| b.mailbox_capacity(1));
     let c = system.actor::<Counter>(id("slow"));
     store.close();
     let first = tokio::spawn({
@@ -454,12 +450,7 @@ async fn a_full_mailbox_is_busy_and_a_busy_command_is_never_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_whose_deadline_passed_in_the_mailbox_is_not_run() {
-    let inner = Arc::new(InMemoryEventStore::new());
-    let store = Arc::new(GatedStore::new(inner.clone()));
-    let system = ActorSystem::builder(store.clone())
-        .register::<Counter>()
-        .build()
-        .expect("system");
+    let (_, store, system) = gated_counter_system(|b| b);
     let c = system.actor::<Counter>(id("late"));
     store.close();
     let first = tokio::spawn({
@@ -559,13 +550,7 @@ async fn after_shutdown_asks_are_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
-    let inner = Arc::new(InMemoryEventStore::new());
-    let store = Arc::new(GatedStore::new(inner.clone()));
-    let system = ActorSystem::builder(store.clone())
-        .register::<Counter>()
-        .max_active_actors(1)
-        .build()
-        .expect("system");
+    let (inner, store, system) = gated_counter_system(|b| b.max_active_actors(1));
     let a = system.actor::<Counter>(id("a"));
     let b = system.actor::<Counter>(id("b"));
     store.close();
@@ -695,12 +680,7 @@ async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
 /// the commands behind it run after it, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_whose_caller_gives_up_still_finishes_before_the_next() {
-    let inner = Arc::new(InMemoryEventStore::new());
-    let store = Arc::new(GatedStore::new(inner.clone()));
-    let system = ActorSystem::builder(store.clone())
-        .register::<Counter>()
-        .build()
-        .expect("system");
+    let (inner, store, system) = gated_counter_system(|b| b);
     let c = system.actor::<Counter>(id("gives-up"));
     c.ask(Cmd::Add(1)).await.expect("activate");
     store.close();
@@ -733,12 +713,7 @@ async fn a_command_whose_caller_gives_up_still_finishes_before_the_next() {
 /// runs before the command behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_past_its_deadline_answers_timeout_and_still_finishes_first() {
-    let inner = Arc::new(InMemoryEventStore::new());
-    let store = Arc::new(GatedStore::new(inner.clone()));
-    let system = ActorSystem::builder(store.clone())
-        .register::<Counter>()
-        .build()
-        .expect("system");
+    let (inner, store, system) = gated_counter_system(|b| b);
     let c = system.actor::<Counter>(id("deadline"));
     c.ask(Cmd::Add(1)).await.expect("activate");
     store.close();
@@ -830,4 +805,17 @@ async fn stored_amounts(store: &InMemoryEventStore, actor: &str) -> Vec<u64> {
         .iter()
         .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
         .collect()
+}
+
+/// A system hosting `Counter` over a store whose appends the test holds
+/// back ([`GatedStore`]), with the memory store underneath for raw reads.
+fn gated_counter_system(
+    configure: impl FnOnce(ActorSystemBuilder) -> ActorSystemBuilder,
+) -> (Arc<InMemoryEventStore>, Arc<GatedStore>, ActorSystem) {
+    let inner = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(GatedStore::new(inner.clone()));
+    let system = configure(ActorSystem::builder(store.clone()).register::<Counter>())
+        .build()
+        .expect("system");
+    (inner, store, system)
 }
