@@ -406,6 +406,10 @@ fn main() {
     let server = rt.block_on(NatsServer::builder().jetstream(false).start());
     let mut setup = rt.block_on(nats_setup(&server.url()));
     nats_benches(&mut c, &rt, &mut setup);
+    if std::env::args().any(|a| a == "--profile-time") {
+        // Profiling one bench (`--bench NAME --profile-time SECS`): nothing else.
+        return;
+    }
     if std::env::args().any(|a| a == "--bench") {
         latency_report(&rt, &mut setup);
     }
