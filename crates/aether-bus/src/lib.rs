@@ -138,6 +138,8 @@ mod local;
 #[cfg(feature = "nats")]
 mod nats;
 mod store;
+#[cfg(feature = "nats")]
+mod wire;
 
 #[doc(no_inline)]
 pub use aether_core::{BusError, BusEvent, EventBus, EventFilter, NamespacePattern};

@@ -61,20 +61,29 @@
 //! namespace part must equal the subject form of the envelope's namespace.
 //! While messages keep carrying the same namespace the validated
 //! [`Namespace`] of the previous one and its subject form are reused, so the
-//! check is one string comparison.
+//! check is one string comparison; likewise the previous event type and actor
+//! id are reused while they repeat.
+//!
+//! # Publishing
+//!
+//! The envelope is written in one buffer sized once, handed to the client
+//! without a copy. The subject of each namespace and event type is built
+//! once and kept (a `Subject` shares its bytes, so a publish clones a
+//! pointer), up to 4096 namespaces of 64 types each; past that, subjects are
+//! built per publish.
 //!
 //! # Wire format
 //!
 //! ```text
-//! "AEB1" (4 bytes) | origin node id (16 bytes, UUID) | MessagePack map { namespace, event }
+//! "AEB1" (4 bytes) | origin node id (16 bytes, UUID) | MessagePack body
 //! ```
 //!
-//! The MessagePack part is `rmp_serde::to_vec_named` of the namespace and the
-//! [`Event`] envelope (named fields, readable from other languages). No NATS
-//! headers: the origin is read from a fixed offset, so a node recognises and
-//! drops its own echo without decoding anything.
+//! No NATS headers: the origin is read from a fixed offset, so a node
+//! recognises and drops its own echo without decoding anything. The body is a
+//! positional MessagePack array that starts with its format version (2);
+//! bodies of earlier releases, a MessagePack map `{namespace, event}` with
+//! named fields, are still decoded. See `wire.rs` for the layout.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, TryLockError, Weak};
@@ -82,17 +91,16 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use aether_core::name::encode_token;
-use aether_core::{
-    BusError, CodecError, Event, EventBus, EventFilter, Namespace, NamespacePattern,
-};
+use aether_core::{BusError, Event, EventBus, EventFilter, Namespace, NamespacePattern};
+use async_nats::Subject;
 use futures::StreamExt;
 use metrics::Counter;
-use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
 use crate::hub::{
     BusStats, DEFAULT_CAPACITY, Detach, Hub, Pump, Slot, Subscription, lock, read, write,
 };
+use crate::wire::{self, HEADER_LEN, MAGIC};
 
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "aether";
@@ -113,8 +121,9 @@ const MAX_BATCH: usize = 256;
 /// How often the background task runs the pump of a NATS subscription.
 const PUMP_INTERVAL: Duration = Duration::from_millis(5);
 
-const MAGIC: &[u8; 4] = b"AEB1";
-const HEADER_LEN: usize = MAGIC.len() + 16;
+/// Namespaces whose subjects are kept, and event types per namespace.
+const SUBJECT_CACHE_NAMESPACES: usize = 4096;
+const SUBJECT_CACHE_TYPES: usize = 64;
 
 /// A subject prefix that NATS subjects cannot carry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,6 +217,7 @@ impl NatsEventBusBuilder {
                     subject_root: format!("{}.{BUS_TOKEN}", self.prefix),
                     prefix: self.prefix,
                     decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
+                    subjects: RwLock::new(HashMap::new()),
                 }),
                 client: self.client,
                 groups: Mutex::new(HashMap::new()),
@@ -292,7 +302,12 @@ struct Core {
     /// `<prefix>._bus`
     subject_root: String,
     decode_errors: Counter,
+    /// Subjects by namespace and event type (see the module docs).
+    subjects: RwLock<HashMap<Namespace, TypeSubjects>>,
 }
+
+/// The subjects of one namespace, by event type.
+type TypeSubjects = Vec<(Arc<str>, Subject)>;
 
 type Slots = Arc<RwLock<Arc<Vec<Arc<Slot>>>>>;
 
@@ -584,6 +599,29 @@ impl Core {
         subject
     }
 
+    /// [`event_subject`](Self::event_subject), built once per namespace and
+    /// type and kept.
+    fn cached_subject(&self, namespace: &Namespace, event_type: &Arc<str>) -> Subject {
+        let find = |types: &TypeSubjects| {
+            types
+                .iter()
+                .find(|(t, _)| Arc::ptr_eq(t, event_type) || **t == **event_type)
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(subject) = read(&self.subjects).get(namespace.as_str()).and_then(find) {
+            return subject;
+        }
+        let subject = Subject::from(self.event_subject(namespace, event_type));
+        let mut subjects = write(&self.subjects);
+        if subjects.len() < SUBJECT_CACHE_NAMESPACES || subjects.contains_key(namespace.as_str()) {
+            let types = subjects.entry(namespace.clone()).or_default();
+            if types.len() < SUBJECT_CACHE_TYPES && find(types).is_none() {
+                types.push((Arc::clone(event_type), subject.clone()));
+            }
+        }
+        subject
+    }
+
     fn pattern_subject(&self, pattern: &NamespacePattern) -> Option<String> {
         let (namespace, tail) = match pattern {
             NamespacePattern::Exact(ns) => (ns, ".*"),
@@ -604,23 +642,10 @@ impl Core {
         rest.rsplit_once('.').map(|(ns, _type)| ns)
     }
 
-    fn encode(&self, namespace: &Namespace, event: &Event) -> Result<Vec<u8>, CodecError> {
-        let mut buf = Vec::with_capacity(HEADER_LEN + 64 + event.approx_size());
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(self.node_id.as_bytes());
-        rmp_serde::encode::write_named(&mut buf, &WireRef { namespace, event }).map_err(
-            |source| CodecError::Encode {
-                what: format!("bus envelope of {} event {}", event.event_type, event.id),
-                source,
-            },
-        )?;
-        Ok(buf)
-    }
-
     /// Decodes `message` and queues it for the subscribers in `slots`; the
     /// wakers of subscribers to wake are pushed to `batch.wakers`.
     fn handle(&self, slots: &[Arc<Slot>], message: &async_nats::Message, batch: &mut Batch) {
-        match self.decode(message, &mut batch.last) {
+        match self.decode(&message.subject, &message.payload, batch) {
             Ok(Some((namespace, event))) => {
                 self.hub
                     .deliver_to(slots, &namespace, &Arc::new(event), &mut batch.wakers);
@@ -643,15 +668,16 @@ impl Core {
     }
 
     /// The namespace and event of a bus message; `None` for this node's own
-    /// echo. `last` is the namespace of the previous valid message, reused
-    /// (without validating or allocating again) while messages carry the same
-    /// namespace on the same subject namespace part.
+    /// echo. The namespace, event type and actor id of the previous valid
+    /// message (in `batch`) are reused, without validating or allocating
+    /// again, while messages repeat them (the namespace only on the same
+    /// subject namespace part).
     fn decode(
         &self,
-        message: &async_nats::Message,
-        last: &mut Option<(Namespace, String)>,
+        subject: &str,
+        payload: &bytes::Bytes,
+        batch: &mut Batch,
     ) -> Result<Option<(Namespace, Event)>, String> {
-        let payload = &message.payload;
         let Some(header) = payload.get(..HEADER_LEN).filter(|h| h.starts_with(MAGIC)) else {
             return Err("not a bus envelope (bad magic or too short)".to_owned());
         };
@@ -662,31 +688,57 @@ impl Core {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(None);
         }
-        let wire = rmp_serde::from_slice::<Wire<'_>>(&payload[HEADER_LEN..])
-            .map_err(|e| format!("bad envelope: {e}"))?;
+        let wire = wire::decode_body(&payload[HEADER_LEN..])?;
         let mismatch = || {
             format!(
                 "envelope namespace {:?} does not match the subject",
                 wire.namespace
             )
         };
-        let part = self.namespace_part(&message.subject).ok_or_else(mismatch)?;
+        let part = self.namespace_part(subject).ok_or_else(mismatch)?;
         // The subject part is compared on every message: the cached namespace
         // and its subject form only save their validation and encoding.
-        if let Some((ns, form)) = last.as_ref()
-            && ns.as_str() == wire.namespace
-            && form == part
-        {
-            return Ok(Some((ns.clone(), wire.event.into_event(payload))));
-        }
-        let namespace =
-            Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
-        let form = subject_form(namespace.as_str());
-        if form != part {
-            return Err(mismatch());
-        }
-        *last = Some((namespace.clone(), form));
-        Ok(Some((namespace, wire.event.into_event(payload))))
+        let namespace = match &batch.last {
+            Some((ns, form)) if ns.as_str() == wire.namespace && form == part => ns.clone(),
+            _ => {
+                let namespace =
+                    Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
+                let form = subject_form(namespace.as_str());
+                if form != part {
+                    return Err(mismatch());
+                }
+                batch.last = Some((namespace.clone(), form));
+                namespace
+            }
+        };
+        let actor_id = match &batch.last_actor {
+            Some(actor) if actor.as_str() == wire.actor_id => actor.clone(),
+            _ => {
+                let actor = aether_core::ActorId::new(&*wire.actor_id)
+                    .map_err(|e| format!("bad envelope: {e}"))?;
+                batch.last_actor = Some(actor.clone());
+                actor
+            }
+        };
+        let event_type = match &batch.last_type {
+            Some(t) if **t == *wire.event_type => Arc::clone(t),
+            _ => {
+                let t: Arc<str> = Arc::from(wire.event_type);
+                batch.last_type = Some(Arc::clone(&t));
+                t
+            }
+        };
+        let event = Event {
+            id: wire.id,
+            event_type,
+            actor_id,
+            version: wire.version,
+            schema_version: wire.schema_version,
+            timestamp: wire.timestamp,
+            metadata: wire.metadata,
+            data: payload.slice_ref(wire.data),
+        };
+        Ok(Some((namespace, event)))
     }
 }
 
@@ -708,9 +760,11 @@ fn subject_form(namespace: &str) -> String {
 /// State of the pump across one batch of messages.
 #[derive(Default)]
 struct Batch {
-    /// The namespace of the last valid message and its subject form (see
-    /// [`Core::decode`]).
+    /// The namespace of the last valid message and its subject form, its
+    /// actor id and its event type (see [`Core::decode`]).
     last: Option<(Namespace, String)>,
+    last_actor: Option<aether_core::ActorId>,
+    last_type: Option<Arc<str>>,
     /// Subscribers to wake once the batch is queued.
     wakers: Vec<Waker>,
 }
@@ -842,55 +896,6 @@ async fn keep_pumping(pump: Weak<NatsPump>, subject: String) {
     tracing::debug!(%subject, "bus pump stopped");
 }
 
-#[derive(Serialize)]
-struct WireRef<'a> {
-    namespace: &'a Namespace,
-    event: &'a Event,
-}
-
-#[derive(Deserialize)]
-struct Wire<'a> {
-    /// Validated only when it differs from the previous message's.
-    #[serde(borrow)]
-    namespace: Cow<'a, str>,
-    #[serde(borrow)]
-    event: EventIn<'a>,
-}
-
-/// [`Event`]'s serde form, read with the payload borrowed from the message
-/// (the event then shares the message's buffer instead of copying it).
-#[derive(Deserialize)]
-struct EventIn<'a> {
-    id: aether_core::EventId,
-    #[serde(borrow)]
-    event_type: Cow<'a, str>,
-    actor_id: aether_core::ActorId,
-    version: aether_core::Version,
-    schema_version: u32,
-    #[serde(with = "time::serde::rfc3339")]
-    timestamp: time::OffsetDateTime,
-    #[serde(default)]
-    metadata: aether_core::Metadata,
-    #[serde(borrow)]
-    data: &'a [u8],
-}
-
-impl EventIn<'_> {
-    /// The event, its payload a slice of `payload` (which `data` borrows).
-    fn into_event(self, payload: &bytes::Bytes) -> Event {
-        Event {
-            id: self.id,
-            event_type: Arc::from(self.event_type),
-            actor_id: self.actor_id,
-            version: self.version,
-            schema_version: self.schema_version,
-            timestamp: self.timestamp,
-            metadata: self.metadata,
-            data: payload.slice_ref(self.data),
-        }
-    }
-}
-
 fn map_publish_error(error: async_nats::PublishError, size: usize, max: usize) -> BusError {
     match error.kind() {
         async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
@@ -921,7 +926,7 @@ impl EventBus for NatsEventBus {
         if core.hub.is_closed() {
             return Err(BusError::Closed);
         }
-        let payload = core.encode(namespace, &event)?;
+        let payload = wire::encode(&core.node_id, namespace, &event)?;
         let max = self.inner.client.max_payload();
         if max > 0 && payload.len() > max {
             return Err(BusError::TooLarge {
@@ -930,7 +935,7 @@ impl EventBus for NatsEventBus {
             });
         }
         let size = payload.len();
-        let subject = core.event_subject(namespace, &event.event_type);
+        let subject = core.cached_subject(namespace, &event.event_type);
         self.inner
             .client
             .publish(subject, payload.into())
@@ -970,4 +975,3 @@ mod tests {
         }
     }
 }
-

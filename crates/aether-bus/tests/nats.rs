@@ -500,6 +500,95 @@ async fn garbage_and_forged_messages_are_counted_and_dropped() {
     assert_eq!(receiver.stats().decode_errors, expected_errors);
 }
 
+/// The envelope body of earlier releases: a MessagePack map with named keys.
+#[derive(serde::Serialize)]
+struct PreviousWire<'a> {
+    namespace: &'a aether_core::Namespace,
+    event: &'a Event,
+}
+
+#[tokio::test]
+async fn envelopes_of_the_previous_format_are_still_received() {
+    let server = NatsServer::start().await;
+    let prefix = unique_name("old");
+    let publisher = node(&server, &prefix).await;
+    let receiver = node(&server, &prefix).await;
+    let raw = connect(&server.url()).await;
+    let n = ns("acme.orders");
+    let got = Collected::subscribe(&receiver, EventFilter::namespace(n.clone())).await;
+
+    let mut sent = Vec::new();
+    for (i, actor) in ["order-1", "order-1", "order-2"].into_iter().enumerate() {
+        let mut event = event(
+            actor,
+            i as u64 + 1,
+            if i == 2 { "Shipped" } else { "Placed" },
+        );
+        event.data = vec![0x93, 1, 2, i as u8].into();
+        if i == 1 {
+            event.metadata.correlation_id = Some("corr".into());
+            event.metadata.custom.insert("tenant".into(), "t1".into());
+        }
+        // Written exactly as the previous release did.
+        let mut payload = b"AEB1".to_vec();
+        payload.extend_from_slice(uuid_bytes(i as u8));
+        payload.extend(
+            rmp_serde::to_vec_named(&PreviousWire {
+                namespace: &n,
+                event: &event,
+            })
+            .unwrap(),
+        );
+        raw.publish(publisher.subject_for(&n, &event.event_type), payload.into())
+            .await
+            .unwrap();
+        sent.push(event);
+    }
+    // A current one after them (from another connection: once the server
+    // has processed the raw ones).
+    round_trip(&raw).await;
+    let current = event("order-3", 1, "Placed");
+    publisher.publish(&n, current.clone()).await.unwrap();
+    sent.push(current);
+
+    wait_until(DEADLINE, "every event arrives", async || {
+        got.len() >= sent.len()
+    })
+    .await;
+    let events = got.events();
+    assert_eq!(events.len(), sent.len(), "{:?}", got.errors());
+    for (got, want) in events.iter().zip(&sent) {
+        assert_eq!(got.namespace, n);
+        let e = &*got.event;
+        assert_eq!(
+            (
+                &e.id,
+                &*e.event_type,
+                &e.actor_id,
+                e.version,
+                e.schema_version
+            ),
+            (
+                &want.id,
+                &*want.event_type,
+                &want.actor_id,
+                want.version,
+                want.schema_version
+            )
+        );
+        assert_eq!(e.timestamp, want.timestamp);
+        assert_eq!(e.metadata, want.metadata);
+        assert_eq!(e.data, want.data);
+    }
+    assert_eq!(receiver.stats().decode_errors, 0);
+}
+
+/// A node id that is neither the publisher's nor the receiver's.
+fn uuid_bytes(n: u8) -> &'static [u8] {
+    const IDS: [[u8; 16]; 3] = [[0x11; 16], [0x22; 16], [0x33; 16]];
+    &IDS[n as usize]
+}
+
 #[tokio::test]
 async fn subscribers_keep_working_across_a_server_restart() {
     let server = NatsServer::builder().jetstream(false).start().await;

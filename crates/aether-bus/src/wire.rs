@@ -1,0 +1,347 @@
+//! The bus envelope on the wire (feature `nats`).
+//!
+//! ```text
+//! "AEB1" (4 bytes) | origin node id (16 bytes, UUID) | MessagePack body
+//! ```
+//!
+//! The origin is read from a fixed offset, so a node recognises and drops its
+//! own echo without decoding anything. The body is written as a positional
+//! MessagePack **array** whose first element is the format version:
+//!
+//! ```text
+//! [2, namespace: str, id: bin(16), event_type: str, actor_id: str,
+//!  version: uint, schema_version: uint, unix_seconds: int, nanosecond: uint,
+//!  utc_offset_seconds: int, data: bin, metadata: nil | map]
+//! ```
+//!
+//! `metadata` is `nil` when empty, otherwise [`Metadata`]'s MessagePack map
+//! with named fields (absent ones left out). A version other than 2 is
+//! refused (counted as a bad message), so a later format can be told apart.
+//!
+//! Nodes of earlier releases wrote the body as a MessagePack **map**
+//! `{namespace, event}` (`rmp_serde::to_vec_named` of the namespace and the
+//! [`aether_core::Event`] envelope, RFC 3339 timestamp); it is still decoded:
+//! the first byte of the body (a map or an array marker) says which it is.
+
+use std::borrow::Cow;
+
+use aether_core::{CodecError, Event, EventId, Metadata, Namespace, Version};
+use serde::Deserialize;
+use time::{OffsetDateTime, UtcOffset};
+
+pub(crate) const MAGIC: &[u8; 4] = b"AEB1";
+pub(crate) const HEADER_LEN: usize = MAGIC.len() + 16;
+
+/// The version written as the body's first element.
+const VERSION: u64 = 2;
+/// Elements of a version-2 body.
+const FIELDS: u32 = 12;
+/// MessagePack `nil`.
+const NIL: u8 = 0xc0;
+
+/// Encodes `event` published in `namespace` by node `origin`: header and
+/// body in one buffer sized once.
+pub(crate) fn encode(
+    origin: &uuid::Uuid,
+    namespace: &Namespace,
+    event: &Event,
+) -> Result<Vec<u8>, CodecError> {
+    let ns = namespace.as_str();
+    let event_type: &str = &event.event_type;
+    let actor = event.actor_id.as_str();
+    // Each element's marker and length take at most 9 bytes.
+    let size = HEADER_LEN
+        + 1
+        + 12 * 9
+        + ns.len()
+        + 16
+        + event_type.len()
+        + actor.len()
+        + event.data.len()
+        + if event.metadata.is_empty() { 0 } else { 64 };
+    let mut buf = Vec::with_capacity(size);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(origin.as_bytes());
+    write_body(&mut buf, ns, event).map_err(|source| CodecError::Encode {
+        what: format!("bus envelope of {} event {}", event.event_type, event.id),
+        source,
+    })?;
+    Ok(buf)
+}
+
+fn write_body(buf: &mut Vec<u8>, ns: &str, event: &Event) -> Result<(), rmp_serde::encode::Error> {
+    use rmp::encode::{write_array_len, write_bin, write_sint, write_str, write_uint};
+    let ts = event.timestamp;
+    write_array_len(buf, FIELDS)?;
+    write_uint(buf, VERSION)?;
+    write_str(buf, ns)?;
+    write_bin(buf, event.id.as_uuid().as_bytes())?;
+    write_str(buf, &event.event_type)?;
+    write_str(buf, event.actor_id.as_str())?;
+    write_uint(buf, event.version.get())?;
+    write_uint(buf, u64::from(event.schema_version))?;
+    write_sint(buf, ts.unix_timestamp())?;
+    write_uint(buf, u64::from(ts.nanosecond()))?;
+    write_sint(buf, i64::from(ts.offset().whole_seconds()))?;
+    write_bin(buf, &event.data)?;
+    if event.metadata.is_empty() {
+        buf.push(NIL);
+    } else {
+        rmp_serde::encode::write_named(buf, &event.metadata)?;
+    }
+    Ok(())
+}
+
+/// A decoded envelope whose strings and payload borrow the message.
+/// Nothing in it is validated yet but its MessagePack shape.
+pub(crate) struct WireEvent<'a> {
+    pub(crate) namespace: Cow<'a, str>,
+    pub(crate) id: EventId,
+    pub(crate) event_type: Cow<'a, str>,
+    pub(crate) actor_id: Cow<'a, str>,
+    pub(crate) version: Version,
+    pub(crate) schema_version: u32,
+    pub(crate) timestamp: OffsetDateTime,
+    pub(crate) metadata: Metadata,
+    pub(crate) data: &'a [u8],
+}
+
+/// Decodes a body (what follows the header), in either format.
+pub(crate) fn decode_body(body: &[u8]) -> Result<WireEvent<'_>, String> {
+    match body.first() {
+        // fixmap, map 16, map 32: the format of earlier releases.
+        Some(0x80..=0x8f | 0xde | 0xdf) => decode_named(body),
+        _ => decode_positional(body).map_err(|e| format!("bad envelope: {e}")),
+    }
+}
+
+fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
+    let wire =
+        rmp_serde::from_slice::<Named<'_>>(body).map_err(|e| format!("bad envelope: {e}"))?;
+    let e = wire.event;
+    Ok(WireEvent {
+        namespace: wire.namespace,
+        id: e.id,
+        event_type: e.event_type,
+        actor_id: e.actor_id,
+        version: e.version,
+        schema_version: e.schema_version,
+        timestamp: e.timestamp,
+        metadata: e.metadata,
+        data: e.data,
+    })
+}
+
+fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
+    use rmp::decode::{read_array_len, read_int};
+    let rd = &mut &*body;
+    let fields = read_array_len(rd).map_err(|e| e.to_string())?;
+    let version: u64 = read_int(rd).map_err(|e| e.to_string())?;
+    if version != VERSION {
+        return Err(format!("unknown envelope format version {version}").into());
+    }
+    if fields != FIELDS {
+        return Err(format!("{fields} envelope fields, expected {FIELDS}").into());
+    }
+    let namespace = read_str(rd)?;
+    let id = uuid::Uuid::from_slice(read_bin(rd)?).map_err(|_| "an event id is 16 bytes")?;
+    let event_type = read_str(rd)?;
+    let actor_id = read_str(rd)?;
+    let event_version: u64 = read_int(rd).map_err(|e| e.to_string())?;
+    let schema_version: u32 = read_int(rd).map_err(|e| e.to_string())?;
+    let seconds: i64 = read_int(rd).map_err(|e| e.to_string())?;
+    let nanosecond: u32 = read_int(rd).map_err(|e| e.to_string())?;
+    let offset: i32 = read_int(rd).map_err(|e| e.to_string())?;
+    let timestamp = OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(nanosecond).ok())
+        .and_then(|t| t.checked_to_offset(UtcOffset::from_whole_seconds(offset).ok()?))
+        .ok_or("timestamp out of range")?;
+    let data = read_bin(rd)?;
+    let metadata = if rd.first() == Some(&NIL) {
+        *rd = &rd[1..];
+        Metadata::default()
+    } else {
+        rmp_serde::decode::from_read(&mut *rd).map_err(|e| format!("metadata: {e}"))?
+    };
+    if !rd.is_empty() {
+        return Err("bytes after the envelope".into());
+    }
+    Ok(WireEvent {
+        namespace: Cow::Borrowed(namespace),
+        id: EventId(id),
+        event_type: Cow::Borrowed(event_type),
+        actor_id: Cow::Borrowed(actor_id),
+        version: Version::new(event_version),
+        schema_version,
+        timestamp,
+        metadata,
+        data,
+    })
+}
+
+/// The next `len` bytes of `rd`.
+fn take<'a>(rd: &mut &'a [u8], len: u32) -> Result<&'a [u8], &'static str> {
+    let (head, rest) = rd
+        .split_at_checked(len as usize)
+        .ok_or("truncated envelope")?;
+    *rd = rest;
+    Ok(head)
+}
+
+fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a str, Cow<'static, str>> {
+    let len = rmp::decode::read_str_len(rd).map_err(|e| e.to_string())?;
+    std::str::from_utf8(take(rd, len)?).map_err(|_| "a string is not UTF-8".into())
+}
+
+fn read_bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
+    let len = rmp::decode::read_bin_len(rd).map_err(|e| e.to_string())?;
+    Ok(take(rd, len)?)
+}
+
+/// The body of earlier releases.
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    event: NamedEvent<'a>,
+}
+
+/// [`Event`]'s serde form, read with strings and payload borrowed from the
+/// message.
+#[derive(Deserialize)]
+struct NamedEvent<'a> {
+    id: EventId,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    actor_id: Cow<'a, str>,
+    version: Version,
+    schema_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    timestamp: OffsetDateTime,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aether_core::ActorId;
+
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The event the fixture below was written from.
+    fn fixture_event() -> Event {
+        let metadata = Metadata {
+            correlation_id: Some("corr-7".into()),
+            causation_id: Some("cause-9".into()),
+            custom: [("tenant".to_owned(), "t1".to_owned())].into(),
+        };
+        Event {
+            id: EventId("0190f3a2-7b1c-7d4e-8f00-112233445566".parse().unwrap()),
+            event_type: Arc::from("OrderPlaced"),
+            actor_id: ActorId::new("order-1").unwrap(),
+            version: Version::new(3),
+            schema_version: 2,
+            timestamp: OffsetDateTime::from_unix_timestamp_nanos(1_767_225_600_123_456_789)
+                .unwrap()
+                .to_offset(UtcOffset::from_hms(2, 0, 0).unwrap()),
+            metadata,
+            data: bytes::Bytes::from_static(&[0x93, 1, 2, 3]),
+        }
+    }
+
+    /// `fixture_event` in `acme.orders` from node `ab…ab`, exactly as the
+    /// previous release wrote it (`rmp_serde::to_vec_named` of
+    /// `{namespace, event}`).
+    const OLD_FORMAT: &str = "41454231abababababababababababababababab82a96e616d657370616365ab61636d652e6f7264657273a56576656e7488a26964c4100190f3a27b1c7d4e8f00112233445566aa6576656e745f74797065ab4f72646572506c61636564a86163746f725f6964a76f726465722d31a776657273696f6e03ae736368656d615f76657273696f6e02a974696d657374616d70d923323032362d30312d30315430323a30303a30302e3132333435363738392b30323a3030a86d6574616461746183ae636f7272656c6174696f6e5f6964a6636f72722d37ac636175736174696f6e5f6964a763617573652d39a6637573746f6d81a674656e616e74a27431a464617461c40493010203";
+
+    fn assert_is_fixture(got: &WireEvent<'_>) {
+        let want = fixture_event();
+        assert_eq!(got.namespace, "acme.orders");
+        assert_eq!(got.id, want.id);
+        assert_eq!(got.event_type, "OrderPlaced");
+        assert_eq!(got.actor_id, "order-1");
+        assert_eq!(got.version, want.version);
+        assert_eq!(got.schema_version, 2);
+        assert_eq!(got.timestamp, want.timestamp);
+        assert_eq!(got.timestamp.offset(), want.timestamp.offset());
+        assert_eq!(got.metadata, want.metadata);
+        assert_eq!(got.data, &want.data[..]);
+    }
+
+    #[test]
+    fn the_previous_format_still_decodes() {
+        let bytes = hex(OLD_FORMAT);
+        assert_eq!(&bytes[..4], MAGIC);
+        assert_is_fixture(&decode_body(&bytes[HEADER_LEN..]).unwrap());
+    }
+
+    #[test]
+    fn the_positional_format_round_trips_and_is_smaller() {
+        let ns = Namespace::new("acme.orders").unwrap();
+        let origin = uuid::Uuid::from_bytes([0xab; 16]);
+        let bytes = encode(&origin, &ns, &fixture_event()).unwrap();
+        assert_eq!(&bytes[..HEADER_LEN], &hex(OLD_FORMAT)[..HEADER_LEN]);
+        assert_eq!(bytes[HEADER_LEN], 0x90 | FIELDS as u8, "a fixarray");
+        assert_eq!(bytes[HEADER_LEN + 1], VERSION as u8);
+        assert_is_fixture(&decode_body(&bytes[HEADER_LEN..]).unwrap());
+        assert!(
+            bytes.len() < hex(OLD_FORMAT).len() * 3 / 4,
+            "{} bytes",
+            bytes.len()
+        );
+
+        // Empty metadata is one `nil`.
+        let mut plain = fixture_event();
+        plain.metadata = Metadata::default();
+        let bytes = encode(&origin, &ns, &plain).unwrap();
+        assert_eq!(bytes.last(), Some(&NIL));
+        let got = decode_body(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(got.metadata, Metadata::default());
+        assert_eq!(got.data, &plain.data[..]);
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        let ns = Namespace::new("acme.orders").unwrap();
+        let origin = uuid::Uuid::from_bytes([0xab; 16]);
+        let good = encode(&origin, &ns, &fixture_event()).unwrap();
+        let body = &good[HEADER_LEN..];
+        // Every truncation, and every single-byte corruption, either decodes
+        // or fails; none panics. Truncations always fail.
+        for len in 0..body.len() {
+            assert!(decode_body(&body[..len]).is_err(), "truncated at {len}");
+        }
+        for at in 0..body.len() {
+            for byte in [0x00, 0x7f, 0x90, 0xc0, 0xc1, 0xdd, 0xff] {
+                let mut bad = body.to_vec();
+                bad[at] = byte;
+                let _ = decode_body(&bad);
+            }
+        }
+        let mut extra = body.to_vec();
+        extra.push(0);
+        assert!(decode_body(&extra).is_err());
+        let mut other_version = body.to_vec();
+        other_version[1] = 3;
+        let err = decode_body(&other_version).err().unwrap();
+        assert!(err.contains("version 3"), "{err}");
+        let old = hex(OLD_FORMAT);
+        for len in 0..old.len() - HEADER_LEN {
+            assert!(decode_body(&old[HEADER_LEN..HEADER_LEN + len]).is_err());
+        }
+    }
+}
