@@ -66,8 +66,9 @@
 //!
 //! # Publishing
 //!
-//! The envelope is written in one buffer sized once, handed to the client
-//! without a copy. The subject of each namespace and event type is built
+//! The envelope is written once, into a buffer shared by consecutive
+//! publishes (one allocation of up to 64 KiB for many envelopes), and handed
+//! to the client without a copy. The subject of each namespace and event type is built
 //! once and kept (a `Subject` shares its bytes, so a publish clones a
 //! pointer), up to 4096 namespaces of 64 types each; past that, subjects are
 //! built per publish.
@@ -93,6 +94,7 @@ use std::time::Duration;
 use aether_core::name::encode_token;
 use aether_core::{BusError, Event, EventBus, EventFilter, Namespace, NamespacePattern};
 use async_nats::Subject;
+use bytes::BytesMut;
 use futures::StreamExt;
 use metrics::Counter;
 use tokio::task::AbortHandle;
@@ -120,6 +122,9 @@ const MAX_BATCH: usize = 256;
 
 /// How often the background task runs the pump of a NATS subscription.
 const PUMP_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The allocation consecutive envelopes share.
+const ENCODE_CHUNK: usize = 64 * 1024;
 
 /// Namespaces whose subjects are kept, and event types per namespace.
 const SUBJECT_CACHE_NAMESPACES: usize = 4096;
@@ -218,6 +223,7 @@ impl NatsEventBusBuilder {
                     prefix: self.prefix,
                     decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
                     subjects: RwLock::new(HashMap::new()),
+                    encode_buf: Mutex::new(BytesMut::new()),
                 }),
                 client: self.client,
                 groups: Mutex::new(HashMap::new()),
@@ -304,6 +310,10 @@ struct Core {
     decode_errors: Counter,
     /// Subjects by namespace and event type (see the module docs).
     subjects: RwLock<HashMap<Namespace, TypeSubjects>>,
+    /// Envelopes are written here and split off: consecutive publishes share
+    /// one allocation of up to 64 KiB (freed when the client has written all
+    /// of them) instead of allocating one buffer each.
+    encode_buf: Mutex<BytesMut>,
 }
 
 /// The subjects of one namespace, by event type.
@@ -926,7 +936,16 @@ impl EventBus for NatsEventBus {
         if core.hub.is_closed() {
             return Err(BusError::Closed);
         }
-        let payload = wire::encode(&core.node_id, namespace, &event)?;
+        let payload = {
+            let mut buf = lock(&core.encode_buf);
+            if buf.capacity() == 0 {
+                // Allocations after the first are this size too (or the
+                // envelope's, if larger), unless the buffer is free again.
+                *buf = BytesMut::with_capacity(ENCODE_CHUNK);
+            }
+            wire::encode_into(&mut buf, &core.node_id, namespace, &event)?;
+            buf.split().freeze()
+        };
         let max = self.inner.client.max_payload();
         if max > 0 && payload.len() > max {
             return Err(BusError::TooLarge {
@@ -938,7 +957,7 @@ impl EventBus for NatsEventBus {
         let subject = core.cached_subject(namespace, &event.event_type);
         self.inner
             .client
-            .publish(subject, payload.into())
+            .publish(subject, payload)
             .await
             .map_err(|e| map_publish_error(e, size, max))?;
         core.hub.publish_local(namespace, Arc::new(event));

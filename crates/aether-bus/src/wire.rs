@@ -25,6 +25,8 @@
 
 use std::borrow::Cow;
 
+use bytes::{BufMut, BytesMut};
+
 use aether_core::{CodecError, Event, EventId, Metadata, Namespace, Version};
 use serde::Deserialize;
 use time::{OffsetDateTime, UtcOffset};
@@ -39,37 +41,44 @@ const FIELDS: u32 = 12;
 /// MessagePack `nil`.
 const NIL: u8 = 0xc0;
 
-/// Encodes `event` published in `namespace` by node `origin`: header and
-/// body in one buffer sized once.
-pub(crate) fn encode(
+/// Encodes `event` published in `namespace` by node `origin` at the end of
+/// `buf` (header and body), reserving the room once. On an error `buf` is
+/// left as it was.
+pub(crate) fn encode_into(
+    buf: &mut BytesMut,
     origin: &uuid::Uuid,
     namespace: &Namespace,
     event: &Event,
-) -> Result<Vec<u8>, CodecError> {
+) -> Result<(), CodecError> {
     let ns = namespace.as_str();
-    let event_type: &str = &event.event_type;
-    let actor = event.actor_id.as_str();
     // Each element's marker and length take at most 9 bytes.
     let size = HEADER_LEN
         + 1
-        + 12 * 9
+        + FIELDS as usize * 9
         + ns.len()
         + 16
-        + event_type.len()
-        + actor.len()
+        + event.event_type.len()
+        + event.actor_id.as_str().len()
         + event.data.len()
         + if event.metadata.is_empty() { 0 } else { 64 };
-    let mut buf = Vec::with_capacity(size);
+    let start = buf.len();
+    buf.reserve(size);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(origin.as_bytes());
-    write_body(&mut buf, ns, event).map_err(|source| CodecError::Encode {
-        what: format!("bus envelope of {} event {}", event.event_type, event.id),
-        source,
-    })?;
-    Ok(buf)
+    write_body(&mut (&mut *buf).writer(), ns, event).map_err(|source| {
+        buf.truncate(start);
+        CodecError::Encode {
+            what: format!("bus envelope of {} event {}", event.event_type, event.id),
+            source,
+        }
+    })
 }
 
-fn write_body(buf: &mut Vec<u8>, ns: &str, event: &Event) -> Result<(), rmp_serde::encode::Error> {
+fn write_body(
+    buf: &mut impl std::io::Write,
+    ns: &str,
+    event: &Event,
+) -> Result<(), rmp_serde::encode::Error> {
     use rmp::encode::{write_array_len, write_bin, write_sint, write_str, write_uint};
     let ts = event.timestamp;
     write_array_len(buf, FIELDS)?;
@@ -85,7 +94,11 @@ fn write_body(buf: &mut Vec<u8>, ns: &str, event: &Event) -> Result<(), rmp_serd
     write_sint(buf, i64::from(ts.offset().whole_seconds()))?;
     write_bin(buf, &event.data)?;
     if event.metadata.is_empty() {
-        buf.push(NIL);
+        buf.write_all(&[NIL]).map_err(|e| {
+            rmp_serde::encode::Error::InvalidValueWrite(
+                rmp::encode::ValueWriteError::InvalidMarkerWrite(e),
+            )
+        })?;
     } else {
         rmp_serde::encode::write_named(buf, &event.metadata)?;
     }
@@ -234,6 +247,12 @@ mod tests {
     use aether_core::ActorId;
 
     use super::*;
+
+    fn encode(origin: &uuid::Uuid, ns: &Namespace, event: &Event) -> Result<Vec<u8>, CodecError> {
+        let mut buf = BytesMut::new();
+        encode_into(&mut buf, origin, ns, event)?;
+        Ok(buf.to_vec())
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
