@@ -702,17 +702,19 @@ impl Core {
         let mismatch = || {
             format!(
                 "envelope namespace {:?} does not match the subject",
-                wire.namespace
+                String::from_utf8_lossy(&wire.namespace)
             )
         };
         let part = self.namespace_part(subject).ok_or_else(mismatch)?;
         // The subject part is compared on every message: the cached namespace
         // and its subject form only save their validation and encoding.
         let namespace = match &batch.last {
-            Some((ns, form)) if ns.as_str() == wire.namespace && form == part => ns.clone(),
+            Some((ns, form)) if ns.as_str().as_bytes() == &*wire.namespace && form == part => {
+                ns.clone()
+            }
             _ => {
-                let namespace =
-                    Namespace::new(&*wire.namespace).map_err(|e| format!("bad envelope: {e}"))?;
+                let namespace = Namespace::new(utf8(&wire.namespace)?)
+                    .map_err(|e| format!("bad envelope: {e}"))?;
                 let form = subject_form(namespace.as_str());
                 if form != part {
                     return Err(mismatch());
@@ -722,18 +724,18 @@ impl Core {
             }
         };
         let actor_id = match &batch.last_actor {
-            Some(actor) if actor.as_str() == wire.actor_id => actor.clone(),
+            Some(actor) if actor.as_str().as_bytes() == &*wire.actor_id => actor.clone(),
             _ => {
-                let actor = aether_core::ActorId::new(&*wire.actor_id)
+                let actor = aether_core::ActorId::new(utf8(&wire.actor_id)?)
                     .map_err(|e| format!("bad envelope: {e}"))?;
                 batch.last_actor = Some(actor.clone());
                 actor
             }
         };
         let event_type = match &batch.last_type {
-            Some(t) if **t == *wire.event_type => Arc::clone(t),
+            Some(t) if t.as_bytes() == &*wire.event_type => Arc::clone(t),
             _ => {
-                let t: Arc<str> = Arc::from(wire.event_type);
+                let t: Arc<str> = Arc::from(utf8(&wire.event_type)?);
                 batch.last_type = Some(Arc::clone(&t));
                 t
             }
@@ -750,6 +752,12 @@ impl Core {
         };
         Ok(Some((namespace, event)))
     }
+}
+
+/// A string of an envelope, checked to be UTF-8 (only when no string held
+/// already equals it: see [`Core::decode`]).
+fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|_| "bad envelope: a string is not UTF-8".to_owned())
 }
 
 /// The subject form of a namespace: its `.`-separated segments, each through
@@ -972,6 +980,53 @@ impl EventBus for NatsEventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn core() -> Core {
+        Core {
+            hub: Hub::new(8),
+            node_id: uuid::Uuid::new_v4(),
+            prefix: "t".to_owned(),
+            subject_root: "t._bus".to_owned(),
+            decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
+            subjects: RwLock::new(HashMap::new()),
+            encode_buf: Mutex::new(BytesMut::new()),
+        }
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_are_refused_whatever_is_cached() {
+        let core = core();
+        let ns = Namespace::new("acme.orders").unwrap();
+        let event = Event::from_raw(
+            aether_core::ActorId::new("order-1").unwrap(),
+            aether_core::Version::FIRST,
+            "Placed",
+            vec![0x90],
+        );
+        let mut buf = BytesMut::new();
+        wire::encode_into(&mut buf, &uuid::Uuid::new_v4(), &ns, &event).unwrap();
+        let good = buf.freeze();
+        let subject = core.event_subject(&ns, "Placed");
+        let mut batch = Batch::default();
+        let (got_ns, got) = core.decode(&subject, &good, &mut batch).unwrap().unwrap();
+        assert_eq!((got_ns, &*got.event_type), (ns.clone(), "Placed"));
+
+        // The same envelope with one string's first bytes made invalid
+        // UTF-8, decoded with the cache of the good one and with none.
+        for text in [&b"acme.orders"[..], b"order-1", b"Placed"] {
+            let at = good.windows(text.len()).position(|w| w == text).unwrap();
+            let mut bad = good.to_vec();
+            bad[at] = 0xff;
+            bad[at + 1] = 0xfe;
+            let bad = bytes::Bytes::from(bad);
+            for batch in [&mut batch, &mut Batch::default()] {
+                let err = core.decode(&subject, &bad, batch).err().unwrap();
+                assert!(err.contains("UTF-8") || err.contains("match"), "{err}");
+            }
+        }
+        // Still decodes the good one afterwards.
+        assert!(core.decode(&subject, &good, &mut batch).unwrap().is_some());
+    }
 
     #[test]
     fn subject_form_is_encode_token_per_segment_and_injective() {

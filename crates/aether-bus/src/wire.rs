@@ -106,17 +106,29 @@ fn write_body(
 }
 
 /// A decoded envelope whose strings and payload borrow the message.
-/// Nothing in it is validated yet but its MessagePack shape.
+/// Nothing in it is validated yet but its MessagePack shape: the strings are
+/// their bytes, not checked to be UTF-8 (a receiver that already holds an
+/// equal string need not check them).
 pub(crate) struct WireEvent<'a> {
-    pub(crate) namespace: Cow<'a, str>,
+    pub(crate) namespace: Text<'a>,
     pub(crate) id: EventId,
-    pub(crate) event_type: Cow<'a, str>,
-    pub(crate) actor_id: Cow<'a, str>,
+    pub(crate) event_type: Text<'a>,
+    pub(crate) actor_id: Text<'a>,
     pub(crate) version: Version,
     pub(crate) schema_version: u32,
     pub(crate) timestamp: OffsetDateTime,
     pub(crate) metadata: Metadata,
     pub(crate) data: &'a [u8],
+}
+
+/// The bytes of a MessagePack string, UTF-8 not yet checked.
+pub(crate) type Text<'a> = Cow<'a, [u8]>;
+
+fn text(s: Cow<'_, str>) -> Text<'_> {
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    }
 }
 
 /// Decodes a body (what follows the header), in either format.
@@ -133,10 +145,10 @@ fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
         rmp_serde::from_slice::<Named<'_>>(body).map_err(|e| format!("bad envelope: {e}"))?;
     let e = wire.event;
     Ok(WireEvent {
-        namespace: wire.namespace,
+        namespace: text(wire.namespace),
         id: e.id,
-        event_type: e.event_type,
-        actor_id: e.actor_id,
+        event_type: text(e.event_type),
+        actor_id: text(e.actor_id),
         version: e.version,
         schema_version: e.schema_version,
         timestamp: e.timestamp,
@@ -202,9 +214,10 @@ fn take<'a>(rd: &mut &'a [u8], len: u32) -> Result<&'a [u8], &'static str> {
     Ok(head)
 }
 
-fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a str, Cow<'static, str>> {
+/// A string's bytes (see [`WireEvent`]).
+fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
     let len = rmp::decode::read_str_len(rd).map_err(|e| e.to_string())?;
-    std::str::from_utf8(take(rd, len)?).map_err(|_| "a string is not UTF-8".into())
+    Ok(take(rd, len)?)
 }
 
 fn read_bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
@@ -289,10 +302,10 @@ mod tests {
 
     fn assert_is_fixture(got: &WireEvent<'_>) {
         let want = fixture_event();
-        assert_eq!(got.namespace, "acme.orders");
+        assert_eq!(&*got.namespace, b"acme.orders");
         assert_eq!(got.id, want.id);
-        assert_eq!(got.event_type, "OrderPlaced");
-        assert_eq!(got.actor_id, "order-1");
+        assert_eq!(&*got.event_type, b"OrderPlaced");
+        assert_eq!(&*got.actor_id, b"order-1");
         assert_eq!(got.version, want.version);
         assert_eq!(got.schema_version, 2);
         assert_eq!(got.timestamp, want.timestamp);
