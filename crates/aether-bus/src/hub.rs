@@ -137,9 +137,9 @@ impl AtomicStats {
 /// namespace received from another node — so a keyed hash would buy no
 /// protection here, only time on every publish.
 #[derive(Default, Clone, Copy)]
-struct Fnv;
+pub(crate) struct Fnv;
 
-struct FnvHasher(u64);
+pub(crate) struct FnvHasher(u64);
 
 impl std::hash::Hasher for FnvHasher {
     fn write(&mut self, bytes: &[u8]) {

@@ -94,13 +94,12 @@ use std::time::Duration;
 use aether_core::name::encode_token;
 use aether_core::{BusError, Event, EventBus, EventFilter, Namespace, NamespacePattern};
 use async_nats::Subject;
-use bytes::BytesMut;
 use futures::StreamExt;
 use metrics::Counter;
 use tokio::task::AbortHandle;
 
 use crate::hub::{
-    BusStats, DEFAULT_CAPACITY, Detach, Hub, Pump, Slot, Subscription, lock, read, write,
+    BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock, read, write,
 };
 use crate::wire::{self, HEADER_LEN, MAGIC};
 
@@ -122,9 +121,6 @@ const MAX_BATCH: usize = 256;
 
 /// How often the background task runs the pump of a NATS subscription.
 const PUMP_INTERVAL: Duration = Duration::from_millis(5);
-
-/// The allocation consecutive envelopes share.
-const ENCODE_CHUNK: usize = 64 * 1024;
 
 /// Namespaces whose subjects are kept, and event types per namespace.
 const SUBJECT_CACHE_NAMESPACES: usize = 4096;
@@ -222,8 +218,8 @@ impl NatsEventBusBuilder {
                     subject_root: format!("{}.{BUS_TOKEN}", self.prefix),
                     prefix: self.prefix,
                     decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
-                    subjects: RwLock::new(HashMap::new()),
-                    encode_buf: Mutex::new(BytesMut::new()),
+                    subjects: RwLock::new(HashMap::default()),
+                    encoder: Mutex::default(),
                 }),
                 client: self.client,
                 groups: Mutex::new(HashMap::new()),
@@ -309,11 +305,11 @@ struct Core {
     subject_root: String,
     decode_errors: Counter,
     /// Subjects by namespace and event type (see the module docs).
-    subjects: RwLock<HashMap<Namespace, TypeSubjects>>,
-    /// Envelopes are written here and split off: consecutive publishes share
-    /// one allocation of up to 64 KiB (freed when the client has written all
-    /// of them) instead of allocating one buffer each.
-    encode_buf: Mutex<BytesMut>,
+    /// FNV-hashed, like the hub's maps: keyed only by namespaces this node
+    /// publishes in.
+    subjects: RwLock<HashMap<Namespace, TypeSubjects, Fnv>>,
+    /// Writes envelopes into a buffer consecutive publishes share.
+    encoder: Mutex<wire::Encoder>,
 }
 
 /// The subjects of one namespace, by event type.
@@ -944,16 +940,7 @@ impl EventBus for NatsEventBus {
         if core.hub.is_closed() {
             return Err(BusError::Closed);
         }
-        let payload = {
-            let mut buf = lock(&core.encode_buf);
-            if buf.capacity() == 0 {
-                // Allocations after the first are this size too (or the
-                // envelope's, if larger), unless the buffer is free again.
-                *buf = BytesMut::with_capacity(ENCODE_CHUNK);
-            }
-            wire::encode_into(&mut buf, &core.node_id, namespace, &event)?;
-            buf.split().freeze()
-        };
+        let payload = lock(&core.encoder).encode(&core.node_id, namespace, &event)?;
         let max = self.inner.client.max_payload();
         if max > 0 && payload.len() > max {
             return Err(BusError::TooLarge {
@@ -988,8 +975,8 @@ mod tests {
             prefix: "t".to_owned(),
             subject_root: "t._bus".to_owned(),
             decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
-            subjects: RwLock::new(HashMap::new()),
-            encode_buf: Mutex::new(BytesMut::new()),
+            subjects: RwLock::new(HashMap::default()),
+            encoder: Mutex::default(),
         }
     }
 
@@ -1003,9 +990,9 @@ mod tests {
             "Placed",
             vec![0x90],
         );
-        let mut buf = BytesMut::new();
-        wire::encode_into(&mut buf, &uuid::Uuid::new_v4(), &ns, &event).unwrap();
-        let good = buf.freeze();
+        let good = wire::Encoder::default()
+            .encode(&uuid::Uuid::new_v4(), &ns, &event)
+            .unwrap();
         let subject = core.event_subject(&ns, "Placed");
         let mut batch = Batch::default();
         let (got_ns, got) = core.decode(&subject, &good, &mut batch).unwrap().unwrap();

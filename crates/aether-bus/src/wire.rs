@@ -25,7 +25,7 @@
 
 use std::borrow::Cow;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use aether_core::{CodecError, Event, EventId, Metadata, Namespace, Version};
 use serde::Deserialize;
@@ -41,44 +41,51 @@ const FIELDS: u32 = 12;
 /// MessagePack `nil`.
 const NIL: u8 = 0xc0;
 
-/// Encodes `event` published in `namespace` by node `origin` at the end of
-/// `buf` (header and body), reserving the room once. On an error `buf` is
-/// left as it was.
-pub(crate) fn encode_into(
-    buf: &mut BytesMut,
-    origin: &uuid::Uuid,
-    namespace: &Namespace,
-    event: &Event,
-) -> Result<(), CodecError> {
-    let ns = namespace.as_str();
-    // Each element's marker and length take at most 9 bytes.
-    let size = HEADER_LEN
-        + 1
-        + FIELDS as usize * 9
-        + ns.len()
-        + 16
-        + event.event_type.len()
-        + event.actor_id.as_str().len()
-        + event.data.len()
-        + if event.metadata.is_empty() { 0 } else { 64 };
-    let start = buf.len();
-    buf.reserve(size);
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(origin.as_bytes());
-    write_body(&mut (&mut *buf).writer(), ns, event).map_err(|source| {
-        buf.truncate(start);
-        CodecError::Encode {
-            what: format!("bus envelope of {} event {}", event.event_type, event.id),
-            source,
-        }
-    })
+/// The allocation consecutive envelopes share.
+const CHUNK: usize = 64 * 1024;
+
+/// Writes envelopes. Each is written into a scratch vector (MessagePack
+/// writes to a `Vec` are the cheapest), then copied once into a buffer
+/// that consecutive envelopes share: one allocation of up to 64 KiB for
+/// many envelopes, freed when the last of them is dropped, instead of one
+/// allocation each.
+#[derive(Default)]
+pub(crate) struct Encoder {
+    buf: BytesMut,
+    scratch: Vec<u8>,
 }
 
-fn write_body(
-    buf: &mut impl std::io::Write,
-    ns: &str,
-    event: &Event,
-) -> Result<(), rmp_serde::encode::Error> {
+impl Encoder {
+    /// The envelope of `event` published in `namespace` by node `origin`.
+    pub(crate) fn encode(
+        &mut self,
+        origin: &uuid::Uuid,
+        namespace: &Namespace,
+        event: &Event,
+    ) -> Result<Bytes, CodecError> {
+        let out = &mut self.scratch;
+        out.clear();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(origin.as_bytes());
+        write_body(out, namespace.as_str(), event).map_err(|source| CodecError::Encode {
+            what: format!("bus envelope of {} event {}", event.event_type, event.id),
+            source,
+        })?;
+        if self.buf.capacity() == 0 {
+            // Allocations after the first are this size too (or the
+            // envelope's, if larger), unless the buffer is free again.
+            self.buf = BytesMut::with_capacity(CHUNK);
+        }
+        self.buf.extend_from_slice(out);
+        if out.capacity() > CHUNK {
+            // Do not keep a huge scratch vector for one huge event.
+            *out = Vec::new();
+        }
+        Ok(self.buf.split().freeze())
+    }
+}
+
+fn write_body(buf: &mut Vec<u8>, ns: &str, event: &Event) -> Result<(), rmp_serde::encode::Error> {
     use rmp::encode::{write_array_len, write_bin, write_sint, write_str, write_uint};
     let ts = event.timestamp;
     write_array_len(buf, FIELDS)?;
@@ -94,11 +101,7 @@ fn write_body(
     write_sint(buf, i64::from(ts.offset().whole_seconds()))?;
     write_bin(buf, &event.data)?;
     if event.metadata.is_empty() {
-        buf.write_all(&[NIL]).map_err(|e| {
-            rmp_serde::encode::Error::InvalidValueWrite(
-                rmp::encode::ValueWriteError::InvalidMarkerWrite(e),
-            )
-        })?;
+        buf.push(NIL);
     } else {
         rmp_serde::encode::write_named(buf, &event.metadata)?;
     }
@@ -262,9 +265,7 @@ mod tests {
     use super::*;
 
     fn encode(origin: &uuid::Uuid, ns: &Namespace, event: &Event) -> Result<Vec<u8>, CodecError> {
-        let mut buf = BytesMut::new();
-        encode_into(&mut buf, origin, ns, event)?;
-        Ok(buf.to_vec())
+        Ok(Encoder::default().encode(origin, ns, event)?.to_vec())
     }
 
     fn hex(s: &str) -> Vec<u8> {
