@@ -66,12 +66,12 @@
 //!
 //! # Publishing
 //!
-//! The envelope is written once, into a buffer shared by consecutive
-//! publishes (one allocation of up to 64 KiB for many envelopes), and handed
-//! to the client without a copy. The subject of each namespace and event type is built
-//! once and kept (a `Subject` shares its bytes, so a publish clones a
-//! pointer), up to 4096 namespaces of 64 types each; past that, subjects are
-//! built per publish.
+//! The envelope is written into a scratch vector, then copied once into a
+//! buffer shared by consecutive publishes (one allocation of up to 64 KiB
+//! for many envelopes) and handed to the client from there without a copy.
+//! The subject of each namespace and event type is built once and kept (a
+//! `Subject` shares its bytes, so a publish clones a pointer), up to 4096
+//! namespaces of 64 types each; past that, subjects are built per publish.
 //!
 //! # Wire format
 //!
