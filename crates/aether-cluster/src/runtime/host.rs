@@ -218,6 +218,7 @@ async fn run_in_place<A>(
     actor: OwnedMutexGuard<Actor<A>>,
     runtime: tokio::runtime::Handle,
     command: Command<A::Command>,
+    now: Instant,
     deadline: Instant,
     span: tracing::Span,
 ) -> Local<A>
@@ -227,7 +228,7 @@ where
 {
     let mut run = Unfinished {
         run: Some(Box::pin(actor::run_in_place(
-            actor, command, deadline, span,
+            actor, command, now, deadline, span,
         ))),
         runtime,
     };
@@ -584,19 +585,22 @@ where
     /// answer until `deadline`; hands the command back if the shard is not
     /// local (any more) and no incarnation is active. An idle incarnation
     /// runs it in the caller's task (see [`claim`](Self::claim)); otherwise
-    /// it is queued in the mailbox.
+    /// it is queued in the mailbox. `now` is the caller's reading of the
+    /// clock when it sent the command (a command run in place starts then).
+    #[expect(clippy::too_many_arguments, reason = "one call per route, all distinct")]
     pub(crate) async fn ask_local(
         self: &Arc<Self>,
         id: &ActorId,
         store_id: &ActorId,
         command: Command<A::Command>,
+        now: Instant,
         deadline: Instant,
         wait: bool,
         span: tracing::Span,
     ) -> Local<A> {
         match self.claim(id, store_id) {
             Claim::InPlace(actor, runtime) => {
-                return run_in_place(actor, runtime, command, deadline, span).await;
+                return run_in_place(actor, runtime, command, now, deadline, span).await;
             }
             Claim::NotHere => return Local::NotHere(command),
             Claim::Queue => {}

@@ -681,15 +681,19 @@ where
         // time is a `Timeout` (maybe applied), else `Unavailable` (not run).
         let mut maybe_sent = false;
         let mut attempt = 0;
+        // The first attempt starts when the ask did: one clock read less.
+        let mut fresh = Some(started);
         loop {
             match directory.placement(target.shard) {
                 Placement::Local => {
+                    let now = fresh.take().unwrap_or_else(Instant::now);
                     match target
                         .host
                         .ask_local(
                             &self.id,
                             &target.store_id,
                             command,
+                            now,
                             deadline,
                             wait,
                             span.clone(),
@@ -772,6 +776,7 @@ where
                     if tokio::time::timeout_at(deadline, changed).await.is_err() {
                         return Err(out_of_time(maybe_sent, target.shard));
                     }
+                    fresh = None;
                 }
             }
         }
