@@ -660,7 +660,10 @@ where
     /// runs it in the caller's task (see [`claim`](Self::claim)); otherwise
     /// it is queued in the mailbox. `now` is the caller's reading of the
     /// clock when it sent the command (a command run in place starts then).
-    #[expect(clippy::too_many_arguments, reason = "one call per route, all distinct")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call per route, all distinct"
+    )]
     pub(crate) async fn ask_local(
         self: &Arc<Self>,
         key: &Key,
@@ -808,7 +811,11 @@ where
         let key = self.key(id);
         let mut table = self.table();
         let now = Instant::now();
-        let Some(slot) = table.slots.get(&key).filter(|s| s.incarnation == incarnation) else {
+        let Some(slot) = table
+            .slots
+            .get(&key)
+            .filter(|s| s.incarnation == incarnation)
+        else {
             // Taken out of the table by whoever stops it (eviction, a moved
             // shard, a command that ended it): its stop request is on the way.
             return Some(now + idle);
@@ -932,11 +939,12 @@ mod tests {
         let mut lru = LruOrder::default();
         let mut current: HashMap<ActorId, u64> = HashMap::new();
         let mut tick = 0;
-        let mut touch = |lru: &mut LruOrder<ActorId>, current: &mut HashMap<ActorId, u64>, n: usize| {
-            tick += 1;
-            current.insert(id(n), tick);
-            lru.touch(&id(n), tick);
-        };
+        let mut touch =
+            |lru: &mut LruOrder<ActorId>, current: &mut HashMap<ActorId, u64>, n: usize| {
+                tick += 1;
+                current.insert(id(n), tick);
+                lru.touch(&id(n), tick);
+            };
         for n in [0, 1, 2, 0, 0, 1] {
             touch(&mut lru, &mut current, n);
         }

@@ -222,7 +222,15 @@ where
                 command = command.correlation_id(c);
             }
             match self
-                .ask_local(&self.key(&id), &store_id, command, now, deadline, true, span)
+                .ask_local(
+                    &self.key(&id),
+                    &store_id,
+                    command,
+                    now,
+                    deadline,
+                    true,
+                    span,
+                )
                 .await
             {
                 Local::Answer(result) => to_reply(result),

@@ -567,9 +567,7 @@ where
     /// Whether the actor has an active incarnation on this node. A moment's
     /// reading, for diagnostics and tests.
     pub fn is_active(&self) -> bool {
-        self.target
-            .as_ref()
-            .is_ok_and(|t| t.host.is_active(&t.key))
+        self.target.as_ref().is_ok_and(|t| t.host.is_active(&t.key))
     }
 
     /// The actor's shard, if the kind is registered and the id valid.
