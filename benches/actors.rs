@@ -10,7 +10,9 @@
 //!   commands through `Repository::execute` (a load per command) for
 //!   comparison. The ratio actor_system / hand_written is the cost of the
 //!   runtime's contract (event envelopes with derived ids, the store's
-//!   version check, the command window, deadlines, metrics).
+//!   version check, the command window, deadlines, metrics). With
+//!   `--bench`, a paired ratio is printed too: rounds of the two alternate,
+//!   so both see the same load on a shared machine.
 //! * `actors/remote_ask/{actor_system,raw_request_reply}` — one ask at a
 //!   time from node A to an actor whose shard node B owns (two systems in
 //!   this process, each with its own connection to one nats-server, memory
@@ -86,6 +88,62 @@ fn hand_written_actor() -> Mailbox {
     tx
 }
 
+/// One round of the actor system: a fresh system, every actor activated,
+/// then the timed asks.
+async fn system_round() -> Duration {
+    let system = ActorSystem::builder(Arc::new(InMemoryEventStore::new()))
+        .register::<Counter>()
+        .snapshot_every(0)
+        .build()
+        .expect("system");
+    let refs: Vec<_> = ids()
+        .into_iter()
+        .map(|id| system.actor::<Counter>(id))
+        .collect();
+    for r in &refs {
+        r.ask(0).await.expect("activate");
+    }
+    let elapsed = timed(&refs, |r| async move {
+        for n in 0..ASKS_PER_ACTOR {
+            r.ask(n).await.expect("ask");
+        }
+    })
+    .await;
+    system.shutdown().await;
+    elapsed
+}
+
+/// One round of the hand-written actors.
+async fn hand_written_round() -> Duration {
+    let mailboxes: Vec<Mailbox> = (0..ACTORS).map(|_| hand_written_actor()).collect();
+    timed(&mailboxes, |tx| async move {
+        for n in 0..ASKS_PER_ACTOR {
+            let (reply, rx) = oneshot::channel();
+            tx.send((n, reply)).await.expect("send");
+            rx.await.expect("reply");
+        }
+    })
+    .await
+}
+
+/// Rounds of each, alternating, for the paired ratio.
+const PAIRED_ROUNDS: u32 = 200;
+
+/// One round of each, alternating, `PAIRED_ROUNDS` times, so both see the
+/// same load on a shared machine; returns the throughput ratio
+/// actor_system / hand_written.
+fn paired_local_ask(rt: &Runtime) -> f64 {
+    let (system, hand) = rt.block_on(async {
+        let (mut system, mut hand) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..PAIRED_ROUNDS {
+            system += system_round().await;
+            hand += hand_written_round().await;
+        }
+        (system, hand)
+    });
+    hand.as_secs_f64() / system.as_secs_f64()
+}
+
 fn local_ask(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("actors/local_ask");
@@ -99,25 +157,7 @@ fn local_ask(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let system = ActorSystem::builder(Arc::new(InMemoryEventStore::new()))
-                        .register::<Counter>()
-                        .snapshot_every(0)
-                        .build()
-                        .expect("system");
-                    let refs: Vec<_> = ids()
-                        .into_iter()
-                        .map(|id| system.actor::<Counter>(id))
-                        .collect();
-                    for r in &refs {
-                        r.ask(0).await.expect("activate");
-                    }
-                    total += timed(&refs, |r| async move {
-                        for n in 0..ASKS_PER_ACTOR {
-                            r.ask(n).await.expect("ask");
-                        }
-                    })
-                    .await;
-                    system.shutdown().await;
+                    total += system_round().await;
                 }
                 total
             })
@@ -129,16 +169,7 @@ fn local_ask(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let mailboxes: Vec<Mailbox> =
-                        (0..ACTORS).map(|_| hand_written_actor()).collect();
-                    total += timed(&mailboxes, |tx| async move {
-                        for n in 0..ASKS_PER_ACTOR {
-                            let (reply, rx) = oneshot::channel();
-                            tx.send((n, reply)).await.expect("send");
-                            rx.await.expect("reply");
-                        }
-                    })
-                    .await;
+                    total += hand_written_round().await;
                 }
                 total
             })
@@ -167,6 +198,13 @@ fn local_ask(c: &mut Criterion) {
         })
     });
     g.finish();
+    if std::env::args().any(|a| a == "--bench") {
+        println!(
+            "paired ratios vs hand-written tokio actor (local_ask, {PAIRED_ROUNDS} alternating rounds): \
+             actor_system {:.2} (goal 0.5)",
+            paired_local_ask(&rt)
+        );
+    }
 }
 
 const REMOTE_SHARDS: u32 = 2;

@@ -19,10 +19,19 @@ use crate::version::Version;
 #[serde(transparent)]
 pub struct CommandId(pub Uuid);
 
+thread_local! {
+    /// Each thread's UUID v7 counter: minting an id takes no lock shared
+    /// with other threads.
+    static CONTEXT_V7: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
 impl CommandId {
-    /// A fresh, time-ordered id (UUID v7).
+    /// A fresh, time-ordered id (UUID v7: the millisecond of its minting,
+    /// then a counter and random bits). Ids minted by one thread strictly
+    /// increase; ids of distinct threads within one millisecond are
+    /// unordered among themselves.
     pub fn new() -> Self {
-        CommandId(Uuid::now_v7())
+        CommandId(CONTEXT_V7.with(|c| Uuid::new_v7(uuid::Timestamp::now(c))))
     }
 
     /// Wraps an existing UUID (e.g. an idempotency key from a request).

@@ -331,12 +331,34 @@ impl Event {
 /// # Errors
 /// [`CodecError::Encode`] if the value cannot be serialized.
 pub fn encode_payload<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Bytes, CodecError> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(|source| CodecError::Encode {
-            what: what.to_owned(),
-            source,
+    // Encoded into this thread's scratch buffer, then copied once at its
+    // exact size: no growth of a fresh vector per payload.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let encode = |buf: &mut Vec<u8>| {
+        buf.clear();
+        let result = rmp_serde::encode::write_named(buf, value)
+            .map(|()| Bytes::copy_from_slice(buf))
+            .map_err(|source| CodecError::Encode {
+                what: what.to_owned(),
+                source,
+            });
+        if buf.capacity() > KEEP {
+            // A rare large payload does not pin its size in every thread.
+            *buf = Vec::new();
+        }
+        result
+    };
+    SCRATCH
+        .try_with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => encode(&mut buf),
+            // A payload's `Serialize` that itself encodes a payload.
+            Err(_) => encode(&mut Vec::new()),
         })
+        // The thread is ending and its buffer is gone.
+        .unwrap_or_else(|_| encode(&mut Vec::new()))
 }
 
 /// `name` as an `Arc<str>`, shared with earlier events of the same type on

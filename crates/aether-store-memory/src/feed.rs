@@ -24,11 +24,12 @@ use crate::{InMemoryEventStore, NamespaceData, RawRecord};
 /// buffers).
 const FEED_CHUNK: usize = 512;
 
-struct Committed {
-    actor: ActorId,
-    record: RawRecord,
+/// One stored record, shared by its actor's log and the feed.
+pub(crate) struct Committed {
+    pub(crate) actor: ActorId,
+    pub(crate) record: RawRecord,
     /// Why the record is not part of its actor's history, if it is not.
-    foreign: Option<ForeignReason>,
+    pub(crate) foreign: Option<ForeignReason>,
 }
 
 /// Every record of one namespace, in commit order.
@@ -41,22 +42,13 @@ pub(crate) struct CommitLog {
 impl InMemoryEventStore {
     /// Adds records to the namespace's commit log, in order, and wakes live
     /// readers. Called with the actor's write lock held.
-    pub(crate) fn commit<'a>(
-        &self,
-        records: impl IntoIterator<Item = (&'a ActorId, RawRecord, Option<ForeignReason>)>,
-    ) {
+    pub(crate) fn commit(&self, records: impl IntoIterator<Item = Arc<Committed>>) {
         let mut log = self
             .data
             .feed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for (actor, record, foreign) in records {
-            log.records.push(Arc::new(Committed {
-                actor: actor.clone(),
-                record,
-                foreign,
-            }));
-        }
+        log.records.extend(records);
         for w in log.wakers.drain(..) {
             w.wake();
         }

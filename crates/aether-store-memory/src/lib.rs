@@ -87,8 +87,9 @@ pub enum RawRecord {
 
 #[derive(Default)]
 struct ActorLog {
-    /// Every record, in the order it was stored (its index is its position).
-    records: Vec<RawRecord>,
+    /// Every record, in the order it was stored (its index is its position);
+    /// the namespace feed holds the same records (one copy of each).
+    records: Vec<Arc<feed::Committed>>,
     /// The position in `records` of the valid event of version `v`, at `v - 1`.
     valid: Vec<usize>,
 }
@@ -100,7 +101,7 @@ impl ActorLog {
 
     fn event_of(&self, version: Version) -> Option<&Event> {
         let i = usize::try_from(version.get().checked_sub(1)?).ok()?;
-        match self.records.get(*self.valid.get(i)?)? {
+        match &self.records.get(*self.valid.get(i)?)?.record {
             RawRecord::Event(e) => Some(e),
             RawRecord::Garbage(_) => None,
         }
@@ -115,9 +116,9 @@ impl ActorLog {
     }
 
     /// Appends a record, noting it as the next valid event if it is one (the
-    /// trust rule: an event of this actor with version latest + 1).
-    /// Returns why the record is foreign, or `None` if it is valid.
-    fn push(&mut self, actor: &ActorId, record: RawRecord) -> Option<ForeignReason> {
+    /// trust rule: an event of this actor with version latest + 1), and
+    /// returns it as stored (with why it is foreign, if it is), for the feed.
+    fn push(&mut self, actor: &ActorId, record: RawRecord) -> Arc<feed::Committed> {
         let foreign = match &record {
             RawRecord::Garbage(bytes) => Some(ForeignReason::NotAnEnvelope(format!(
                 "{} raw bytes",
@@ -137,8 +138,13 @@ impl ActorLog {
         if foreign.is_none() {
             self.valid.push(self.records.len());
         }
-        self.records.push(record);
-        foreign
+        let committed = Arc::new(feed::Committed {
+            actor: actor.clone(),
+            record,
+            foreign,
+        });
+        self.records.push(committed.clone());
+        committed
     }
 
     /// Where a read of versions `>= from` starts scanning, and the last valid
@@ -174,7 +180,7 @@ impl ActorLog {
             .enumerate()
         {
             let position = (pos + i) as u64;
-            match record {
+            match &record.record {
                 RawRecord::Event(e) => {
                     if guard.admit(position, e)? {
                         out.push(e.clone());
@@ -440,7 +446,9 @@ impl InMemoryEventStore {
             log.read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .records
-                .clone()
+                .iter()
+                .map(|c| c.record.clone())
+                .collect()
         })
     }
 
@@ -449,8 +457,8 @@ impl InMemoryEventStore {
         let mut log = log.write().unwrap_or_else(PoisonError::into_inner);
         // The actor's lock is held while the record joins the feed, so
         // the feed's order is the actor log's order.
-        let foreign = log.push(actor, record.clone());
-        self.commit(std::iter::once((actor, record, foreign)));
+        let committed = log.push(actor, record);
+        self.commit(std::iter::once(committed));
     }
 
     fn guard(&self, actor: &ActorId, last_valid: Version) -> HistoryGuard {
@@ -506,11 +514,12 @@ impl InMemoryEventStore {
         }
         // Still under the actor's lock: the batch joins the feed whole and
         // in version order (each record enters the actor's log, then the
-        // feed, all under the feed's lock).
-        self.commit(events.into_iter().map(|e| {
-            let foreign = log.push(actor, RawRecord::Event(e.clone()));
-            (actor, RawRecord::Event(e), foreign)
-        }));
+        // feed, all under the feed's lock); both share one copy of it.
+        self.commit(
+            events
+                .into_iter()
+                .map(|e| log.push(actor, RawRecord::Event(e))),
+        );
         Ok(last)
     }
 

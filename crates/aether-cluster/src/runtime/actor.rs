@@ -69,11 +69,13 @@ impl<A: Aggregate> Actor<A> {
 
 /// Runs one command on an idle incarnation, in the caller's task, under
 /// the incarnation's lock (taken by the host only when the mailbox was
-/// empty and no command was running). A command that ends the incarnation
+/// empty and no command was running), as of `now` (the caller's reading of
+/// the clock when it sent it). A command that ends the incarnation
 /// (a panic in user code, a fence) marks it stopped and tells its task.
 pub(crate) async fn run_in_place<A>(
     mut actor: OwnedMutexGuard<Actor<A>>,
     command: Command<A::Command>,
+    now: Instant,
     deadline: Instant,
     span: tracing::Span,
 ) -> Answer<A>
@@ -81,7 +83,6 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    let now = Instant::now();
     actor.last_used = now;
     // Nothing waited in the mailbox.
     actor.host.metrics.mailbox_depth.record(0.0);

@@ -2,6 +2,7 @@
 //! mailbox, activation, least-recently-used eviction and passivation.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -218,6 +219,7 @@ async fn run_in_place<A>(
     actor: OwnedMutexGuard<Actor<A>>,
     runtime: tokio::runtime::Handle,
     command: Command<A::Command>,
+    now: Instant,
     deadline: Instant,
     span: tracing::Span,
 ) -> Local<A>
@@ -227,7 +229,7 @@ where
 {
     let mut run = Unfinished {
         run: Some(Box::pin(actor::run_in_place(
-            actor, command, deadline, span,
+            actor, command, now, deadline, span,
         ))),
         runtime,
     };
@@ -292,6 +294,59 @@ where
 /// Why an actor stops, as a metric label.
 pub(crate) type StopReason = &'static str;
 
+/// An actor id with its hash in the host's table, computed once
+/// ([`KindHost::key`]): an [`ActorRef`](super::ActorRef) keeps its key, so
+/// finding its actor hashes no text.
+#[derive(Clone)]
+pub(crate) struct Key {
+    hash: u64,
+    id: ActorId,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hashes a [`Key`] to the hash it carries.
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (by `Key`); anything else still hashes.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 struct Slot<A: Aggregate> {
     tx: mpsc::Sender<Envelope<A>>,
     /// Wakes the incarnation's task after a command was queued.
@@ -347,8 +402,8 @@ impl KindMetrics {
 
 /// The active actors of a kind and their order of last use.
 struct Table<A: Aggregate> {
-    slots: HashMap<ActorId, Slot<A>>,
-    lru: LruOrder,
+    slots: HashMap<Key, Slot<A>, KeyHash>,
+    lru: LruOrder<Key>,
 }
 
 /// The order in which actors were last used, for least-recently-used
@@ -357,14 +412,22 @@ struct Table<A: Aggregate> {
 /// actor's `last_used`; stale entries are skipped when a victim is taken
 /// and dropped when the queue outgrows twice the table, so every
 /// operation is amortised O(1).
-#[derive(Debug, Default)]
-pub(crate) struct LruOrder {
-    order: std::collections::VecDeque<(u64, ActorId)>,
+#[derive(Debug)]
+pub(crate) struct LruOrder<K> {
+    order: std::collections::VecDeque<(u64, K)>,
 }
 
-impl LruOrder {
+impl<K> Default for LruOrder<K> {
+    fn default() -> Self {
+        LruOrder {
+            order: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<K: PartialEq + Clone> LruOrder<K> {
     /// Notes a use of `id` at `tick` (ticks only grow).
-    pub(crate) fn touch(&mut self, id: &ActorId, tick: u64) {
+    pub(crate) fn touch(&mut self, id: &K, tick: u64) {
         match self.order.back_mut() {
             // The same actor again: its entry moves, nothing grows.
             Some((t, last)) if last == id => *t = tick,
@@ -374,7 +437,7 @@ impl LruOrder {
 
     /// The least recently used actor, given each actor's current tick
     /// (`None`: not active). Its entry leaves the queue.
-    pub(crate) fn victim(&mut self, current: impl Fn(&ActorId) -> Option<u64>) -> Option<ActorId> {
+    pub(crate) fn victim(&mut self, current: impl Fn(&K) -> Option<u64>) -> Option<K> {
         while let Some((tick, id)) = self.order.pop_front() {
             if current(&id) == Some(tick) {
                 return Some(id);
@@ -384,7 +447,7 @@ impl LruOrder {
     }
 
     /// Drops stale entries once the queue holds more than twice `live`.
-    pub(crate) fn compact(&mut self, live: usize, current: impl Fn(&ActorId) -> Option<u64>) {
+    pub(crate) fn compact(&mut self, live: usize, current: impl Fn(&K) -> Option<u64>) {
         if self.order.len() > 2 * live + 16 {
             self.order.retain(|(tick, id)| current(id) == Some(*tick));
         }
@@ -402,6 +465,8 @@ pub(crate) struct KindHost<A: Aggregate> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) metrics: KindMetrics,
     actors: Mutex<Table<A>>,
+    /// Hashes actor ids into [`Key`]s.
+    hasher: RandomState,
     next_incarnation: AtomicU64,
 }
 
@@ -430,10 +495,19 @@ where
             shared,
             metrics: KindMetrics::new(A::KIND),
             actors: Mutex::new(Table {
-                slots: HashMap::new(),
+                slots: HashMap::default(),
                 lru: LruOrder::default(),
             }),
+            hasher: RandomState::new(),
             next_incarnation: AtomicU64::new(1),
+        }
+    }
+
+    /// The table key of `id`.
+    pub(crate) fn key(&self, id: &ActorId) -> Key {
+        Key {
+            hash: self.hasher.hash_one(id),
+            id: id.clone(),
         }
     }
 
@@ -451,7 +525,7 @@ where
     /// with the error, unsent.
     pub(crate) async fn enqueue(
         self: &Arc<Self>,
-        id: &ActorId,
+        key: &Key,
         store_id: &ActorId,
         mut env: Envelope<A>,
         wait: bool,
@@ -466,8 +540,8 @@ where
             let full = {
                 let mut table = self.table();
                 let tick = self.shared.clock.fetch_add(1, Ordering::Relaxed);
-                if !table.slots.contains_key(id) {
-                    let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
+                if !table.slots.contains_key(key) {
+                    let shard = shard_of(A::KIND, &key.id, self.shared.directory.shard_count());
                     if self.shared.directory.placement(shard) != Placement::Local {
                         // The shard left this node (or is moving): the
                         // caller's router looks again.
@@ -478,15 +552,15 @@ where
                             env,
                         ));
                     }
-                    self.activate(&mut table, id, store_id, shard);
+                    self.activate(&mut table, key, store_id, shard);
                 }
                 let Table { slots, lru } = &mut *table;
                 lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
-                let Some(slot) = slots.get_mut(id) else {
+                let Some(slot) = slots.get_mut(key) else {
                     continue;
                 };
                 slot.last_used = tick;
-                lru.touch(id, tick);
+                lru.touch(key, tick);
                 match slot.tx.try_send(env) {
                     Ok(()) => {
                         slot.wake.notify_one();
@@ -496,7 +570,7 @@ where
                         // An incarnation that ended without leaving the
                         // table (it died): forget it and start another.
                         env = back;
-                        slots.remove(id);
+                        slots.remove(key);
                         count_retry::<A>("passivated");
                         continue;
                     }
@@ -532,7 +606,7 @@ where
     /// incarnation's runtime, its mailbox is empty and no command is
     /// running, so the command runs in the order a queued one would.
     /// Anything else (`Queue`): the command goes through the mailbox.
-    fn claim(self: &Arc<Self>, id: &ActorId, store_id: &ActorId) -> Claim<A> {
+    fn claim(self: &Arc<Self>, key: &Key, store_id: &ActorId) -> Claim<A> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Claim::Queue;
         };
@@ -545,23 +619,23 @@ where
             let Table { slots, lru } = &mut *table;
             lru.compact(slots.len(), |k| slots.get(k).map(|s| s.last_used));
             // One lookup of the id while the actor is active (the usual case).
-            if let Some(slot) = slots.get_mut(id) {
+            if let Some(slot) = slots.get_mut(key) {
                 slot.last_used = tick;
-                lru.touch(id, tick);
+                lru.touch(key, tick);
                 return Self::claim_slot(slot, runtime);
             }
         }
-        let shard = shard_of(A::KIND, id, self.shared.directory.shard_count());
+        let shard = shard_of(A::KIND, &key.id, self.shared.directory.shard_count());
         if self.shared.directory.placement(shard) != Placement::Local {
             return Claim::NotHere;
         }
-        self.activate(&mut table, id, store_id, shard);
+        self.activate(&mut table, key, store_id, shard);
         let Table { slots, lru } = &mut *table;
-        let Some(slot) = slots.get_mut(id) else {
+        let Some(slot) = slots.get_mut(key) else {
             return Claim::Queue;
         };
         slot.last_used = tick;
-        lru.touch(id, tick);
+        lru.touch(key, tick);
         Self::claim_slot(slot, runtime)
     }
 
@@ -584,19 +658,25 @@ where
     /// answer until `deadline`; hands the command back if the shard is not
     /// local (any more) and no incarnation is active. An idle incarnation
     /// runs it in the caller's task (see [`claim`](Self::claim)); otherwise
-    /// it is queued in the mailbox.
+    /// it is queued in the mailbox. `now` is the caller's reading of the
+    /// clock when it sent the command (a command run in place starts then).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call per route, all distinct"
+    )]
     pub(crate) async fn ask_local(
         self: &Arc<Self>,
-        id: &ActorId,
+        key: &Key,
         store_id: &ActorId,
         command: Command<A::Command>,
+        now: Instant,
         deadline: Instant,
         wait: bool,
         span: tracing::Span,
     ) -> Local<A> {
-        match self.claim(id, store_id) {
+        match self.claim(key, store_id) {
             Claim::InPlace(actor, runtime) => {
-                return run_in_place(actor, runtime, command, deadline, span).await;
+                return run_in_place(actor, runtime, command, now, deadline, span).await;
             }
             Claim::NotHere => return Local::NotHere(command),
             Claim::Queue => {}
@@ -608,7 +688,7 @@ where
             reply,
             span,
         };
-        match self.enqueue(id, store_id, env, wait).await {
+        match self.enqueue(key, store_id, env, wait).await {
             Ok(()) => {}
             Err((AskError::NotHere { .. }, env)) => return Local::NotHere(env.command),
             Err((e, _)) => return Local::Answer(Err(e)),
@@ -631,7 +711,7 @@ where
         env: Envelope<A>,
     ) {
         count_retry::<A>("passivated");
-        match self.enqueue(id, store_id, env, true).await {
+        match self.enqueue(&self.key(id), store_id, env, true).await {
             Ok(()) => {}
             Err((AskError::NotHere { .. }, env)) => {
                 let _ = env.reply.send(Answer::Bounced(env.command));
@@ -647,10 +727,11 @@ where
     fn activate(
         self: &Arc<Self>,
         table: &mut Table<A>,
-        id: &ActorId,
+        key: &Key,
         store_id: &ActorId,
         shard: ShardId,
     ) {
+        let id = &key.id;
         let Table { slots, lru } = table;
         if slots.len() >= self.shared.settings.max_active_actors.max(1)
             && let Some(victim) = lru.victim(|k| slots.get(k).map(|s| s.last_used))
@@ -688,7 +769,7 @@ where
             },
         ));
         slots.insert(
-            id.clone(),
+            key.clone(),
             Slot {
                 tx,
                 wake,
@@ -704,16 +785,16 @@ where
     }
 
     /// Commands waiting in the mailbox of `id`'s active incarnation.
-    pub(crate) fn queued(&self, id: &ActorId) -> usize {
+    pub(crate) fn queued(&self, key: &Key) -> usize {
         self.table()
             .slots
-            .get(id)
+            .get(key)
             .map_or(0, |s| s.tx.max_capacity() - s.tx.capacity())
     }
 
     /// Whether `id` has an incarnation in the table.
-    pub(crate) fn is_active(&self, id: &ActorId) -> bool {
-        self.table().slots.contains_key(id)
+    pub(crate) fn is_active(&self, key: &Key) -> bool {
+        self.table().slots.contains_key(key)
     }
 
     /// Removes incarnation `incarnation` of `id` from the table if it has
@@ -727,9 +808,14 @@ where
         actor: &AsyncMutex<Actor<A>>,
         idle: Duration,
     ) -> Option<Instant> {
+        let key = self.key(id);
         let mut table = self.table();
         let now = Instant::now();
-        let Some(slot) = table.slots.get(id).filter(|s| s.incarnation == incarnation) else {
+        let Some(slot) = table
+            .slots
+            .get(&key)
+            .filter(|s| s.incarnation == incarnation)
+        else {
             // Taken out of the table by whoever stops it (eviction, a moved
             // shard, a command that ended it): its stop request is on the way.
             return Some(now + idle);
@@ -747,23 +833,24 @@ where
         }
         // Under the table's lock with the incarnation's lock held: no
         // command can be claimed in between.
-        table.slots.remove(id);
+        table.slots.remove(&key);
         None
     }
 
     /// Ends incarnation `incarnation` of `id` after a command stopped it:
     /// removes it from the table (if still there) and tells its task.
     pub(crate) fn stop_incarnation(&self, id: &ActorId, incarnation: u64, reason: StopReason) {
+        let key = self.key(id);
         let slot = {
             let mut table = self.table();
             if table
                 .slots
-                .get(id)
+                .get(&key)
                 .is_none_or(|s| s.incarnation != incarnation)
             {
                 return;
             }
-            table.slots.remove(id)
+            table.slots.remove(&key)
         };
         if let Some(stop) = slot.and_then(|mut s| s.stop.take()) {
             let _ = stop.send(reason);
@@ -773,13 +860,14 @@ where
     /// Removes incarnation `incarnation` of `id` from the table, if it is
     /// still there (an evicted actor is already gone).
     pub(crate) fn leave(&self, id: &ActorId, incarnation: u64) {
+        let key = self.key(id);
         let mut table = self.table();
         if table
             .slots
-            .get(id)
+            .get(&key)
             .is_some_and(|s| s.incarnation == incarnation)
         {
-            table.slots.remove(id);
+            table.slots.remove(&key);
         }
     }
 }
@@ -813,7 +901,7 @@ where
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let slots: Vec<Slot<A>> = {
             let mut table = self.table();
-            let ids: Vec<ActorId> = table
+            let ids: Vec<Key> = table
                 .slots
                 .iter()
                 .filter(|(_, s)| moved(s.shard))
@@ -851,11 +939,12 @@ mod tests {
         let mut lru = LruOrder::default();
         let mut current: HashMap<ActorId, u64> = HashMap::new();
         let mut tick = 0;
-        let mut touch = |lru: &mut LruOrder, current: &mut HashMap<ActorId, u64>, n: usize| {
-            tick += 1;
-            current.insert(id(n), tick);
-            lru.touch(&id(n), tick);
-        };
+        let mut touch =
+            |lru: &mut LruOrder<ActorId>, current: &mut HashMap<ActorId, u64>, n: usize| {
+                tick += 1;
+                current.insert(id(n), tick);
+                lru.touch(&id(n), tick);
+            };
         for n in [0, 1, 2, 0, 0, 1] {
             touch(&mut lru, &mut current, n);
         }

@@ -215,13 +215,22 @@ where
                     };
                 }
             };
-            let deadline = Instant::now() + Duration::from_millis(request.deadline_ms);
+            let now = Instant::now();
+            let deadline = now + Duration::from_millis(request.deadline_ms);
             let mut command = Command::new(command).id(request.command_id);
             if let Some(c) = request.correlation_id {
                 command = command.correlation_id(c);
             }
             match self
-                .ask_local(&id, &store_id, command, deadline, true, span)
+                .ask_local(
+                    &self.key(&id),
+                    &store_id,
+                    command,
+                    now,
+                    deadline,
+                    true,
+                    span,
+                )
                 .await
             {
                 Local::Answer(result) => to_reply(result),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::directory::{Placement, ShardDirectory, SingleNodeDirectory};
-use super::host::{HostControl, KindHost, Local, Settings, Shared, count_retry};
+use super::host::{HostControl, Key, KindHost, Local, Settings, Shared, count_retry};
 use super::router::{self, Attempt, Nats, RemoteKind};
 use super::trace::TraceContext;
 use super::{AskError, AskOutcome, persistence_id};
@@ -429,6 +429,7 @@ impl ActorSystem {
                     Err(e) => Err(RefError::InvalidId(e)),
                     Ok(store_id) => Ok(Target {
                         shard: shard_of(A::KIND, &id, host.shared.directory.shard_count()),
+                        key: host.key(&id),
                         host,
                         store_id,
                     }),
@@ -504,6 +505,8 @@ enum RefError {
 
 struct Target<A: Aggregate> {
     host: Arc<KindHost<A>>,
+    /// The actor's key in the host's table (its id, hashed once).
+    key: Key,
     store_id: ActorId,
     shard: ShardId,
 }
@@ -523,6 +526,7 @@ impl<A: Aggregate> Clone for ActorRef<A> {
             target: match &self.target {
                 Ok(t) => Ok(Target {
                     host: t.host.clone(),
+                    key: t.key.clone(),
                     store_id: t.store_id.clone(),
                     shard: t.shard,
                 }),
@@ -557,15 +561,13 @@ where
     /// incarnation on this node (0 if it is not active here). A moment's
     /// reading, for diagnostics and tests.
     pub fn queued(&self) -> usize {
-        self.target.as_ref().map_or(0, |t| t.host.queued(&self.id))
+        self.target.as_ref().map_or(0, |t| t.host.queued(&t.key))
     }
 
     /// Whether the actor has an active incarnation on this node. A moment's
     /// reading, for diagnostics and tests.
     pub fn is_active(&self) -> bool {
-        self.target
-            .as_ref()
-            .is_ok_and(|t| t.host.is_active(&self.id))
+        self.target.as_ref().is_ok_and(|t| t.host.is_active(&t.key))
     }
 
     /// The actor's shard, if the kind is registered and the id valid.
@@ -681,15 +683,19 @@ where
         // time is a `Timeout` (maybe applied), else `Unavailable` (not run).
         let mut maybe_sent = false;
         let mut attempt = 0;
+        // The first attempt starts when the ask did: one clock read less.
+        let mut fresh = Some(started);
         loop {
             match directory.placement(target.shard) {
                 Placement::Local => {
+                    let now = fresh.take().unwrap_or_else(Instant::now);
                     match target
                         .host
                         .ask_local(
-                            &self.id,
+                            &target.key,
                             &target.store_id,
                             command,
+                            now,
                             deadline,
                             wait,
                             span.clone(),
@@ -772,6 +778,7 @@ where
                     if tokio::time::timeout_at(deadline, changed).await.is_err() {
                         return Err(out_of_time(maybe_sent, target.shard));
                     }
+                    fresh = None;
                 }
             }
         }
