@@ -155,3 +155,6 @@ pub use local::{LocalEventBus, LocalEventBusBuilder};
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::{DEFAULT_PREFIX, InvalidPrefix, NatsEventBus, NatsEventBusBuilder};
 pub use store::PublishingStore;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use wire::WireFormat;

@@ -101,7 +101,7 @@ use tokio::task::AbortHandle;
 use crate::hub::{
     BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock, read, write,
 };
-use crate::wire::{self, HEADER_LEN, MAGIC};
+use crate::wire::{self, HEADER_LEN, MAGIC, WireFormat};
 
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "aether";
@@ -170,6 +170,7 @@ pub struct NatsEventBusBuilder {
     prefix: String,
     capacity: usize,
     subscribe_timeout: Duration,
+    wire_format: WireFormat,
 }
 
 impl NatsEventBusBuilder {
@@ -200,6 +201,15 @@ impl NatsEventBusBuilder {
         self
     }
 
+    /// The body format this node publishes in (default [`WireFormat::V2`]);
+    /// both formats are always received. Set [`WireFormat::V1`] while nodes
+    /// of an earlier release, which read only `V1`, still subscribe.
+    #[must_use]
+    pub fn wire_format(mut self, format: WireFormat) -> Self {
+        self.wire_format = format;
+        self
+    }
+
     /// Builds the bus. Nothing is sent until the first publish or subscribe.
     ///
     /// # Errors
@@ -219,7 +229,7 @@ impl NatsEventBusBuilder {
                     prefix: self.prefix,
                     decode_errors: metrics::counter!("aether_bus_decode_errors_total"),
                     subjects: RwLock::new(HashMap::default()),
-                    encoder: Mutex::default(),
+                    encoder: Mutex::new(wire::Encoder::new(self.wire_format)),
                 }),
                 client: self.client,
                 groups: Mutex::new(HashMap::new()),
@@ -366,6 +376,7 @@ impl NatsEventBus {
             prefix: DEFAULT_PREFIX.to_owned(),
             capacity: DEFAULT_CAPACITY,
             subscribe_timeout: Duration::from_secs(5),
+            wire_format: WireFormat::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_bus::{NatsEventBus, Subscription};
+use aether_bus::{NatsEventBus, Subscription, WireFormat};
 use aether_core::{
     ActorId, BusError, BusEvent, Event, EventBus, EventFilter, NamespacePattern, Version,
 };
@@ -580,6 +580,60 @@ async fn envelopes_of_the_previous_format_are_still_received() {
         assert_eq!(e.metadata, want.metadata);
         assert_eq!(e.data, want.data);
     }
+    assert_eq!(receiver.stats().decode_errors, 0);
+}
+
+#[tokio::test]
+async fn a_node_set_to_the_previous_format_writes_it_and_current_nodes_receive_it() {
+    let server = NatsServer::builder().jetstream(false).start().await;
+    let prefix = unique_name("v1-writer");
+    let old_style = NatsEventBus::builder(connect(&server.url()).await)
+        .prefix(&prefix)
+        .wire_format(WireFormat::V1)
+        .build()
+        .unwrap();
+    let receiver = node(&server, &prefix).await;
+    let raw = connect(&server.url()).await;
+    let n = ns("acme.orders");
+    let got = Collected::subscribe(&receiver, EventFilter::namespace(n.clone())).await;
+    let mut capture = raw
+        .subscribe(
+            old_style
+                .subject_pattern(&NamespacePattern::Exact(n.clone()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    round_trip(&raw).await;
+
+    let mut sent = event("order-1", 1, "Placed");
+    sent.metadata.correlation_id = Some("corr".into());
+    old_style.publish(&n, sent.clone()).await.unwrap();
+
+    // On the wire: byte for byte what the previous release wrote.
+    let message = tokio::time::timeout(DEADLINE, capture.next())
+        .await
+        .expect("the envelope is on the subject")
+        .expect("subscription open");
+    let mut want = b"AEB1".to_vec();
+    want.extend_from_slice(old_style.node_id().as_bytes());
+    want.extend(
+        rmp_serde::to_vec_named(&PreviousWire {
+            namespace: &n,
+            event: &sent,
+        })
+        .unwrap(),
+    );
+    assert_eq!(&message.payload[..], &want[..]);
+
+    wait_until(DEADLINE, "the event arrives", async || got.len() >= 1).await;
+    let events = got.events();
+    assert_eq!(events.len(), 1, "{:?}", got.errors());
+    let e = &*events[0].event;
+    assert_eq!(
+        (&e.id, e.version, &e.metadata),
+        (&sent.id, sent.version, &sent.metadata)
+    );
     assert_eq!(receiver.stats().decode_errors, 0);
 }
 
