@@ -46,7 +46,9 @@ use time::UtcOffset;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::wire::{Reader, WireError, Writer};
+use crate::wire::{
+    Reader, TIMESTAMP96_SIZE, WireError, Writer, bin_size, map_size, str_size, uint_size,
+};
 
 /// Header names the store reads.
 pub(crate) mod names {
@@ -258,10 +260,43 @@ pub(crate) fn msg_id(id: EventId, scope: &str) -> String {
     s
 }
 
+/// A header value from text the store composed itself of ASCII letters,
+/// digits, `-` and `.` (message ids, sequence numbers), taken without the
+/// per-character line-break check of `HeaderValue::from(String)` and without
+/// a copy; `again` composes the same text for the checked conversion, used
+/// only if the client ever stops accepting the value this way.
+pub(crate) fn header_value(text: String, again: impl FnOnce() -> String) -> HeaderValue {
+    debug_assert!(
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+        "not a plain header value: {text:?}"
+    );
+    let de: serde::de::value::StringDeserializer<serde::de::value::Error> =
+        serde::de::IntoDeserializer::into_deserializer(text);
+    HeaderValue::deserialize(de).unwrap_or_else(|_| HeaderValue::from(again()))
+}
+
+/// `n` in decimal as a header value (without the formatting machinery).
+pub(crate) fn number_value(n: u64) -> HeaderValue {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    let digits = std::str::from_utf8(&buf[i..]).map_or_else(|_| n.to_string(), str::to_owned);
+    header_value(digits, || n.to_string())
+}
+
 /// One event as stored: its message id (the `Nats-Msg-Id` header) and its body.
 pub(crate) struct Encoded {
-    /// The `Nats-Msg-Id` value, validated once when encoded (a header value
-    /// is checked for line breaks on every conversion from a string).
+    /// The `Nats-Msg-Id` value, built once when encoded.
     pub(crate) id: HeaderValue,
     pub(crate) body: Bytes,
 }
@@ -277,7 +312,15 @@ impl Encoded {
             + self.body.len()
     }
 
-    /// The headers to publish it with: the id, plus whatever the caller adds.
+    /// The headers to publish it with (the id, plus whatever the caller
+    /// adds) and the body, without copying either.
+    pub(crate) fn into_parts(self) -> (HeaderMap, Bytes) {
+        let mut h = HeaderMap::new();
+        h.insert(NATS_MESSAGE_ID, self.id);
+        (h, self.body)
+    }
+
+    #[cfg(test)]
     pub(crate) fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(NATS_MESSAGE_ID, self.id.clone());
@@ -296,31 +339,34 @@ pub(crate) fn encode_event(
         EnvelopeFormat::V2 => encode_event_v2(event),
     };
     Ok(Encoded {
-        id: HeaderValue::from(msg_id(event.id, scope)),
+        id: header_value(msg_id(event.id, scope), || msg_id(event.id, scope)),
         body,
     })
 }
 
 /// The event's body in format 2: `[2, type, actor, version, ts, schema,
-/// corr, cause, meta, data]`, in one allocation of the exact size.
+/// corr, cause, meta, data]`, in one allocation of the exact size (so the
+/// bytes need no separate reference count until they are shared).
 fn encode_event_v2(event: &Event) -> Bytes {
     let m = &event.metadata;
-    let str_len = |s: &str| s.len() + 5;
-    let capacity = 2
-        + str_len(&event.event_type)
-        + str_len(event.actor_id.as_str())
-        + 9
-        + 15
-        + 5
-        + m.correlation_id.as_deref().map_or(1, str_len)
-        + m.causation_id.as_deref().map_or(1, str_len)
-        + 5
+    let opt_str = |s: Option<&str>| s.map_or(1, |s| str_size(s.len()));
+    // A BTreeMap's length fits the map header (it is at most memory).
+    let custom_len = u32::try_from(m.custom.len()).unwrap_or(u32::MAX);
+    let capacity = map_size(10)
+        + uint_size(u64::from(FORMAT_2))
+        + str_size(event.event_type.len())
+        + str_size(event.actor_id.as_str().len())
+        + uint_size(event.version.get())
+        + TIMESTAMP96_SIZE
+        + uint_size(u64::from(event.schema_version))
+        + opt_str(m.correlation_id.as_deref())
+        + opt_str(m.causation_id.as_deref())
+        + map_size(custom_len)
         + m.custom
             .iter()
-            .map(|(k, v)| str_len(k) + str_len(v))
+            .map(|(k, v)| str_size(k.len()) + str_size(v.len()))
             .sum::<usize>()
-        + 5
-        + event.data.len();
+        + bin_size(event.data.len());
     let mut body = Vec::with_capacity(capacity);
     let mut w = Writer(&mut body);
     w.array(10);
@@ -335,13 +381,13 @@ fn encode_event_v2(event: &Event) -> Bytes {
     w.uint(u64::from(event.schema_version));
     w.opt_str(m.correlation_id.as_deref());
     w.opt_str(m.causation_id.as_deref());
-    // A BTreeMap's length fits the map header (it is at most memory).
-    w.map(u32::try_from(m.custom.len()).unwrap_or(u32::MAX));
+    w.map(custom_len);
     for (k, v) in &m.custom {
         w.str(k);
         w.str(v);
     }
     w.bin(&event.data);
+    debug_assert_eq!(body.len(), capacity, "format 2 size");
     Bytes::from(body)
 }
 
@@ -890,6 +936,20 @@ mod tests {
         stream: "S",
         sequence: 1,
     };
+
+    #[test]
+    fn header_values_equal_the_checked_conversions() {
+        for n in [0u64, 7, 10, 99, 1000, u64::MAX] {
+            assert_eq!(number_value(n), HeaderValue::from(n));
+            assert_eq!(number_value(n).as_str(), n.to_string());
+        }
+        let actor = ActorId::new("a.b ü").unwrap();
+        let id = EventId::new();
+        let text = msg_id(id, &actor_scope(&actor));
+        let v = header_value(text.clone(), || unreachable!());
+        assert_eq!(v, HeaderValue::from(text.as_str()));
+        assert_eq!(v.as_str().len(), 36 + 1 + 32);
+    }
 
     #[test]
     fn event_round_trips() {
