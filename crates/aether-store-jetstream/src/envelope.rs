@@ -46,7 +46,9 @@ use time::UtcOffset;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::wire::{Reader, WireError, Writer};
+use crate::wire::{
+    Reader, TIMESTAMP96_SIZE, WireError, Writer, bin_size, map_size, str_size, uint_size,
+};
 
 /// Header names the store reads.
 pub(crate) mod names {
@@ -260,8 +262,7 @@ pub(crate) fn msg_id(id: EventId, scope: &str) -> String {
 
 /// One event as stored: its message id (the `Nats-Msg-Id` header) and its body.
 pub(crate) struct Encoded {
-    /// The `Nats-Msg-Id` value, validated once when encoded (a header value
-    /// is checked for line breaks on every conversion from a string).
+    /// The `Nats-Msg-Id` value, built once when encoded.
     pub(crate) id: HeaderValue,
     pub(crate) body: Bytes,
 }
@@ -277,7 +278,15 @@ impl Encoded {
             + self.body.len()
     }
 
-    /// The headers to publish it with: the id, plus whatever the caller adds.
+    /// The headers to publish it with (the id, plus whatever the caller
+    /// adds) and the body, without copying either.
+    pub(crate) fn into_parts(self) -> (HeaderMap, Bytes) {
+        let mut h = HeaderMap::new();
+        h.insert(NATS_MESSAGE_ID, self.id);
+        (h, self.body)
+    }
+
+    #[cfg(test)]
     pub(crate) fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(NATS_MESSAGE_ID, self.id.clone());
@@ -302,25 +311,28 @@ pub(crate) fn encode_event(
 }
 
 /// The event's body in format 2: `[2, type, actor, version, ts, schema,
-/// corr, cause, meta, data]`, in one allocation of the exact size.
+/// corr, cause, meta, data]`, in one allocation of the exact size (so the
+/// bytes need no separate reference count until they are shared).
 fn encode_event_v2(event: &Event) -> Bytes {
     let m = &event.metadata;
-    let str_len = |s: &str| s.len() + 5;
-    let capacity = 2
-        + str_len(&event.event_type)
-        + str_len(event.actor_id.as_str())
-        + 9
-        + 15
-        + 5
-        + m.correlation_id.as_deref().map_or(1, str_len)
-        + m.causation_id.as_deref().map_or(1, str_len)
-        + 5
+    let opt_str = |s: Option<&str>| s.map_or(1, |s| str_size(s.len()));
+    // A BTreeMap's length fits the map header (it is at most memory).
+    let custom_len = u32::try_from(m.custom.len()).unwrap_or(u32::MAX);
+    let capacity = map_size(10)
+        + uint_size(u64::from(FORMAT_2))
+        + str_size(event.event_type.len())
+        + str_size(event.actor_id.as_str().len())
+        + uint_size(event.version.get())
+        + TIMESTAMP96_SIZE
+        + uint_size(u64::from(event.schema_version))
+        + opt_str(m.correlation_id.as_deref())
+        + opt_str(m.causation_id.as_deref())
+        + map_size(custom_len)
         + m.custom
             .iter()
-            .map(|(k, v)| str_len(k) + str_len(v))
+            .map(|(k, v)| str_size(k.len()) + str_size(v.len()))
             .sum::<usize>()
-        + 5
-        + event.data.len();
+        + bin_size(event.data.len());
     let mut body = Vec::with_capacity(capacity);
     let mut w = Writer(&mut body);
     w.array(10);
@@ -335,13 +347,13 @@ fn encode_event_v2(event: &Event) -> Bytes {
     w.uint(u64::from(event.schema_version));
     w.opt_str(m.correlation_id.as_deref());
     w.opt_str(m.causation_id.as_deref());
-    // A BTreeMap's length fits the map header (it is at most memory).
-    w.map(u32::try_from(m.custom.len()).unwrap_or(u32::MAX));
+    w.map(custom_len);
     for (k, v) in &m.custom {
         w.str(k);
         w.str(v);
     }
     w.bin(&event.data);
+    debug_assert_eq!(body.len(), capacity, "format 2 size");
     Bytes::from(body)
 }
 

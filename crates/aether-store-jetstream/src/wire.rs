@@ -15,6 +15,48 @@ pub(crate) struct WireError {
 /// The MessagePack timestamp extension type.
 pub(crate) const EXT_TIMESTAMP: i8 = -1;
 
+/// The bytes [`Writer::str`] writes for a string of `len` bytes.
+pub(crate) fn str_size(len: usize) -> usize {
+    len + match len {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// The bytes [`Writer::bin`] writes for `len` bytes.
+pub(crate) fn bin_size(len: usize) -> usize {
+    len + match len {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// The bytes [`Writer::uint`] writes for `v`.
+pub(crate) fn uint_size(v: u64) -> usize {
+    match v {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// The bytes [`Writer::map`] (or [`Writer::array`]) writes for `len` entries.
+pub(crate) fn map_size(len: u32) -> usize {
+    match len {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// The bytes [`Writer::timestamp96`] writes.
+pub(crate) const TIMESTAMP96_SIZE: usize = 15;
+
 /// Appends MessagePack values to a buffer.
 pub(crate) struct Writer<'a>(pub(crate) &'a mut Vec<u8>);
 
@@ -308,6 +350,7 @@ mod tests {
         ] {
             let mut buf = Vec::new();
             Writer(&mut buf).uint(n);
+            assert_eq!(buf.len(), uint_size(n));
             assert_eq!(Reader::new(&buf).uint().unwrap(), n);
             assert_eq!(rmp_serde::from_slice::<u64>(&buf).unwrap(), n);
         }
@@ -321,6 +364,7 @@ mod tests {
         ] {
             let mut buf = Vec::new();
             Writer(&mut buf).str(s);
+            assert_eq!(buf.len(), str_size(s.len()));
             let mut r = Reader::new(&buf);
             assert_eq!(r.str().unwrap(), s);
             assert!(r.at_end());
@@ -329,6 +373,7 @@ mod tests {
         for b in [&[][..], &bytes[..10], &bytes[..], long.as_bytes()] {
             let mut buf = Vec::new();
             Writer(&mut buf).bin(b);
+            assert_eq!(buf.len(), bin_size(b.len()));
             assert_eq!(Reader::new(&buf).bin().unwrap(), b);
             let back: serde_bytes_like::Buf = rmp_serde::from_slice(&buf).unwrap();
             assert_eq!(back.0, b);
@@ -336,14 +381,16 @@ mod tests {
         for n in [0u32, 15, 16, 65_535, 65_536] {
             let mut buf = Vec::new();
             Writer(&mut buf).array(n);
+            assert_eq!(buf.len(), map_size(n));
             Writer(&mut buf).map(n);
+            assert_eq!(buf.len(), 2 * map_size(n));
             let mut r = Reader::new(&buf);
             assert_eq!(r.array().unwrap(), n as usize);
             assert_eq!(r.map().unwrap(), n as usize);
         }
         let mut buf = Vec::new();
         Writer(&mut buf).timestamp96(-5, 999_999_999);
-        assert_eq!(buf.len(), 15);
+        assert_eq!(buf.len(), TIMESTAMP96_SIZE);
         assert_eq!(Reader::new(&buf).timestamp().unwrap(), (-5, 999_999_999));
         let mut buf = Vec::new();
         Writer(&mut buf).opt_str(None);

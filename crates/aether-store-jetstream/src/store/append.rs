@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::read::Reader;
 use super::{CONTROL_HEADERS, Inner, MAX_ATTEMPTS, backoff};
-use crate::cache::Tip;
+use crate::cache::{Keys, Tip};
 use crate::envelope::{Encoded, encode_event};
 use crate::error::{ApiError, Refusal, api_error, codes, publish_error, request_error};
 
@@ -166,24 +166,27 @@ impl Inner {
     }
 
     /// Publishes one event or an atomic batch with the expected last
-    /// sequence of the actor's subject.
+    /// sequence of the actor's subject. The messages are consumed: their
+    /// headers and bodies go to the client without a copy.
     pub(crate) async fn publish(
         &self,
         subject: &Subject,
-        msgs: &[Encoded],
+        msgs: Vec<Encoded>,
         expected_seq: u64,
     ) -> Result<Result<Ack, Refusal>, StoreError> {
-        let mut seq_buf = itoa_buf();
-        let expected = format_u64(expected_seq, &mut seq_buf);
-        let (headers, body) = match msgs {
-            [one] => {
-                let mut h = one.headers();
-                h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected);
-                (h, one.body.clone())
+        let n = msgs.len();
+        let (headers, body) = match <[Encoded; 1]>::try_from(msgs) {
+            Ok([one]) => {
+                let (mut h, body) = one.into_parts();
+                h.insert(
+                    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    HeaderValue::from(expected_seq),
+                );
+                (h, body)
             }
             // The staged messages of a batch in a future of their own, so
             // the common single-event append keeps a small future.
-            _ => match Box::pin(self.stage_batch(subject, msgs, expected)).await? {
+            Err(msgs) => match Box::pin(self.stage_batch(subject, msgs, expected_seq)).await? {
                 Some(commit) => commit,
                 None => {
                     return Err(StoreError::Backend {
@@ -193,7 +196,6 @@ impl Inner {
                 }
             },
         };
-        let n = msgs.len();
         self.request_ack(subject, headers, body, || {
             if n == 1 {
                 format!("appending to {subject}")
@@ -210,45 +212,53 @@ impl Inner {
     async fn stage_batch(
         &self,
         subject: &Subject,
-        msgs: &[Encoded],
-        expected: &str,
+        msgs: Vec<Encoded>,
+        expected: u64,
     ) -> Result<Option<(HeaderMap, Bytes)>, StoreError> {
-        let Some((last, rest)) = msgs.split_last() else {
+        let n = msgs.len();
+        let mut msgs = msgs.into_iter();
+        let Some(last) = msgs.next_back() else {
             return Ok(None);
         };
         let mut id_buf = [0u8; uuid::fmt::Simple::LENGTH];
-        // Validated once, cloned per message.
+        // Built once, cloned per message.
         let batch_id = HeaderValue::from(&*uuid::Uuid::new_v4().simple().encode_lower(&mut id_buf));
-        let what = || format!("appending a batch of {} to {subject}", msgs.len());
-        let batch_headers = |msg: &Encoded, i: usize| {
-            let mut h = msg.headers();
+        let what = || format!("appending a batch of {n} to {subject}");
+        let batch_headers = |msg: Encoded, i: usize| {
+            let (mut h, body) = msg.into_parts();
             h.insert(NATS_BATCH_ID, batch_id.clone());
-            let mut buf = itoa_buf();
-            h.insert(NATS_BATCH_SEQUENCE, format_u64(i as u64 + 1, &mut buf));
+            h.insert(NATS_BATCH_SEQUENCE, HeaderValue::from(i as u64 + 1));
             if i == 0 {
-                h.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected);
+                h.insert(
+                    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    HeaderValue::from(expected),
+                );
             }
-            h
+            (h, body)
         };
-        for (i, msg) in rest.iter().enumerate() {
+        for (i, msg) in msgs.enumerate() {
+            let (h, body) = batch_headers(msg, i);
             self.client
-                .publish_with_headers(subject.clone(), batch_headers(msg, i), msg.body.clone())
+                .publish_with_headers(subject.clone(), h, body)
                 .await
                 .map_err(|e| publish_error(&what(), e))?;
         }
-        let mut h = batch_headers(last, rest.len());
+        let (mut h, body) = batch_headers(last, n - 1);
         h.insert(NATS_BATCH_COMMIT, "1");
-        Ok(Some((h, last.body.clone())))
+        Ok(Some((h, body)))
     }
 
     pub(crate) async fn append_checked(
         self: &Arc<Self>,
         actor: &ActorId,
-        subject: &Subject,
+        keys: &Keys,
         expected: Version,
         events: &[Event],
-        msgs: &[Encoded],
+        msgs: Vec<Encoded>,
     ) -> Result<Version, StoreError> {
+        let subject = &keys.subject;
+        // The first attempt sends `msgs`; a later one encodes the events again.
+        let mut msgs = Some(msgs);
         // The batch was validated: its versions run expected + 1, expected + 2, ….
         let last_version = events.last().map_or(expected, |e| e.version);
         let mut known = match self.cache.get(actor) {
@@ -275,7 +285,11 @@ impl Inner {
                     Resolution::Unchanged(t) => t,
                 },
             };
-            match self.publish(subject, msgs, tip.last).await {
+            let batch = match msgs.take() {
+                Some(m) => m,
+                None => self.encode_batch(actor, &keys.scope, events)?,
+            };
+            match self.publish(subject, batch, tip.last).await {
                 Ok(Ok(ack)) if !ack.duplicate => {
                     self.cache
                         .observe(actor, Tip::at(last_version.get(), ack.seq));
@@ -345,36 +359,5 @@ impl Inner {
                 Ok(enc)
             })
             .collect()
-    }
-}
-
-/// A buffer for [`format_u64`].
-fn itoa_buf() -> [u8; 20] {
-    [0u8; 20]
-}
-
-/// `n` in decimal, written into `buf` without allocating.
-fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn numbers_format_like_to_string() {
-        for n in [0u64, 7, 10, 99, 1000, 18_446_744_073_709_551_615] {
-            let mut buf = super::itoa_buf();
-            assert_eq!(super::format_u64(n, &mut buf), n.to_string());
-        }
     }
 }

@@ -327,7 +327,7 @@ impl EventStore for JetStreamEventStore {
         );
         let result = self
             .inner
-            .append_checked(actor, &keys.subject, expected, &events, &msgs)
+            .append_checked(actor, &keys, expected, &events, msgs)
             .instrument(span)
             .await;
         inner
