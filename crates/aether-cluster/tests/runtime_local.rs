@@ -603,6 +603,41 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
     system.shutdown().await;
 }
 
+/// A shard moved away before the system's placement follower first ran (on
+/// a current-thread runtime it runs only when the test yields) still
+/// passivates its actors: the follower reads placements after subscribing
+/// to changes, so a change made before it started is not missed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates() {
+    use aether_cluster::runtime::{Placement, StaticDirectory};
+    use aether_cluster::{NodeId, ShardId};
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let dir = Arc::new(StaticDirectory::new(
+        NodeId::new("solo").expect("node"),
+        1,
+        |_| Placement::Local,
+    ));
+    let system = ActorSystem::builder(store)
+        .register::<Counter>()
+        .directory(dir.clone())
+        .build()
+        .expect("system");
+    let out = system
+        .actor::<Counter>(id("early"))
+        .ask(Cmd::Add(1))
+        .await
+        .expect("ran in place");
+    assert_eq!(out.version, Version::new(1));
+    assert_eq!(system.active_actors(), 1);
+    dir.assign(ShardId::new(0), Placement::Moving);
+    wait_until(WAIT, "the moved actor passivates", async || {
+        system.active_actors() == 0
+    })
+    .await;
+    system.shutdown().await;
+}
+
 /// Commands for a shard that is moving wait in a bounded buffer until the
 /// directory settles; beyond its capacity they get `Busy` at once, never
 /// queued or run.

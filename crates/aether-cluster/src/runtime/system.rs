@@ -359,13 +359,18 @@ impl Drop for Inner {
 /// no longer local (reason `moved`): each finishes its command in flight,
 /// and the commands still queued are answered "not here", so routers send
 /// them to the new owner.
+///
+/// Each pass subscribes to the next change *before* it reads placements, so
+/// a change made before this task first runs, or while a pass scans, is seen
+/// by that pass or wakes the next one: none is missed.
 async fn follow_placements(shared: Arc<Shared>, controls: Vec<Arc<dyn HostControl>>) {
     loop {
-        shared.directory.changed().await;
+        let changed = shared.directory.changed();
         let directory = shared.directory.as_ref();
         for c in &controls {
             let _ = c.stop_shards(&|s| directory.placement(s) != Placement::Local, "moved");
         }
+        changed.await;
     }
 }
 
