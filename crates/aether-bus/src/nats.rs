@@ -99,7 +99,8 @@ use metrics::Counter;
 use tokio::task::AbortHandle;
 
 use crate::hub::{
-    BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock, read, write,
+    BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock,
+    published_counter, read, write,
 };
 use crate::wire::{self, HEADER_LEN, MAGIC, WireFormat};
 
@@ -317,13 +318,17 @@ struct Core {
     /// Subjects by namespace and event type (see the module docs).
     /// FNV-hashed, like the hub's maps: keyed only by namespaces this node
     /// publishes in.
-    subjects: RwLock<HashMap<Namespace, TypeSubjects, Fnv>>,
+    subjects: RwLock<HashMap<Namespace, NsSubjects, Fnv>>,
     /// Writes envelopes into a buffer consecutive publishes share.
     encoder: Mutex<wire::Encoder>,
 }
 
-/// The subjects of one namespace, by event type.
-type TypeSubjects = Vec<(Arc<str>, Subject)>;
+/// The subjects of one namespace, by event type, and its published counter
+/// (for publishes that no local subscriber receives: see [`Hub::has_groups`]).
+struct NsSubjects {
+    published: Counter,
+    types: Vec<(Arc<str>, Subject)>,
+}
 
 type Slots = Arc<RwLock<Arc<Vec<Arc<Slot>>>>>;
 
@@ -617,26 +622,40 @@ impl Core {
     }
 
     /// [`event_subject`](Self::event_subject), built once per namespace and
-    /// type and kept.
-    fn cached_subject(&self, namespace: &Namespace, event_type: &Arc<str>) -> Subject {
-        let find = |types: &TypeSubjects| {
-            types
+    /// type and kept, with the namespace's published counter (`None` past the
+    /// cache's bounds).
+    fn cached_subject(
+        &self,
+        namespace: &Namespace,
+        event_type: &Arc<str>,
+    ) -> (Subject, Option<Counter>) {
+        let find = |ns: &NsSubjects| {
+            ns.types
                 .iter()
                 .find(|(t, _)| Arc::ptr_eq(t, event_type) || **t == **event_type)
-                .map(|(_, s)| s.clone())
+                .map(|(_, s)| (s.clone(), Some(ns.published.clone())))
         };
-        if let Some(subject) = read(&self.subjects).get(namespace.as_str()).and_then(find) {
-            return subject;
+        if let Some(found) = read(&self.subjects).get(namespace.as_str()).and_then(find) {
+            return found;
         }
         let subject = Subject::from(self.event_subject(namespace, event_type));
         let mut subjects = write(&self.subjects);
         if subjects.len() < SUBJECT_CACHE_NAMESPACES || subjects.contains_key(namespace.as_str()) {
-            let types = subjects.entry(namespace.clone()).or_default();
-            if types.len() < SUBJECT_CACHE_TYPES && find(types).is_none() {
-                types.push((Arc::clone(event_type), subject.clone()));
+            let ns = subjects
+                .entry(namespace.clone())
+                .or_insert_with(|| NsSubjects {
+                    published: published_counter(namespace),
+                    types: Vec::new(),
+                });
+            if let Some(found) = find(ns) {
+                return found;
+            }
+            if ns.types.len() < SUBJECT_CACHE_TYPES {
+                ns.types.push((Arc::clone(event_type), subject.clone()));
+                return (subject, Some(ns.published.clone()));
             }
         }
-        subject
+        (subject, None)
     }
 
     fn pattern_subject(&self, pattern: &NamespacePattern) -> Option<String> {
@@ -960,13 +979,19 @@ impl EventBus for NatsEventBus {
             });
         }
         let size = payload.len();
-        let subject = core.cached_subject(namespace, &event.event_type);
+        let (subject, published) = core.cached_subject(namespace, &event.event_type);
         self.inner
             .client
             .publish(subject, payload)
             .await
             .map_err(|e| map_publish_error(e, size, max))?;
-        core.hub.publish_local(namespace, Arc::new(event));
+        match published {
+            // No local subscriber: count it, without the index or an `Arc`.
+            Some(counter) if !core.hub.has_groups() => core.hub.count_unreceived(&counter),
+            _ => {
+                core.hub.publish_local(namespace, Arc::new(event));
+            }
+        }
         Ok(())
     }
 
