@@ -25,7 +25,7 @@
 
 use std::borrow::Cow;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use aether_core::{CodecError, Event, EventId, Metadata, Namespace, Version};
 use serde::Deserialize;
@@ -102,7 +102,11 @@ impl Encoder {
             }
             buf.extend_from_slice(MAGIC);
             buf.extend_from_slice(origin.as_bytes());
-            write_positional(buf, namespace.as_str(), event);
+            // Zeroed, written, then cut to what was written (all within
+            // the capacity just reserved).
+            buf.resize(size, 0);
+            let body = write_positional(&mut buf[HEADER_LEN..], namespace.as_str(), event);
+            buf.truncate(HEADER_LEN + body);
             return Ok(buf.split().freeze());
         }
         let out = &mut self.scratch;
@@ -150,90 +154,116 @@ fn positional_size(ns: &str, event: &Event) -> usize {
 }
 
 /// [`write_body`] for an event without metadata, byte for byte as `rmp`
-/// writes it (the smallest form of every length and integer), with no
-/// error to handle: `buf` holds [`positional_size`] bytes.
-fn write_positional(buf: &mut BytesMut, ns: &str, event: &Event) {
+/// writes it (the smallest form of every length and integer), into `out`,
+/// which holds at least [`positional_size`] bytes; returns the length
+/// written.
+fn write_positional(out: &mut [u8], ns: &str, event: &Event) -> usize {
     let ts = event.timestamp;
-    buf.put_u8(0x90 | FIELDS as u8);
-    put_uint(buf, VERSION);
-    put_str(buf, ns.as_bytes());
-    put_bin(buf, event.id.as_uuid().as_bytes());
-    put_str(buf, event.event_type.as_bytes());
-    put_str(buf, event.actor_id.as_str().as_bytes());
-    put_uint(buf, event.version.get());
-    put_uint(buf, u64::from(event.schema_version));
-    put_sint(buf, ts.unix_timestamp());
-    put_uint(buf, u64::from(ts.nanosecond()));
-    put_sint(buf, i64::from(ts.offset().whole_seconds()));
-    put_bin(buf, &event.data);
-    buf.put_u8(NIL);
+    let w = &mut Out { out, at: 0 };
+    w.byte(0x90 | FIELDS as u8);
+    w.uint(VERSION);
+    w.str(ns.as_bytes());
+    w.bin(event.id.as_uuid().as_bytes());
+    w.str(event.event_type.as_bytes());
+    w.str(event.actor_id.as_str().as_bytes());
+    w.uint(event.version.get());
+    w.uint(u64::from(event.schema_version));
+    w.sint(ts.unix_timestamp());
+    w.uint(u64::from(ts.nanosecond()));
+    w.sint(i64::from(ts.offset().whole_seconds()));
+    w.bin(&event.data);
+    w.byte(NIL);
+    w.at
 }
 
-fn put_uint(buf: &mut BytesMut, v: u64) {
-    if v < 128 {
-        buf.put_u8(v as u8);
-    } else if let Ok(v) = u8::try_from(v) {
-        buf.put_slice(&[0xcc, v]);
-    } else if let Ok(v) = u16::try_from(v) {
-        buf.put_u8(0xcd);
-        buf.put_u16(v);
-    } else if let Ok(v) = u32::try_from(v) {
-        buf.put_u8(0xce);
-        buf.put_u32(v);
-    } else {
-        buf.put_u8(0xcf);
-        buf.put_u64(v);
-    }
+/// A cursor writing MessagePack into a slice long enough for it.
+struct Out<'a> {
+    out: &'a mut [u8],
+    at: usize,
 }
 
-fn put_sint(buf: &mut BytesMut, v: i64) {
-    if let Ok(v) = u64::try_from(v) {
-        put_uint(buf, v);
-    } else if v >= -32 {
-        buf.put_i8(v as i8);
-    } else if let Ok(v) = i8::try_from(v) {
-        buf.put_u8(0xd0);
-        buf.put_i8(v);
-    } else if let Ok(v) = i16::try_from(v) {
-        buf.put_u8(0xd1);
-        buf.put_i16(v);
-    } else if let Ok(v) = i32::try_from(v) {
-        buf.put_u8(0xd2);
-        buf.put_i32(v);
-    } else {
-        buf.put_u8(0xd3);
-        buf.put_i64(v);
+impl Out<'_> {
+    #[inline]
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
     }
-}
 
-fn put_str(buf: &mut BytesMut, s: &[u8]) {
-    let len = s.len();
-    if len < 32 {
-        buf.put_u8(0xa0 | len as u8);
-    } else if let Ok(len) = u8::try_from(len) {
-        buf.put_slice(&[0xd9, len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        buf.put_u8(0xda);
-        buf.put_u16(len);
-    } else {
-        buf.put_u8(0xdb);
-        buf.put_u32(len as u32);
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.out[self.at] = b;
+        self.at += 1;
     }
-    buf.put_slice(s);
-}
 
-fn put_bin(buf: &mut BytesMut, b: &[u8]) {
-    let len = b.len();
-    if let Ok(len) = u8::try_from(len) {
-        buf.put_slice(&[0xc4, len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        buf.put_u8(0xc5);
-        buf.put_u16(len);
-    } else {
-        buf.put_u8(0xc6);
-        buf.put_u32(len as u32);
+    #[inline]
+    fn uint(&mut self, v: u64) {
+        if v < 128 {
+            self.byte(v as u8);
+        } else if let Ok(v) = u8::try_from(v) {
+            self.bytes(&[0xcc, v]);
+        } else if let Ok(v) = u16::try_from(v) {
+            self.byte(0xcd);
+            self.bytes(&v.to_be_bytes());
+        } else if let Ok(v) = u32::try_from(v) {
+            self.byte(0xce);
+            self.bytes(&v.to_be_bytes());
+        } else {
+            self.byte(0xcf);
+            self.bytes(&v.to_be_bytes());
+        }
     }
-    buf.put_slice(b);
+
+    #[inline]
+    fn sint(&mut self, v: i64) {
+        if let Ok(v) = u64::try_from(v) {
+            self.uint(v);
+        } else if v >= -32 {
+            self.byte(v as u8);
+        } else if let Ok(v) = i8::try_from(v) {
+            self.bytes(&[0xd0, v as u8]);
+        } else if let Ok(v) = i16::try_from(v) {
+            self.byte(0xd1);
+            self.bytes(&v.to_be_bytes());
+        } else if let Ok(v) = i32::try_from(v) {
+            self.byte(0xd2);
+            self.bytes(&v.to_be_bytes());
+        } else {
+            self.byte(0xd3);
+            self.bytes(&v.to_be_bytes());
+        }
+    }
+
+    #[inline]
+    fn str(&mut self, s: &[u8]) {
+        let len = s.len();
+        if len < 32 {
+            self.byte(0xa0 | len as u8);
+        } else if let Ok(len) = u8::try_from(len) {
+            self.bytes(&[0xd9, len]);
+        } else if let Ok(len) = u16::try_from(len) {
+            self.byte(0xda);
+            self.bytes(&len.to_be_bytes());
+        } else {
+            self.byte(0xdb);
+            self.bytes(&(len as u32).to_be_bytes());
+        }
+        self.bytes(s);
+    }
+
+    #[inline]
+    fn bin(&mut self, b: &[u8]) {
+        let len = b.len();
+        if let Ok(len) = u8::try_from(len) {
+            self.bytes(&[0xc4, len]);
+        } else if let Ok(len) = u16::try_from(len) {
+            self.byte(0xc5);
+            self.bytes(&len.to_be_bytes());
+        } else {
+            self.byte(0xc6);
+            self.bytes(&(len as u32).to_be_bytes());
+        }
+        self.bytes(b);
+    }
 }
 
 fn write_body(buf: &mut Vec<u8>, ns: &str, event: &Event) -> Result<(), rmp_serde::encode::Error> {
@@ -319,10 +349,10 @@ fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
 }
 
 fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
-    use rmp::decode::{read_array_len, read_int};
+    use rmp::decode::read_array_len;
     let rd = &mut &*body;
     let fields = read_array_len(rd).map_err(|e| e.to_string())?;
-    let version: u64 = read_int(rd).map_err(|e| e.to_string())?;
+    let version: u64 = read_int(rd)?;
     if version != VERSION {
         return Err(format!("unknown envelope format version {version}").into());
     }
@@ -333,11 +363,11 @@ fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
     let id = uuid::Uuid::from_slice(read_bin(rd)?).map_err(|_| "an event id is 16 bytes")?;
     let event_type = read_str(rd)?;
     let actor_id = read_str(rd)?;
-    let event_version: u64 = read_int(rd).map_err(|e| e.to_string())?;
-    let schema_version: u32 = read_int(rd).map_err(|e| e.to_string())?;
-    let seconds: i64 = read_int(rd).map_err(|e| e.to_string())?;
-    let nanosecond: u32 = read_int(rd).map_err(|e| e.to_string())?;
-    let offset: i32 = read_int(rd).map_err(|e| e.to_string())?;
+    let event_version: u64 = read_int(rd)?;
+    let schema_version: u32 = read_int(rd)?;
+    let seconds: i64 = read_int(rd)?;
+    let nanosecond: u32 = read_int(rd)?;
+    let offset: i32 = read_int(rd)?;
     let timestamp = OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
         .and_then(|t| t.replace_nanosecond(nanosecond).ok())
@@ -375,14 +405,59 @@ fn take<'a>(rd: &mut &'a [u8], len: u32) -> Result<&'a [u8], &'static str> {
     Ok(head)
 }
 
+/// The next `N` bytes of `rd`, as an array.
+fn take_array<const N: usize>(rd: &mut &[u8]) -> Result<[u8; N], &'static str> {
+    let (head, rest) = rd.split_first_chunk::<N>().ok_or("truncated envelope")?;
+    *rd = rest;
+    Ok(*head)
+}
+
+/// The next byte of `rd`.
+fn take_byte(rd: &mut &[u8]) -> Result<u8, &'static str> {
+    Ok(take_array::<1>(rd)?[0])
+}
+
+/// A MessagePack integer in any of its forms (as `rmp::decode::read_int`
+/// reads them), converted to `T` if it fits.
+fn read_int<T: TryFrom<i128>>(rd: &mut &[u8]) -> Result<T, Cow<'static, str>> {
+    let marker = take_byte(rd)?;
+    let value: i128 = match marker {
+        0x00..=0x7f => i128::from(marker),
+        0xe0..=0xff => i128::from(marker as i8),
+        0xcc => i128::from(take_byte(rd)?),
+        0xcd => i128::from(u16::from_be_bytes(take_array(rd)?)),
+        0xce => i128::from(u32::from_be_bytes(take_array(rd)?)),
+        0xcf => i128::from(u64::from_be_bytes(take_array(rd)?)),
+        0xd0 => i128::from(i8::from_be_bytes(take_array(rd)?)),
+        0xd1 => i128::from(i16::from_be_bytes(take_array(rd)?)),
+        0xd2 => i128::from(i32::from_be_bytes(take_array(rd)?)),
+        0xd3 => i128::from(i64::from_be_bytes(take_array(rd)?)),
+        _ => return Err(format!("expected an integer, found marker {marker:#04x}").into()),
+    };
+    T::try_from(value).map_err(|_| format!("integer {value} out of range").into())
+}
+
 /// A string's bytes (see [`WireEvent`]).
 fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
-    let len = rmp::decode::read_str_len(rd).map_err(|e| e.to_string())?;
+    let marker = take_byte(rd)?;
+    let len = match marker {
+        0xa0..=0xbf => u32::from(marker & 0x1f),
+        0xd9 => u32::from(take_byte(rd)?),
+        0xda => u32::from(u16::from_be_bytes(take_array(rd)?)),
+        0xdb => u32::from_be_bytes(take_array(rd)?),
+        _ => return Err(format!("expected a string, found marker {marker:#04x}").into()),
+    };
     Ok(take(rd, len)?)
 }
 
 fn read_bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
-    let len = rmp::decode::read_bin_len(rd).map_err(|e| e.to_string())?;
+    let marker = take_byte(rd)?;
+    let len = match marker {
+        0xc4 => u32::from(take_byte(rd)?),
+        0xc5 => u32::from(u16::from_be_bytes(take_array(rd)?)),
+        0xc6 => u32::from_be_bytes(take_array(rd)?),
+        _ => return Err(format!("expected binary data, found marker {marker:#04x}").into()),
+    };
     Ok(take(rd, len)?)
 }
 
@@ -567,14 +642,83 @@ mod tests {
         }
         for v in uints.iter().copied().chain([1, 200, 1 << 40]) {
             for signed in [v as i64, (v as i64).wrapping_neg()] {
-                let (mut want, mut got) = (Vec::new(), BytesMut::new());
+                let mut want = Vec::new();
                 rmp::encode::write_uint(&mut want, v).unwrap();
                 rmp::encode::write_sint(&mut want, signed).unwrap();
-                put_uint(&mut got, v);
-                put_sint(&mut got, signed);
-                assert_eq!(&got[..], &want[..], "{v} {signed}");
+                let mut got = [0u8; 18];
+                let w = &mut Out {
+                    out: &mut got,
+                    at: 0,
+                };
+                w.uint(v);
+                w.sint(signed);
+                let at = w.at;
+                assert_eq!(&got[..at], &want[..], "{v} {signed}");
             }
         }
+    }
+
+    #[test]
+    fn integers_in_every_form_are_read_as_rmp_reads_them() {
+        use rmp::encode as w;
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let mut forms: Vec<Vec<u8>> = vec![Vec::new(); 3];
+            w::write_uint(&mut forms[0], v).unwrap();
+            w::write_u64(&mut forms[1], v).unwrap();
+            if let Ok(i) = i64::try_from(v) {
+                w::write_i64(&mut forms[2], i).unwrap();
+            }
+            for form in forms.iter().filter(|f| !f.is_empty()) {
+                let rd = &mut &form[..];
+                assert_eq!(read_int::<u64>(rd).unwrap(), v);
+                assert!(rd.is_empty());
+                assert_eq!(
+                    read_int::<u32>(&mut &form[..]).ok(),
+                    u32::try_from(v).ok(),
+                    "{v}"
+                );
+                let want: Result<i64, _> = rmp::decode::read_int(&mut &form[..]);
+                assert_eq!(read_int::<i64>(&mut &form[..]).ok(), want.ok(), "{v}");
+            }
+        }
+        for v in [
+            -1i64,
+            -32,
+            -33,
+            -128,
+            -129,
+            -40_000,
+            i64::from(i32::MIN) - 1,
+            i64::MIN,
+        ] {
+            let (mut min, mut wide) = (Vec::new(), Vec::new());
+            w::write_sint(&mut min, v).unwrap();
+            w::write_i64(&mut wide, v).unwrap();
+            for form in [&min, &wide] {
+                assert_eq!(read_int::<i64>(&mut &form[..]).unwrap(), v);
+                assert!(read_int::<u64>(&mut &form[..]).is_err());
+                for cut in 0..form.len() {
+                    assert!(read_int::<i64>(&mut &form[..cut]).is_err());
+                }
+            }
+        }
+        assert!(read_int::<i64>(&mut &[NIL][..]).is_err());
+        assert!(
+            read_str(&mut &[0xc4, 0][..]).is_err(),
+            "bin is not a string"
+        );
+        assert!(read_bin(&mut &[0xa0][..]).is_err(), "a string is not bin");
     }
 
     #[test]
