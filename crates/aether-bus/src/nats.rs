@@ -678,6 +678,17 @@ impl Core {
         rest.rsplit_once('.').map(|(ns, _type)| ns)
     }
 
+    /// Whether [`namespace_part`](Self::namespace_part) of `subject` is
+    /// `form`, without searching the whole subject for its last `.`.
+    fn namespace_part_is(&self, subject: &str, form: &str) -> bool {
+        subject
+            .strip_prefix(self.subject_root.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_prefix(form))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|event_type| !event_type.as_bytes().contains(&b'.'))
+    }
+
     /// Decodes `message` and queues it for the subscribers in `slots`; the
     /// wakers of subscribers to wake are pushed to `batch.wakers`.
     fn handle(&self, slots: &[Arc<Slot>], message: &async_nats::Message, batch: &mut Batch) {
@@ -731,14 +742,18 @@ impl Core {
                 String::from_utf8_lossy(&wire.namespace)
             )
         };
-        let part = self.namespace_part(subject).ok_or_else(mismatch)?;
-        // The subject part is compared on every message: the cached namespace
-        // and its subject form only save their validation and encoding.
+        // The subject's namespace part is compared on every message: the
+        // cached namespace and its subject form only save their validation
+        // and encoding.
         let namespace = match &batch.last {
-            Some((ns, form)) if ns.as_str().as_bytes() == &*wire.namespace && form == part => {
+            Some((ns, form))
+                if ns.as_str().as_bytes() == &*wire.namespace
+                    && self.namespace_part_is(subject, form) =>
+            {
                 ns.clone()
             }
             _ => {
+                let part = self.namespace_part(subject).ok_or_else(mismatch)?;
                 let namespace = Namespace::new(utf8(&wire.namespace)?)
                     .map_err(|e| format!("bad envelope: {e}"))?;
                 let form = subject_form(namespace.as_str());
@@ -1049,6 +1064,43 @@ mod tests {
         }
         // Still decodes the good one afterwards.
         assert!(core.decode(&subject, &good, &mut batch).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_quick_namespace_part_check_agrees_with_the_full_one() {
+        let core = core();
+        let forms = [
+            "acme",
+            "acme.orders",
+            "acme.orders.eu",
+            "acme-corp",
+            "acme_5Fx",
+            "",
+        ];
+        let subjects = [
+            "t._bus.acme.orders.T",
+            "t._bus.acme.orders.eu.T",
+            "t._bus.acme.T",
+            "t._bus.acme.orders",
+            "t._bus.acme-corp.T",
+            "t._bus.acme_5Fx.T",
+            "t._bus.acme.ordersX.T",
+            "t._bus..T",
+            "t._bus.acme.",
+            "t._busacme.orders.T",
+            "u._bus.acme.orders.T",
+            "t._bus",
+            "",
+        ];
+        for subject in subjects {
+            for form in forms {
+                assert_eq!(
+                    core.namespace_part_is(subject, form),
+                    core.namespace_part(subject) == Some(form),
+                    "{subject} {form}"
+                );
+            }
+        }
     }
 
     #[test]
