@@ -66,12 +66,16 @@
 //!
 //! # Publishing
 //!
-//! The envelope is written into a scratch vector, then copied once into a
-//! buffer shared by consecutive publishes (one allocation of up to 64 KiB
-//! for many envelopes) and handed to the client from there without a copy.
+//! The envelope is written into a buffer shared by consecutive publishes
+//! (one allocation of up to 64 KiB for many envelopes; directly when the
+//! event has no metadata, else through a scratch vector) and handed to the
+//! client from there without a copy.
 //! The subject of each namespace and event type is built once and kept (a
 //! `Subject` shares its bytes, so a publish clones a pointer), up to 4096
 //! namespaces of 64 types each; past that, subjects are built per publish.
+//! The namespace's `aether_bus_published_total` handle is kept beside its
+//! subjects: while the node has no local subscriber group (one atomic load),
+//! a publish counts itself there and does not touch the hub otherwise.
 //!
 //! # Wire format
 //!

@@ -63,11 +63,11 @@ pub enum WireFormat {
     V2,
 }
 
-/// Writes envelopes. Each is written into a scratch vector (MessagePack
-/// writes to a `Vec` are the cheapest), then copied once into a buffer
-/// that consecutive envelopes share: one allocation of up to 64 KiB for
-/// many envelopes, freed when the last of them is dropped, instead of one
-/// allocation each.
+/// Writes envelopes into a buffer that consecutive envelopes share: one
+/// allocation of up to 64 KiB for many envelopes, freed when the last of
+/// them is dropped, instead of one allocation each. A `V2` envelope without
+/// metadata is written there directly; others go through a scratch vector
+/// (with `rmp`) and are copied once.
 #[derive(Default)]
 pub(crate) struct Encoder {
     format: WireFormat,
