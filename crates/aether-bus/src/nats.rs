@@ -739,7 +739,7 @@ impl Core {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(None);
         }
-        let wire = wire::decode_body(&payload[HEADER_LEN..])?;
+        let wire = wire::decode_body_with(&payload[HEADER_LEN..], &mut batch.time)?;
         let mismatch = || {
             format!(
                 "envelope namespace {:?} does not match the subject",
@@ -828,6 +828,8 @@ struct Batch {
     last: Option<(Namespace, String)>,
     last_actor: Option<aether_core::ActorId>,
     last_type: Option<Arc<str>>,
+    /// The date of the last timestamp decoded.
+    time: wire::LastTime,
     /// Subscribers to wake once the batch is queued.
     wakers: Vec<Waker>,
 }

@@ -323,12 +323,54 @@ fn text(s: Cow<'_, str>) -> Text<'_> {
 }
 
 /// Decodes a body (what follows the header), in either format.
+#[cfg(test)]
 pub(crate) fn decode_body(body: &[u8]) -> Result<WireEvent<'_>, String> {
+    decode_body_with(body, &mut LastTime::default())
+}
+
+/// The timestamp of the last positional envelope decoded with it: the next
+/// one with the same whole seconds and UTC offset only replaces its
+/// nanoseconds (events published in a burst share them), instead of
+/// converting seconds to a date again.
+#[derive(Default)]
+pub(crate) struct LastTime(Option<(i64, i32, OffsetDateTime)>);
+
+/// [`decode_body`], reusing the date of the previous envelope through `last`.
+pub(crate) fn decode_body_with<'a>(
+    body: &'a [u8],
+    last: &mut LastTime,
+) -> Result<WireEvent<'a>, String> {
     match body.first() {
         // fixmap, map 16, map 32: the format of earlier releases.
         Some(0x80..=0x8f | 0xde | 0xdf) => decode_named(body),
-        _ => decode_positional(body).map_err(|e| format!("bad envelope: {e}")),
+        _ => decode_positional(body, last).map_err(|e| format!("bad envelope: {e}")),
     }
+}
+
+/// The timestamp of `seconds` since the epoch and `nanosecond`, at UTC
+/// offset `offset` (in seconds).
+fn timestamp(
+    seconds: i64,
+    nanosecond: u32,
+    offset: i32,
+    last: &mut LastTime,
+) -> Result<OffsetDateTime, &'static str> {
+    const RANGE: &str = "timestamp out of range";
+    if let Some((s, o, t)) = last.0
+        && s == seconds
+        && o == offset
+    {
+        // The same instant's second at the same offset: the local time's
+        // nanosecond is the UTC one.
+        return t.replace_nanosecond(nanosecond).map_err(|_| RANGE);
+    }
+    let t = OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(nanosecond).ok())
+        .and_then(|t| t.checked_to_offset(UtcOffset::from_whole_seconds(offset).ok()?))
+        .ok_or(RANGE)?;
+    last.0 = Some((seconds, offset, t));
+    Ok(t)
 }
 
 fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
@@ -348,7 +390,10 @@ fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
     })
 }
 
-fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
+fn decode_positional<'a>(
+    body: &'a [u8],
+    last: &mut LastTime,
+) -> Result<WireEvent<'a>, Cow<'static, str>> {
     use rmp::decode::read_array_len;
     let rd = &mut &*body;
     let fields = read_array_len(rd).map_err(|e| e.to_string())?;
@@ -368,11 +413,7 @@ fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
     let seconds: i64 = read_int(rd)?;
     let nanosecond: u32 = read_int(rd)?;
     let offset: i32 = read_int(rd)?;
-    let timestamp = OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| t.replace_nanosecond(nanosecond).ok())
-        .and_then(|t| t.checked_to_offset(UtcOffset::from_whole_seconds(offset).ok()?))
-        .ok_or("timestamp out of range")?;
+    let timestamp = timestamp(seconds, nanosecond, offset, last)?;
     let data = read_bin(rd)?;
     let metadata = if rd.first() == Some(&NIL) {
         *rd = &rd[1..];
@@ -719,6 +760,37 @@ mod tests {
             "bin is not a string"
         );
         assert!(read_bin(&mut &[0xa0][..]).is_err(), "a string is not bin");
+    }
+
+    #[test]
+    fn a_reused_date_gives_the_timestamp_a_fresh_decode_gives() {
+        let mut last = LastTime::default();
+        let seconds = [
+            1_767_225_600i64,
+            1_767_225_600,
+            1_767_225_601,
+            -1,
+            -1,
+            0,
+            86_399,
+            86_399,
+        ];
+        let offsets = [0i32, 7200, 7200, -3600, -3600, 0, 50_400, 50_400];
+        let nanos = [0u32, 5, 999_999_999, 1, 1_000_000_000, 7, 123, 456];
+        for i in 0..seconds.len() {
+            for j in [i, (i + 1) % seconds.len()] {
+                let (s, o) = (seconds[i], offsets[j]);
+                for n in nanos {
+                    let fresh = timestamp(s, n, o, &mut LastTime::default());
+                    let reused = timestamp(s, n, o, &mut last);
+                    assert_eq!(fresh, reused, "{s} {n} {o}");
+                    if let Ok(t) = reused {
+                        assert_eq!((t.unix_timestamp(), t.nanosecond()), (s, n));
+                        assert_eq!(t.offset().whole_seconds(), o);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
