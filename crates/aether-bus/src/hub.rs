@@ -51,7 +51,7 @@
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -206,7 +206,7 @@ impl<T> MetricsCache<T> {
     }
 }
 
-fn published_counter(namespace: &Namespace) -> Counter {
+pub(crate) fn published_counter(namespace: &Namespace) -> Counter {
     metrics::counter!("aether_bus_published_total", "namespace" => namespace.as_str().to_owned())
 }
 
@@ -612,6 +612,10 @@ fn depth(namespace: &Namespace) -> usize {
 /// The fan-out core of a bus.
 pub(crate) struct Hub {
     index: RwLock<Index>,
+    /// The number of groups in the index, changed under its write lock: a
+    /// publish that reads 0 has no local subscriber to reach, and needs
+    /// neither the index nor an `Arc` for the event.
+    indexed: AtomicUsize,
     /// The live groups by anchor namespace (see [`Group`]).
     groups: Mutex<HashMap<Namespace, Vec<Weak<Group>>>>,
     next_id: AtomicU64,
@@ -626,6 +630,7 @@ impl Hub {
     pub(crate) fn new(capacity: usize) -> Self {
         Hub {
             index: RwLock::new(Index::default()),
+            indexed: AtomicUsize::new(0),
             groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
@@ -753,6 +758,7 @@ impl Hub {
             return Ok(());
         }
         list.push(Arc::clone(&slot.group));
+        self.indexed.fetch_add(1, Ordering::Release);
         if within {
             let depth = depth(anchor);
             if index.within_at_depth.len() <= depth {
@@ -775,10 +781,13 @@ impl Hub {
         let anchor = slot.group.filter.namespaces.root();
         if let MapEntry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
             let topic = e.get_mut();
+            let before = topic.exact.len() + topic.within.len();
             topic.exact.retain(|g| !Arc::ptr_eq(g, &slot.group));
             let within = topic.within.len();
             topic.within.retain(|g| !Arc::ptr_eq(g, &slot.group));
             let gone = within - topic.within.len();
+            let removed = before - topic.exact.len() - topic.within.len();
+            self.indexed.fetch_sub(removed, Ordering::Release);
             if gone > 0
                 && let Some(n) = index.within_at_depth.get_mut(depth(anchor))
             {
@@ -797,6 +806,7 @@ impl Hub {
         let old = {
             let mut guard = write(&self.index);
             self.closed.store(true, Ordering::Release);
+            self.indexed.store(0, Ordering::Release);
             std::mem::take(&mut *guard)
         };
         // Every group, inserted or not yet.
@@ -865,6 +875,31 @@ impl Hub {
             w.wake();
         }
         delivered
+    }
+
+    /// Whether some local subscriber group may receive a publish. While
+    /// none is indexed, a publish only counts itself
+    /// ([`count_unreceived`](Self::count_unreceived)): a group indexed
+    /// before the publish began is always seen.
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "used by the NATS bus")
+    )]
+    pub(crate) fn has_groups(&self) -> bool {
+        self.indexed.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a publish no local subscriber received, on `published` (the
+    /// namespace's `aether_bus_published_total`) and in [`stats`](Self::stats):
+    /// what [`publish_local`](Self::publish_local) does when no group is
+    /// indexed.
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "used by the NATS bus")
+    )]
+    pub(crate) fn count_unreceived(&self, published: &Counter) {
+        published.increment(1);
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registers `namespace`'s published counter, counts one publish on it

@@ -66,12 +66,16 @@
 //!
 //! # Publishing
 //!
-//! The envelope is written into a scratch vector, then copied once into a
-//! buffer shared by consecutive publishes (one allocation of up to 64 KiB
-//! for many envelopes) and handed to the client from there without a copy.
+//! The envelope is written into a buffer shared by consecutive publishes
+//! (one allocation of up to 64 KiB for many envelopes; directly when the
+//! event has no metadata, else through a scratch vector) and handed to the
+//! client from there without a copy.
 //! The subject of each namespace and event type is built once and kept (a
 //! `Subject` shares its bytes, so a publish clones a pointer), up to 4096
 //! namespaces of 64 types each; past that, subjects are built per publish.
+//! The namespace's `aether_bus_published_total` handle is kept beside its
+//! subjects: while the node has no local subscriber group (one atomic load),
+//! a publish counts itself there and does not touch the hub otherwise.
 //!
 //! # Wire format
 //!
@@ -99,7 +103,8 @@ use metrics::Counter;
 use tokio::task::AbortHandle;
 
 use crate::hub::{
-    BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock, read, write,
+    BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock,
+    published_counter, read, write,
 };
 use crate::wire::{self, HEADER_LEN, MAGIC, WireFormat};
 
@@ -317,13 +322,17 @@ struct Core {
     /// Subjects by namespace and event type (see the module docs).
     /// FNV-hashed, like the hub's maps: keyed only by namespaces this node
     /// publishes in.
-    subjects: RwLock<HashMap<Namespace, TypeSubjects, Fnv>>,
+    subjects: RwLock<HashMap<Namespace, NsSubjects, Fnv>>,
     /// Writes envelopes into a buffer consecutive publishes share.
     encoder: Mutex<wire::Encoder>,
 }
 
-/// The subjects of one namespace, by event type.
-type TypeSubjects = Vec<(Arc<str>, Subject)>;
+/// The subjects of one namespace, by event type, and its published counter
+/// (for publishes that no local subscriber receives: see [`Hub::has_groups`]).
+struct NsSubjects {
+    published: Counter,
+    types: Vec<(Arc<str>, Subject)>,
+}
 
 type Slots = Arc<RwLock<Arc<Vec<Arc<Slot>>>>>;
 
@@ -617,26 +626,40 @@ impl Core {
     }
 
     /// [`event_subject`](Self::event_subject), built once per namespace and
-    /// type and kept.
-    fn cached_subject(&self, namespace: &Namespace, event_type: &Arc<str>) -> Subject {
-        let find = |types: &TypeSubjects| {
-            types
+    /// type and kept, with the namespace's published counter (`None` past the
+    /// cache's bounds).
+    fn cached_subject(
+        &self,
+        namespace: &Namespace,
+        event_type: &Arc<str>,
+    ) -> (Subject, Option<Counter>) {
+        let find = |ns: &NsSubjects| {
+            ns.types
                 .iter()
                 .find(|(t, _)| Arc::ptr_eq(t, event_type) || **t == **event_type)
-                .map(|(_, s)| s.clone())
+                .map(|(_, s)| (s.clone(), Some(ns.published.clone())))
         };
-        if let Some(subject) = read(&self.subjects).get(namespace.as_str()).and_then(find) {
-            return subject;
+        if let Some(found) = read(&self.subjects).get(namespace.as_str()).and_then(find) {
+            return found;
         }
         let subject = Subject::from(self.event_subject(namespace, event_type));
         let mut subjects = write(&self.subjects);
         if subjects.len() < SUBJECT_CACHE_NAMESPACES || subjects.contains_key(namespace.as_str()) {
-            let types = subjects.entry(namespace.clone()).or_default();
-            if types.len() < SUBJECT_CACHE_TYPES && find(types).is_none() {
-                types.push((Arc::clone(event_type), subject.clone()));
+            let ns = subjects
+                .entry(namespace.clone())
+                .or_insert_with(|| NsSubjects {
+                    published: published_counter(namespace),
+                    types: Vec::new(),
+                });
+            if let Some(found) = find(ns) {
+                return found;
+            }
+            if ns.types.len() < SUBJECT_CACHE_TYPES {
+                ns.types.push((Arc::clone(event_type), subject.clone()));
+                return (subject, Some(ns.published.clone()));
             }
         }
-        subject
+        (subject, None)
     }
 
     fn pattern_subject(&self, pattern: &NamespacePattern) -> Option<String> {
@@ -657,6 +680,17 @@ impl Core {
             .strip_prefix(self.subject_root.as_str())?
             .strip_prefix('.')?;
         rest.rsplit_once('.').map(|(ns, _type)| ns)
+    }
+
+    /// Whether [`namespace_part`](Self::namespace_part) of `subject` is
+    /// `form`, without searching the whole subject for its last `.`.
+    fn namespace_part_is(&self, subject: &str, form: &str) -> bool {
+        subject
+            .strip_prefix(self.subject_root.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_prefix(form))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|event_type| !event_type.as_bytes().contains(&b'.'))
     }
 
     /// Decodes `message` and queues it for the subscribers in `slots`; the
@@ -705,21 +739,25 @@ impl Core {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(None);
         }
-        let wire = wire::decode_body(&payload[HEADER_LEN..])?;
+        let wire = wire::decode_body_with(&payload[HEADER_LEN..], &mut batch.time)?;
         let mismatch = || {
             format!(
                 "envelope namespace {:?} does not match the subject",
                 String::from_utf8_lossy(&wire.namespace)
             )
         };
-        let part = self.namespace_part(subject).ok_or_else(mismatch)?;
-        // The subject part is compared on every message: the cached namespace
-        // and its subject form only save their validation and encoding.
+        // The subject's namespace part is compared on every message: the
+        // cached namespace and its subject form only save their validation
+        // and encoding.
         let namespace = match &batch.last {
-            Some((ns, form)) if ns.as_str().as_bytes() == &*wire.namespace && form == part => {
+            Some((ns, form))
+                if ns.as_str().as_bytes() == &*wire.namespace
+                    && self.namespace_part_is(subject, form) =>
+            {
                 ns.clone()
             }
             _ => {
+                let part = self.namespace_part(subject).ok_or_else(mismatch)?;
                 let namespace = Namespace::new(utf8(&wire.namespace)?)
                     .map_err(|e| format!("bad envelope: {e}"))?;
                 let form = subject_form(namespace.as_str());
@@ -790,6 +828,8 @@ struct Batch {
     last: Option<(Namespace, String)>,
     last_actor: Option<aether_core::ActorId>,
     last_type: Option<Arc<str>>,
+    /// The date of the last timestamp decoded.
+    time: wire::LastTime,
     /// Subscribers to wake once the batch is queued.
     wakers: Vec<Waker>,
 }
@@ -960,13 +1000,19 @@ impl EventBus for NatsEventBus {
             });
         }
         let size = payload.len();
-        let subject = core.cached_subject(namespace, &event.event_type);
+        let (subject, published) = core.cached_subject(namespace, &event.event_type);
         self.inner
             .client
             .publish(subject, payload)
             .await
             .map_err(|e| map_publish_error(e, size, max))?;
-        core.hub.publish_local(namespace, Arc::new(event));
+        match published {
+            // No local subscriber: count it, without the index or an `Arc`.
+            Some(counter) if !core.hub.has_groups() => core.hub.count_unreceived(&counter),
+            _ => {
+                core.hub.publish_local(namespace, Arc::new(event));
+            }
+        }
         Ok(())
     }
 
@@ -1024,6 +1070,43 @@ mod tests {
         }
         // Still decodes the good one afterwards.
         assert!(core.decode(&subject, &good, &mut batch).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_quick_namespace_part_check_agrees_with_the_full_one() {
+        let core = core();
+        let forms = [
+            "acme",
+            "acme.orders",
+            "acme.orders.eu",
+            "acme-corp",
+            "acme_5Fx",
+            "",
+        ];
+        let subjects = [
+            "t._bus.acme.orders.T",
+            "t._bus.acme.orders.eu.T",
+            "t._bus.acme.T",
+            "t._bus.acme.orders",
+            "t._bus.acme-corp.T",
+            "t._bus.acme_5Fx.T",
+            "t._bus.acme.ordersX.T",
+            "t._bus..T",
+            "t._bus.acme.",
+            "t._busacme.orders.T",
+            "u._bus.acme.orders.T",
+            "t._bus",
+            "",
+        ];
+        for subject in subjects {
+            for form in forms {
+                assert_eq!(
+                    core.namespace_part_is(subject, form),
+                    core.namespace_part(subject) == Some(form),
+                    "{subject} {form}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -63,11 +63,11 @@ pub enum WireFormat {
     V2,
 }
 
-/// Writes envelopes. Each is written into a scratch vector (MessagePack
-/// writes to a `Vec` are the cheapest), then copied once into a buffer
-/// that consecutive envelopes share: one allocation of up to 64 KiB for
-/// many envelopes, freed when the last of them is dropped, instead of one
-/// allocation each.
+/// Writes envelopes into a buffer that consecutive envelopes share: one
+/// allocation of up to 64 KiB for many envelopes, freed when the last of
+/// them is dropped, instead of one allocation each. A `V2` envelope without
+/// metadata is written there directly; others go through a scratch vector
+/// (with `rmp`) and are copied once.
 #[derive(Default)]
 pub(crate) struct Encoder {
     format: WireFormat,
@@ -91,6 +91,24 @@ impl Encoder {
         namespace: &Namespace,
         event: &Event,
     ) -> Result<Bytes, CodecError> {
+        if self.format == WireFormat::V2 && event.metadata.is_empty() {
+            // Written straight into the shared buffer: no scratch copy.
+            let buf = &mut self.buf;
+            let size = positional_size(namespace.as_str(), event);
+            if buf.capacity() < size {
+                // Allocations are this size (or the envelope's, if larger),
+                // unless the buffer is free again.
+                buf.reserve(size.max(CHUNK));
+            }
+            buf.extend_from_slice(MAGIC);
+            buf.extend_from_slice(origin.as_bytes());
+            // Zeroed, written, then cut to what was written (all within
+            // the capacity just reserved).
+            buf.resize(size, 0);
+            let body = write_positional(&mut buf[HEADER_LEN..], namespace.as_str(), event);
+            buf.truncate(HEADER_LEN + body);
+            return Ok(buf.split().freeze());
+        }
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(MAGIC);
@@ -114,6 +132,137 @@ impl Encoder {
             *out = Vec::new();
         }
         Ok(self.buf.split().freeze())
+    }
+}
+
+/// The most bytes [`write_positional`] writes for `event` in `ns`, with
+/// the header.
+fn positional_size(ns: &str, event: &Event) -> usize {
+    // Header, array and version markers, the id (bin 8 + 16 bytes), four
+    // string or bin headers of at most 5 bytes, five integers of at most 9
+    // bytes and `nil`.
+    HEADER_LEN
+        + 2
+        + 18
+        + 4 * 5
+        + 5 * 9
+        + 1
+        + ns.len()
+        + event.event_type.len()
+        + event.actor_id.as_str().len()
+        + event.data.len()
+}
+
+/// [`write_body`] for an event without metadata, byte for byte as `rmp`
+/// writes it (the smallest form of every length and integer), into `out`,
+/// which holds at least [`positional_size`] bytes; returns the length
+/// written.
+fn write_positional(out: &mut [u8], ns: &str, event: &Event) -> usize {
+    let ts = event.timestamp;
+    let w = &mut Out { out, at: 0 };
+    w.byte(0x90 | FIELDS as u8);
+    w.uint(VERSION);
+    w.str(ns.as_bytes());
+    w.bin(event.id.as_uuid().as_bytes());
+    w.str(event.event_type.as_bytes());
+    w.str(event.actor_id.as_str().as_bytes());
+    w.uint(event.version.get());
+    w.uint(u64::from(event.schema_version));
+    w.sint(ts.unix_timestamp());
+    w.uint(u64::from(ts.nanosecond()));
+    w.sint(i64::from(ts.offset().whole_seconds()));
+    w.bin(&event.data);
+    w.byte(NIL);
+    w.at
+}
+
+/// A cursor writing MessagePack into a slice long enough for it.
+struct Out<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Out<'_> {
+    #[inline]
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.out[self.at] = b;
+        self.at += 1;
+    }
+
+    #[inline]
+    fn uint(&mut self, v: u64) {
+        if v < 128 {
+            self.byte(v as u8);
+        } else if let Ok(v) = u8::try_from(v) {
+            self.bytes(&[0xcc, v]);
+        } else if let Ok(v) = u16::try_from(v) {
+            self.byte(0xcd);
+            self.bytes(&v.to_be_bytes());
+        } else if let Ok(v) = u32::try_from(v) {
+            self.byte(0xce);
+            self.bytes(&v.to_be_bytes());
+        } else {
+            self.byte(0xcf);
+            self.bytes(&v.to_be_bytes());
+        }
+    }
+
+    #[inline]
+    fn sint(&mut self, v: i64) {
+        if let Ok(v) = u64::try_from(v) {
+            self.uint(v);
+        } else if v >= -32 {
+            self.byte(v as u8);
+        } else if let Ok(v) = i8::try_from(v) {
+            self.bytes(&[0xd0, v as u8]);
+        } else if let Ok(v) = i16::try_from(v) {
+            self.byte(0xd1);
+            self.bytes(&v.to_be_bytes());
+        } else if let Ok(v) = i32::try_from(v) {
+            self.byte(0xd2);
+            self.bytes(&v.to_be_bytes());
+        } else {
+            self.byte(0xd3);
+            self.bytes(&v.to_be_bytes());
+        }
+    }
+
+    #[inline]
+    fn str(&mut self, s: &[u8]) {
+        let len = s.len();
+        if len < 32 {
+            self.byte(0xa0 | len as u8);
+        } else if let Ok(len) = u8::try_from(len) {
+            self.bytes(&[0xd9, len]);
+        } else if let Ok(len) = u16::try_from(len) {
+            self.byte(0xda);
+            self.bytes(&len.to_be_bytes());
+        } else {
+            self.byte(0xdb);
+            self.bytes(&(len as u32).to_be_bytes());
+        }
+        self.bytes(s);
+    }
+
+    #[inline]
+    fn bin(&mut self, b: &[u8]) {
+        let len = b.len();
+        if let Ok(len) = u8::try_from(len) {
+            self.bytes(&[0xc4, len]);
+        } else if let Ok(len) = u16::try_from(len) {
+            self.byte(0xc5);
+            self.bytes(&len.to_be_bytes());
+        } else {
+            self.byte(0xc6);
+            self.bytes(&(len as u32).to_be_bytes());
+        }
+        self.bytes(b);
     }
 }
 
@@ -174,12 +323,54 @@ fn text(s: Cow<'_, str>) -> Text<'_> {
 }
 
 /// Decodes a body (what follows the header), in either format.
+#[cfg(test)]
 pub(crate) fn decode_body(body: &[u8]) -> Result<WireEvent<'_>, String> {
+    decode_body_with(body, &mut LastTime::default())
+}
+
+/// The timestamp of the last positional envelope decoded with it: the next
+/// one with the same whole seconds and UTC offset only replaces its
+/// nanoseconds (events published in a burst share them), instead of
+/// converting seconds to a date again.
+#[derive(Default)]
+pub(crate) struct LastTime(Option<(i64, i32, OffsetDateTime)>);
+
+/// [`decode_body`], reusing the date of the previous envelope through `last`.
+pub(crate) fn decode_body_with<'a>(
+    body: &'a [u8],
+    last: &mut LastTime,
+) -> Result<WireEvent<'a>, String> {
     match body.first() {
         // fixmap, map 16, map 32: the format of earlier releases.
         Some(0x80..=0x8f | 0xde | 0xdf) => decode_named(body),
-        _ => decode_positional(body).map_err(|e| format!("bad envelope: {e}")),
+        _ => decode_positional(body, last).map_err(|e| format!("bad envelope: {e}")),
     }
+}
+
+/// The timestamp of `seconds` since the epoch and `nanosecond`, at UTC
+/// offset `offset` (in seconds).
+fn timestamp(
+    seconds: i64,
+    nanosecond: u32,
+    offset: i32,
+    last: &mut LastTime,
+) -> Result<OffsetDateTime, &'static str> {
+    const RANGE: &str = "timestamp out of range";
+    if let Some((s, o, t)) = last.0
+        && s == seconds
+        && o == offset
+    {
+        // The same instant's second at the same offset: the local time's
+        // nanosecond is the UTC one.
+        return t.replace_nanosecond(nanosecond).map_err(|_| RANGE);
+    }
+    let t = OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(nanosecond).ok())
+        .and_then(|t| t.checked_to_offset(UtcOffset::from_whole_seconds(offset).ok()?))
+        .ok_or(RANGE)?;
+    last.0 = Some((seconds, offset, t));
+    Ok(t)
 }
 
 fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
@@ -199,11 +390,14 @@ fn decode_named(body: &[u8]) -> Result<WireEvent<'_>, String> {
     })
 }
 
-fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
-    use rmp::decode::{read_array_len, read_int};
+fn decode_positional<'a>(
+    body: &'a [u8],
+    last: &mut LastTime,
+) -> Result<WireEvent<'a>, Cow<'static, str>> {
+    use rmp::decode::read_array_len;
     let rd = &mut &*body;
     let fields = read_array_len(rd).map_err(|e| e.to_string())?;
-    let version: u64 = read_int(rd).map_err(|e| e.to_string())?;
+    let version: u64 = read_int(rd)?;
     if version != VERSION {
         return Err(format!("unknown envelope format version {version}").into());
     }
@@ -214,16 +408,12 @@ fn decode_positional(body: &[u8]) -> Result<WireEvent<'_>, Cow<'static, str>> {
     let id = uuid::Uuid::from_slice(read_bin(rd)?).map_err(|_| "an event id is 16 bytes")?;
     let event_type = read_str(rd)?;
     let actor_id = read_str(rd)?;
-    let event_version: u64 = read_int(rd).map_err(|e| e.to_string())?;
-    let schema_version: u32 = read_int(rd).map_err(|e| e.to_string())?;
-    let seconds: i64 = read_int(rd).map_err(|e| e.to_string())?;
-    let nanosecond: u32 = read_int(rd).map_err(|e| e.to_string())?;
-    let offset: i32 = read_int(rd).map_err(|e| e.to_string())?;
-    let timestamp = OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|t| t.replace_nanosecond(nanosecond).ok())
-        .and_then(|t| t.checked_to_offset(UtcOffset::from_whole_seconds(offset).ok()?))
-        .ok_or("timestamp out of range")?;
+    let event_version: u64 = read_int(rd)?;
+    let schema_version: u32 = read_int(rd)?;
+    let seconds: i64 = read_int(rd)?;
+    let nanosecond: u32 = read_int(rd)?;
+    let offset: i32 = read_int(rd)?;
+    let timestamp = timestamp(seconds, nanosecond, offset, last)?;
     let data = read_bin(rd)?;
     let metadata = if rd.first() == Some(&NIL) {
         *rd = &rd[1..];
@@ -256,14 +446,59 @@ fn take<'a>(rd: &mut &'a [u8], len: u32) -> Result<&'a [u8], &'static str> {
     Ok(head)
 }
 
+/// The next `N` bytes of `rd`, as an array.
+fn take_array<const N: usize>(rd: &mut &[u8]) -> Result<[u8; N], &'static str> {
+    let (head, rest) = rd.split_first_chunk::<N>().ok_or("truncated envelope")?;
+    *rd = rest;
+    Ok(*head)
+}
+
+/// The next byte of `rd`.
+fn take_byte(rd: &mut &[u8]) -> Result<u8, &'static str> {
+    Ok(take_array::<1>(rd)?[0])
+}
+
+/// A MessagePack integer in any of its forms (as `rmp::decode::read_int`
+/// reads them), converted to `T` if it fits.
+fn read_int<T: TryFrom<i128>>(rd: &mut &[u8]) -> Result<T, Cow<'static, str>> {
+    let marker = take_byte(rd)?;
+    let value: i128 = match marker {
+        0x00..=0x7f => i128::from(marker),
+        0xe0..=0xff => i128::from(marker as i8),
+        0xcc => i128::from(take_byte(rd)?),
+        0xcd => i128::from(u16::from_be_bytes(take_array(rd)?)),
+        0xce => i128::from(u32::from_be_bytes(take_array(rd)?)),
+        0xcf => i128::from(u64::from_be_bytes(take_array(rd)?)),
+        0xd0 => i128::from(i8::from_be_bytes(take_array(rd)?)),
+        0xd1 => i128::from(i16::from_be_bytes(take_array(rd)?)),
+        0xd2 => i128::from(i32::from_be_bytes(take_array(rd)?)),
+        0xd3 => i128::from(i64::from_be_bytes(take_array(rd)?)),
+        _ => return Err(format!("expected an integer, found marker {marker:#04x}").into()),
+    };
+    T::try_from(value).map_err(|_| format!("integer {value} out of range").into())
+}
+
 /// A string's bytes (see [`WireEvent`]).
 fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
-    let len = rmp::decode::read_str_len(rd).map_err(|e| e.to_string())?;
+    let marker = take_byte(rd)?;
+    let len = match marker {
+        0xa0..=0xbf => u32::from(marker & 0x1f),
+        0xd9 => u32::from(take_byte(rd)?),
+        0xda => u32::from(u16::from_be_bytes(take_array(rd)?)),
+        0xdb => u32::from_be_bytes(take_array(rd)?),
+        _ => return Err(format!("expected a string, found marker {marker:#04x}").into()),
+    };
     Ok(take(rd, len)?)
 }
 
 fn read_bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
-    let len = rmp::decode::read_bin_len(rd).map_err(|e| e.to_string())?;
+    let marker = take_byte(rd)?;
+    let len = match marker {
+        0xc4 => u32::from(take_byte(rd)?),
+        0xc5 => u32::from(u16::from_be_bytes(take_array(rd)?)),
+        0xc6 => u32::from_be_bytes(take_array(rd)?),
+        _ => return Err(format!("expected binary data, found marker {marker:#04x}").into()),
+    };
     Ok(take(rd, len)?)
 }
 
@@ -384,6 +619,178 @@ mod tests {
         let got = decode_body(&bytes[HEADER_LEN..]).unwrap();
         assert_eq!(got.metadata, Metadata::default());
         assert_eq!(got.data, &plain.data[..]);
+    }
+
+    #[test]
+    fn the_direct_writer_writes_what_rmp_writes() {
+        // Every length and integer form, from the smallest to the largest
+        // kept in an event: the body written straight into the shared
+        // buffer equals `write_body`'s, and takes no more than it reserved.
+        let origin = uuid::Uuid::from_bytes([0xcd; 16]);
+        let lens = [0usize, 1, 31, 32, 255, 256, 65_535, 65_536];
+        let uints = [
+            0u64,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        let offsets = [0i32, -1, -32, -33, -128, -129, -3600, 3600, 50_400, -50_400];
+        let seconds = [
+            0i64,
+            1,
+            -1,
+            -32,
+            -33,
+            -200,
+            -40_000,
+            1_767_225_600,
+            -62_000_000_000,
+            253_402_300_799,
+        ];
+        let mut encoder = Encoder::default();
+        for (i, &len) in lens.iter().enumerate() {
+            let mut event = fixture_event();
+            event.metadata = Metadata::default();
+            event.event_type = Arc::from("T".repeat(len.min(300)));
+            event.actor_id = ActorId::new("a".repeat(len.clamp(1, 200))).unwrap();
+            event.data = bytes::Bytes::from(vec![9u8; len]);
+            event.version = Version::new(uints[i % uints.len()]);
+            event.schema_version = u32::try_from(uints[(i + 3) % uints.len()]).unwrap_or(u32::MAX);
+            let offset = UtcOffset::from_whole_seconds(offsets[i % offsets.len()]).unwrap();
+            event.timestamp = OffsetDateTime::from_unix_timestamp(seconds[i % seconds.len()])
+                .unwrap()
+                .replace_nanosecond(999_999_999)
+                .unwrap()
+                .to_offset(offset);
+            let ns = Namespace::new(format!("acme.{}", "n".repeat(len.clamp(1, 60)))).unwrap();
+            let mut want = MAGIC.to_vec();
+            want.extend_from_slice(origin.as_bytes());
+            write_body(&mut want, ns.as_str(), &event).unwrap();
+            let got = encoder.encode(&origin, &ns, &event).unwrap();
+            assert_eq!(&got[..], &want[..], "length {len}");
+            assert!(got.len() <= positional_size(ns.as_str(), &event));
+            let back = decode_body(&got[HEADER_LEN..]).unwrap();
+            assert_eq!(
+                (back.version, back.timestamp),
+                (event.version, event.timestamp)
+            );
+        }
+        for v in uints.iter().copied().chain([1, 200, 1 << 40]) {
+            for signed in [v as i64, (v as i64).wrapping_neg()] {
+                let mut want = Vec::new();
+                rmp::encode::write_uint(&mut want, v).unwrap();
+                rmp::encode::write_sint(&mut want, signed).unwrap();
+                let mut got = [0u8; 18];
+                let w = &mut Out {
+                    out: &mut got,
+                    at: 0,
+                };
+                w.uint(v);
+                w.sint(signed);
+                let at = w.at;
+                assert_eq!(&got[..at], &want[..], "{v} {signed}");
+            }
+        }
+    }
+
+    #[test]
+    fn integers_in_every_form_are_read_as_rmp_reads_them() {
+        use rmp::encode as w;
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let mut forms: Vec<Vec<u8>> = vec![Vec::new(); 3];
+            w::write_uint(&mut forms[0], v).unwrap();
+            w::write_u64(&mut forms[1], v).unwrap();
+            if let Ok(i) = i64::try_from(v) {
+                w::write_i64(&mut forms[2], i).unwrap();
+            }
+            for form in forms.iter().filter(|f| !f.is_empty()) {
+                let rd = &mut &form[..];
+                assert_eq!(read_int::<u64>(rd).unwrap(), v);
+                assert!(rd.is_empty());
+                assert_eq!(
+                    read_int::<u32>(&mut &form[..]).ok(),
+                    u32::try_from(v).ok(),
+                    "{v}"
+                );
+                let want: Result<i64, _> = rmp::decode::read_int(&mut &form[..]);
+                assert_eq!(read_int::<i64>(&mut &form[..]).ok(), want.ok(), "{v}");
+            }
+        }
+        for v in [
+            -1i64,
+            -32,
+            -33,
+            -128,
+            -129,
+            -40_000,
+            i64::from(i32::MIN) - 1,
+            i64::MIN,
+        ] {
+            let (mut min, mut wide) = (Vec::new(), Vec::new());
+            w::write_sint(&mut min, v).unwrap();
+            w::write_i64(&mut wide, v).unwrap();
+            for form in [&min, &wide] {
+                assert_eq!(read_int::<i64>(&mut &form[..]).unwrap(), v);
+                assert!(read_int::<u64>(&mut &form[..]).is_err());
+                for cut in 0..form.len() {
+                    assert!(read_int::<i64>(&mut &form[..cut]).is_err());
+                }
+            }
+        }
+        assert!(read_int::<i64>(&mut &[NIL][..]).is_err());
+        assert!(
+            read_str(&mut &[0xc4, 0][..]).is_err(),
+            "bin is not a string"
+        );
+        assert!(read_bin(&mut &[0xa0][..]).is_err(), "a string is not bin");
+    }
+
+    #[test]
+    fn a_reused_date_gives_the_timestamp_a_fresh_decode_gives() {
+        let mut last = LastTime::default();
+        let seconds = [
+            1_767_225_600i64,
+            1_767_225_600,
+            1_767_225_601,
+            -1,
+            -1,
+            0,
+            86_399,
+            86_399,
+        ];
+        let offsets = [0i32, 7200, 7200, -3600, -3600, 0, 50_400, 50_400];
+        let nanos = [0u32, 5, 999_999_999, 1, 1_000_000_000, 7, 123, 456];
+        for i in 0..seconds.len() {
+            for j in [i, (i + 1) % seconds.len()] {
+                let (s, o) = (seconds[i], offsets[j]);
+                for n in nanos {
+                    let fresh = timestamp(s, n, o, &mut LastTime::default());
+                    let reused = timestamp(s, n, o, &mut last);
+                    assert_eq!(fresh, reused, "{s} {n} {o}");
+                    if let Ok(t) = reused {
+                        assert_eq!((t.unix_timestamp(), t.nanosecond()), (s, n));
+                        assert_eq!(t.offset().whole_seconds(), o);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -878,3 +878,42 @@ async fn invalid_prefixes_are_refused() {
         "my-app.v1._bus.a.Order_20Placed_2Ev2"
     );
 }
+
+/// A node without local subscribers still counts its publishes; once it has
+/// one, its own publishes reach it again, and after it is gone the count
+/// goes on.
+#[tokio::test]
+async fn publishes_are_counted_with_and_without_local_subscribers() {
+    let server = NatsServer::builder().jetstream(false).start().await;
+    let prefix = unique_name("count");
+    let publisher = node(&server, &prefix).await;
+    let remote = node(&server, &prefix).await;
+    let n = ns("acme.orders");
+    let far = Collected::subscribe(&remote, EventFilter::namespace(n.clone())).await;
+
+    for v in 1..=3 {
+        publisher.publish(&n, event("a", v, "T")).await.unwrap();
+    }
+    assert_eq!(publisher.stats().published, 3);
+    assert_eq!(publisher.stats().delivered, 0);
+
+    let mut local = publisher
+        .subscribe(EventFilter::namespace(n.clone()))
+        .await
+        .unwrap();
+    publisher.publish(&n, event("a", 4, "T")).await.unwrap();
+    let got = local.try_recv().expect("a local publish is queued at once");
+    assert_eq!(got.unwrap().event.version.get(), 4);
+    assert_eq!(publisher.stats().published, 4);
+    drop(local);
+
+    publisher.publish(&n, event("a", 5, "T")).await.unwrap();
+    assert_eq!(publisher.stats().published, 5);
+    assert_eq!(publisher.stats().delivered, 1);
+    wait_until(DEADLINE, "the remote node gets all 5", async || {
+        far.len() >= 5
+    })
+    .await;
+    let versions: Vec<u64> = far.events().iter().map(|e| e.event.version.get()).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+}
