@@ -124,15 +124,23 @@ fn accept(
 }
 
 /// Follows the map bucket until `shutdown`.
+///
+/// The watch is the fast path. Every `resync` the map key is also read
+/// directly and applied if it is newer: after the NATS server a node was
+/// connected to dies, a watch can stay open yet deliver nothing, and a node
+/// must never keep acting on a stale map because of it.
 pub(crate) async fn follow(
     bucket: Bucket,
     local: NodeId,
     shard_count: u32,
+    resync: Duration,
     state: watch::Sender<MapState>,
     events: broadcast::Sender<ClusterEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut tick = tokio::time::interval(resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let created = tokio::select! {
             watch = bucket.watch_with_history(">") => watch,
@@ -153,6 +161,10 @@ pub(crate) async fn follow(
         loop {
             let entry = tokio::select! {
                 entry = watch.next() => entry,
+                _ = tick.tick() => {
+                    resync_map(&bucket, resync, &local, shard_count, &state, &events).await;
+                    continue;
+                }
                 () = stopped(&mut shutdown) => return,
             };
             match entry {
@@ -167,6 +179,33 @@ pub(crate) async fn follow(
     }
 }
 
+/// Reads the map key directly and applies it (an older map is ignored).
+async fn resync_map(
+    bucket: &Bucket,
+    wait: Duration,
+    local: &NodeId,
+    shard_count: u32,
+    state: &watch::Sender<MapState>,
+    events: &broadcast::Sender<ClusterEvent>,
+) {
+    let newest =
+        |state: &watch::Sender<MapState>| state.borrow().newest.as_ref().map(|m| (m.term, m.epoch));
+    match tokio::time::timeout(wait, bucket.entry(MAP_KEY)).await {
+        Ok(Ok(Some(entry))) => {
+            let before = newest(state);
+            apply(&entry, local, shard_count, state, events);
+            if newest(state) != before {
+                metrics::counter!("aether_cluster_map_resyncs_total").increment(1);
+                tracing::info!(node = %local, "the map watch had missed a newer map; resynced");
+            }
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(err)) => tracing::debug!(%err, "cannot read the map; resyncing later"),
+        Err(_) => tracing::debug!("reading the map timed out; resyncing later"),
+    }
+}
+
+/// Applies one entry of the map bucket.
 fn apply(
     entry: &kv::Entry,
     local: &NodeId,

@@ -327,6 +327,7 @@ impl ClusterManagerBuilder {
             buckets.map.clone(),
             self.node_id.clone(),
             self.shard_count,
+            member_ttl,
             map.clone(),
             events.clone(),
             shutdown.clone(),
