@@ -23,10 +23,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_benches::bus_sample_event;
 use aether_bus::{LocalEventBus, NatsEventBus, Subscription};
-use aether_core::{
-    ActorId, BusEvent, Event, EventBus, EventFilter, Namespace, NamespacePattern, Version,
-};
+use aether_core::{BusEvent, Event, EventBus, EventFilter, Namespace, NamespacePattern};
 use aether_testkit_nats::{NatsServer, connect, unique_name};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures::StreamExt;
@@ -36,18 +35,9 @@ const FANOUT_BATCH: usize = 64;
 const NATS_BATCH: usize = 1000;
 const LATENCY_ROUNDS: usize = 2000;
 
-fn sample_event() -> Event {
-    Event::from_raw(
-        ActorId::new("order-1").expect("valid id"),
-        Version::FIRST,
-        "OrderPlaced",
-        vec![7u8; 128],
-    )
-}
-
 fn local_fanout(c: &mut Criterion) {
     let ns = Namespace::new("acme.orders").expect("valid namespace");
-    let event = sample_event();
+    let event = bus_sample_event();
     let mut group = c.benchmark_group("bus_local_fanout");
     group
         .warm_up_time(Duration::from_millis(500))
@@ -115,7 +105,7 @@ fn paired_time(rounds: u32, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
 /// Fan-out time ratios aether/broadcast for 1, 10 and 100 subscribers.
 fn paired_fanout() -> Vec<(usize, f64)> {
     let ns = Namespace::new("acme.orders").expect("valid namespace");
-    let event = sample_event();
+    let event = bus_sample_event();
     [1usize, 10, 100]
         .into_iter()
         .map(|n| {
@@ -163,7 +153,7 @@ fn paired_fanout() -> Vec<(usize, f64)> {
 
 /// NATS throughput ratio aether/raw (1000 events a round, 30 rounds each).
 fn paired_nats(rt: &Runtime, s: &mut NatsSetup) -> f64 {
-    let event = sample_event();
+    let event = bus_sample_event();
     let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..30 {
         ta += time_batches(
@@ -243,7 +233,10 @@ async fn nats_setup(url: &str) -> NatsSetup {
         .await
         .expect("subscribe");
     round_trip(&raw_b).await; // both subscriptions are in place
-    node_a.publish(&ns, sample_event()).await.expect("publish");
+    node_a
+        .publish(&ns, bus_sample_event())
+        .await
+        .expect("publish");
     let wire_payload = capture.next().await.expect("captured").payload;
     drop(capture);
     let mut setup = NatsSetup {
@@ -291,7 +284,7 @@ fn time_batches(
 }
 
 fn nats_benches(c: &mut Criterion, rt: &Runtime, setup: &mut NatsSetup) {
-    let event = sample_event();
+    let event = bus_sample_event();
     let mut group = c.benchmark_group("bus_nats_throughput");
     group
         .warm_up_time(Duration::from_secs(1))
@@ -377,7 +370,7 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 }
 
 fn latency_report(rt: &Runtime, setup: &mut NatsSetup) {
-    let event = sample_event();
+    let event = bus_sample_event();
     let (bus, raw) = rt.block_on(async {
         let (mut bus, mut raw) = (Vec::new(), Vec::new());
         for _ in 0..LATENCY_ROUNDS {

@@ -13,21 +13,13 @@
 //! valgrind --tool=callgrind target/release/examples/bus_driver 12000
 //! ```
 
+use aether_benches::bus_sample_event;
 use aether_bus::NatsEventBus;
-use aether_core::{ActorId, Event, EventBus, EventFilter, Namespace, NamespacePattern, Version};
+use aether_core::{EventBus, EventFilter, Namespace, NamespacePattern};
 use aether_testkit_nats::{NatsServer, connect, unique_name};
 use futures::StreamExt;
 
 const ROUND: u64 = 1000;
-
-fn sample_event() -> Event {
-    Event::from_raw(
-        ActorId::new("order-1").expect("valid id"),
-        Version::FIRST,
-        "OrderPlaced",
-        vec![7u8; 128],
-    )
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args()
@@ -52,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let node_a = node(connect(&url).await)?;
         let node_b = node(connect(&url).await)?;
         let mut sub_b = node_b.subscribe(EventFilter::namespace(ns.clone())).await?;
-        let event = sample_event();
+        let event = bus_sample_event();
         if raw {
             let raw_a = connect(&url).await;
             let raw_b = connect(&url).await;

@@ -117,3 +117,17 @@ impl NatsBench {
         }
     }
 }
+
+/// The bus benches' event: `OrderPlaced` at version 1 of `order-1` with a
+/// 128-byte payload.
+///
+/// # Panics
+/// Never: the id is valid.
+pub fn bus_sample_event() -> Event {
+    Event::from_raw(
+        ActorId::new("order-1").expect("valid id"),
+        Version::FIRST,
+        "OrderPlaced",
+        vec![7u8; 128],
+    )
+}
