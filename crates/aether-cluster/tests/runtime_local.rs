@@ -609,15 +609,11 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
 /// to changes, so a change made before it started is not missed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates() {
-    use aether_cluster::runtime::{Placement, StaticDirectory};
-    use aether_cluster::{NodeId, ShardId};
+    use aether_cluster::ShardId;
+    use aether_cluster::runtime::Placement;
 
     let store = Arc::new(InMemoryEventStore::new());
-    let dir = Arc::new(StaticDirectory::new(
-        NodeId::new("solo").expect("node"),
-        1,
-        |_| Placement::Local,
-    ));
+    let dir = solo_directory(Placement::Local);
     let system = ActorSystem::builder(store)
         .register::<Counter>()
         .directory(dir.clone())
@@ -643,15 +639,11 @@ async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates
 /// queued or run.
 #[tokio::test]
 async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
-    use aether_cluster::runtime::{Placement, StaticDirectory};
-    use aether_cluster::{NodeId, ShardId};
+    use aether_cluster::ShardId;
+    use aether_cluster::runtime::Placement;
 
     let store = Arc::new(InMemoryEventStore::new());
-    let dir = Arc::new(StaticDirectory::new(
-        NodeId::new("solo").expect("node"),
-        1,
-        |_| Placement::Moving,
-    ));
+    let dir = solo_directory(Placement::Moving);
     let system = ActorSystem::builder(store.clone())
         .register::<Counter>()
         .directory(dir.clone())
@@ -853,4 +845,15 @@ fn gated_counter_system(
         .build()
         .expect("system");
     (inner, store, system)
+}
+
+/// A one-shard directory of node `solo` whose shard starts at `placement`.
+fn solo_directory(
+    placement: aether_cluster::runtime::Placement,
+) -> Arc<aether_cluster::runtime::StaticDirectory> {
+    Arc::new(aether_cluster::runtime::StaticDirectory::new(
+        aether_cluster::NodeId::new("solo").expect("node"),
+        1,
+        move |_| placement.clone(),
+    ))
 }
