@@ -42,11 +42,8 @@
 //!   position on, so memory is bounded by the largest queue and by
 //!   [`SEGMENT`] events per subscriber that stopped reading (a dropped
 //!   subscription leaves its group at once).
-//! * Delivered, dropped and published counts for [`Hub::stats`] are kept in
-//!   the group under the lock a publish holds anyway, and move to the hub's
-//!   counters when the group's last reader leaves. The metrics are labelled
-//!   by the group's anchor, whose handles the group keeps, so a publish
-//!   looks nothing up per group.
+
+mod stats;
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
@@ -61,13 +58,12 @@ use aether_core::{BusError, BusEvent, Event, EventFilter, Namespace, NamespacePa
 use futures_core::Stream;
 use metrics::Counter;
 
+pub use self::stats::BusStats;
+pub(crate) use self::stats::{AtomicStats, published_counter};
+use self::stats::{METRICS_CACHE_LIMIT, MetricsCache, NsMetrics};
+
 /// The default capacity of a subscriber's queue, in events.
 pub const DEFAULT_CAPACITY: usize = 1024;
-
-/// Namespaces whose metric handles are cached; past this, handles are looked
-/// up per call (correct, only slower), so a flood of namespaces cannot grow
-/// memory without bound.
-const METRICS_CACHE_LIMIT: usize = 4096;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while these locks are held; if it ever did, the data is
@@ -81,54 +77,6 @@ pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Counters of one bus instance since it was created (all subscribers, all
-/// namespaces). The same numbers go to the `metrics` facade with a
-/// `namespace` label; these are for callers and tests that have no recorder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BusStats {
-    /// Events published through this bus instance.
-    pub published: u64,
-    /// Events handed to a subscriber's queue (one per subscriber and event).
-    pub delivered: u64,
-    /// Events dropped from a full subscriber queue (reported to that
-    /// subscriber as [`BusError::Lagged`]).
-    pub dropped: u64,
-    /// Messages received from the transport that were not a valid bus event
-    /// and were dropped (always 0 for the local bus).
-    pub decode_errors: u64,
-    /// Messages received from the transport that this instance had published
-    /// itself and that were therefore not delivered again.
-    pub echoes_suppressed: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct AtomicStats {
-    published: AtomicU64,
-    /// Deliveries and drops of groups no subscriber reads any more; those
-    /// of live groups are counted in their [`Ring`] (see [`Hub::stats`]).
-    delivered: AtomicU64,
-    dropped: AtomicU64,
-    /// Held while a group's counts move here, and while they are summed.
-    /// (`published` counts, as they happen, the publishes no group
-    /// received; the others are counted by the last group they reached.)
-    retire: Mutex<()>,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) echoes_suppressed: AtomicU64,
-}
-
-impl AtomicStats {
-    fn snapshot(&self) -> BusStats {
-        BusStats {
-            published: self.published.load(Ordering::Relaxed),
-            delivered: self.delivered.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            decode_errors: self.decode_errors.load(Ordering::Relaxed),
-            echoes_suppressed: self.echoes_suppressed.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// FNV-1a hashing for the maps a publish looks namespaces up in (the index
@@ -159,55 +107,6 @@ impl std::hash::BuildHasher for Fnv {
     fn build_hasher(&self) -> FnvHasher {
         FnvHasher(0xcbf2_9ce4_8422_2325)
     }
-}
-
-/// Metric handles of the subscriptions anchored at one namespace.
-struct NsMetrics {
-    delivered: Counter,
-    dropped: Counter,
-}
-
-impl NsMetrics {
-    fn new(anchor: &Namespace) -> Self {
-        let ns = anchor.as_str().to_owned();
-        NsMetrics {
-            delivered: metrics::counter!("aether_bus_delivered_total", "namespace" => ns.clone()),
-            dropped: metrics::counter!("aether_bus_dropped_total", "namespace" => ns),
-        }
-    }
-}
-
-/// Metric handles by namespace, created on first use by `make`.
-struct MetricsCache<T> {
-    map: RwLock<HashMap<Namespace, Arc<T>, Fnv>>,
-    make: fn(&Namespace) -> T,
-}
-
-impl<T> MetricsCache<T> {
-    fn new(make: fn(&Namespace) -> T) -> Self {
-        MetricsCache {
-            map: RwLock::new(HashMap::default()),
-            make,
-        }
-    }
-
-    fn get(&self, namespace: &Namespace) -> Arc<T> {
-        if let Some(m) = read(&self.map).get(namespace.as_str()) {
-            return Arc::clone(m);
-        }
-        let mut map = write(&self.map);
-        if map.len() >= METRICS_CACHE_LIMIT {
-            return Arc::new((self.make)(namespace));
-        }
-        Arc::clone(
-            map.entry(namespace.clone())
-                .or_insert_with(|| Arc::new((self.make)(namespace))),
-        )
-    }
-}
-
-pub(crate) fn published_counter(namespace: &Namespace) -> Counter {
-    metrics::counter!("aether_bus_published_total", "namespace" => namespace.as_str().to_owned())
 }
 
 /// Events per [`Segment`].
@@ -529,7 +428,6 @@ impl<'a> Fanout<'a> {
 
     fn offer(
         &mut self,
-        hub: &Hub,
         groups: impl IntoIterator<Item = &'a Arc<Group>>,
         namespace: &Namespace,
         event: &Arc<Event>,
@@ -540,7 +438,7 @@ impl<'a> Fanout<'a> {
                 && let Some(prev) = self.held.replace(group)
             {
                 let tally = prev.append(namespace, Arc::clone(event), false, &mut self.wakers);
-                self.delivered += hub.account(&prev.metrics, tally);
+                self.delivered += prev.metrics.account(tally);
             }
         }
     }
@@ -558,7 +456,7 @@ impl<'a> Fanout<'a> {
         if let Some(last) = self.held.take() {
             let tally = last.append(namespace, event, true, &mut self.wakers);
             counted = tally.published;
-            self.delivered += hub.account(&last.metrics, tally);
+            self.delivered += last.metrics.account(tally);
         }
         if !counted {
             hub.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -854,7 +752,7 @@ impl Hub {
         let mut fanout = Fanout::new();
         if let Some(topic) = topic {
             let groups = topic.exact.iter().chain(&topic.within);
-            fanout.offer(self, groups, namespace, &event, true);
+            fanout.offer(groups, namespace, &event, true);
         }
         let ancestors = if index.within_groups > 0 {
             name.match_indices('.')
@@ -866,7 +764,7 @@ impl Hub {
                 continue;
             }
             if let Some(topic) = index.topics.get(&name[..at]) {
-                fanout.offer(self, &topic.within, namespace, &event, true);
+                fanout.offer(&topic.within, namespace, &event, true);
             }
         }
         let (delivered, wakers) = fanout.finish(self, namespace, event);
@@ -952,28 +850,10 @@ impl Hub {
             }
             if group.passes(namespace, event, false) {
                 let tally = group.append(namespace, Arc::clone(event), false, wakers);
-                delivered += self.account(&group.metrics, tally);
+                delivered += group.metrics.account(tally);
             }
         }
         delivered
-    }
-
-    /// Counts `tally`'s deliveries and drops under the `namespace` label of
-    /// the namespace the receiving subscriptions are anchored at (their
-    /// pattern's root), never the namespace a message claims, so the label
-    /// values are bounded by this node's own subscriptions.
-    ///
-    /// (The same counts for [`stats`](Self::stats) were kept in the group's
-    /// ring by the append.)
-    fn account(&self, metrics: &NsMetrics, tally: Tally) -> usize {
-        if tally.delivered == 0 {
-            return 0;
-        }
-        metrics.delivered.increment(tally.delivered as u64);
-        if tally.dropped > 0 {
-            metrics.dropped.increment(tally.dropped as u64);
-        }
-        tally.delivered
     }
 }
 
