@@ -18,39 +18,22 @@
 //!   compare whole segments, so `acme` can never reach `acme-corp`. The
 //!   filter's types and actor prefix are checked once per group, not per
 //!   subscriber.
-//! * Each group keeps one sequence of the events that passed its filter, in
-//!   *segments* of 64 write-once slots (`OnceLock`): a publish locks the
-//!   group's mutex once (never across an `.await`) and writes the event once,
-//!   one `Arc<Event>` (the publisher's own for the last group it reaches)
-//!   and, in a `Within` group, the namespace — the payload is never copied,
-//!   and nothing is written per subscriber.
 //! * A subscriber reads the group's sequence at its own position
 //!   ([`Slot::pos`]) without a lock: it keeps the segment it reads from and
 //!   follows the segment's (weak) link to the next one; it takes an event by
 //!   cloning it out of the slot and moving its position on with one
 //!   compare-and-swap. It locks the group only when nothing is left to read
 //!   (to register its waker) or to find a segment it did not follow.
-//! * Each subscriber's queue is bounded by its own `capacity`: a publish
-//!   moves the position of every subscriber that is `capacity` events
-//!   behind one event on, with a compare-and-swap on the same word, so a
-//!   take and a drop of the same event are settled by one of them winning.
-//!   The subscriber sees its position ahead of where it left off and yields
-//!   [`BusError::Lagged`] with the difference, then continues with the
-//!   oldest event still queued — the semantics of `tokio::sync::broadcast`.
-//!   Waiting subscribers are woken after the lock is released.
-//! * A group keeps the segments from the one holding its oldest reader's
-//!   position on, so memory is bounded by the largest queue and by
-//!   [`SEGMENT`] events per subscriber that stopped reading (a dropped
-//!   subscription leaves its group at once).
 
+mod ring;
 mod stats;
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{
-    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
 use std::task::{Context, Poll, Waker};
 
@@ -58,6 +41,7 @@ use aether_core::{BusError, BusEvent, Event, EventFilter, Namespace, NamespacePa
 use futures_core::Stream;
 use metrics::Counter;
 
+use self::ring::{Group, Position, Reader, Segment};
 pub use self::stats::BusStats;
 pub(crate) use self::stats::{AtomicStats, published_counter};
 use self::stats::{METRICS_CACHE_LIMIT, MetricsCache, NsMetrics};
@@ -109,229 +93,15 @@ impl std::hash::BuildHasher for Fnv {
     }
 }
 
-/// Events per [`Segment`].
-const SEGMENT: u64 = 64;
-
-/// A block of [`SEGMENT`] consecutive events of one group's sequence, each
-/// written once by a publisher (under the group's lock) and read by every
-/// subscriber of the group without a lock.
-struct Segment {
-    /// The sequence number of `events[0]`.
-    start: u64,
-    events: [OnceLock<Entry>; SEGMENT as usize],
-    /// The segment after this one, once there is one. Weak, so that a
-    /// subscriber that stopped reading keeps one segment alive, not the
-    /// whole chain after it.
-    next: OnceLock<Weak<Segment>>,
-}
-
-impl Segment {
-    fn new(start: u64) -> Arc<Self> {
-        Arc::new(Segment {
-            start,
-            events: std::array::from_fn(|_| OnceLock::new()),
-            next: OnceLock::new(),
-        })
-    }
-
-    #[inline]
-    fn covers(&self, seq: u64) -> bool {
-        seq >= self.start && seq - self.start < SEGMENT
-    }
-
-    #[inline]
-    fn get(&self, seq: u64) -> Option<&Entry> {
-        let at = usize::try_from(seq.checked_sub(self.start)?).ok()?;
-        self.events.get(at)?.get()
-    }
-}
-
-/// One event of a group's sequence.
-struct Entry {
-    /// The namespace it was published in; `None` in an `Exact` group, whose
-    /// events are all in its anchor (the subscription keeps a copy).
-    namespace: Option<Namespace>,
-    event: Arc<Event>,
-}
-
-impl Entry {
-    #[inline]
-    fn to_bus_event(&self, anchor: &Namespace) -> BusEvent {
-        BusEvent {
-            namespace: self.namespace.as_ref().unwrap_or(anchor).clone(),
-            event: Arc::clone(&self.event),
-        }
-    }
-}
-
-/// The subscribers with one filter (hence one anchor and pattern): they see
-/// the same sequence of events, kept once in `ring`, each reading it at its
-/// own position.
-pub(crate) struct Group {
-    filter: EventFilter,
-    /// The metric handles of the namespace the group is anchored at.
-    metrics: Arc<NsMetrics>,
-    ring: Mutex<Ring>,
-    /// The hub's counters, where `ring`'s counts go when its last reader
-    /// leaves.
-    stats: Arc<AtomicStats>,
-}
-
-#[derive(Default)]
-struct Ring {
-    /// The sequence number of the next event.
-    head: u64,
-    /// The segments from the one holding the oldest position of a reader to
-    /// the newest; older ones are released.
-    segments: VecDeque<Arc<Segment>>,
-    readers: Vec<Reader>,
-    /// The hub was closed: nothing more is appended.
-    closed: bool,
-    /// Events handed to readers and dropped from them, and local publishes
-    /// whose last receiving group this was, counted under the lock a
-    /// publish holds anyway (no atomic per publish).
-    delivered: u64,
-    dropped: u64,
-    published: u64,
-}
-
-/// A subscriber as its group's publishers see it.
-struct Reader {
-    id: u64,
-    /// Shared with [`Slot::pos`].
-    pos: Arc<AtomicU64>,
-    capacity: u64,
-    waker: Option<Waker>,
-    closed: bool,
-}
-
-impl Group {
-    fn lock(&self) -> MutexGuard<'_, Ring> {
-        lock(&self.ring)
-    }
-
-    /// Whether the filter passes `event`. `pattern_checked` says the caller
-    /// already knows the namespace pattern covers `namespace` (the index
-    /// lookup did that), so only types and actor prefix are checked.
-    fn passes(&self, namespace: &Namespace, event: &Event, pattern_checked: bool) -> bool {
-        let f = &self.filter;
-        if pattern_checked {
-            f.event_types
-                .as_ref()
-                .is_none_or(|t| t.contains(&*event.event_type))
-                && f.actor_prefix
-                    .as_ref()
-                    .is_none_or(|p| event.actor_id.as_str().starts_with(p.as_str()))
-        } else {
-            f.matches(namespace, event)
-        }
-    }
-
-    /// Appends `event` to the group's sequence (the caller checked the
-    /// filter) and moves every reader that is `capacity` events behind one
-    /// event on: its oldest is dropped. The wakers of waiting readers are
-    /// pushed to `wakers`, for the caller to wake once the lock is released.
-    ///
-    /// With `count_publish`, the publish is counted in the group's ring if
-    /// the event is appended ([`Tally::published`]).
-    fn append(
-        &self,
-        namespace: &Namespace,
-        event: Arc<Event>,
-        count_publish: bool,
-        wakers: &mut Vec<Waker>,
-    ) -> Tally {
-        let mut ring = self.lock();
-        let ring = &mut *ring;
-        if ring.closed || !ring.readers.iter().any(|r| !r.closed) {
-            return Tally::default();
-        }
-        if count_publish {
-            ring.published += 1;
-        }
-        let seq = ring.head;
-        if !ring.segments.back().is_some_and(|last| last.covers(seq)) {
-            let segment = Segment::new(seq);
-            if let Some(last) = ring.segments.back() {
-                let _ = last.next.set(Arc::downgrade(&segment));
-            }
-            ring.segments.push_back(segment);
-        }
-        if let Some(last) = ring.segments.back()
-            && let Some(slot) = last.events.get((seq - last.start) as usize)
-        {
-            // Each sequence number is written once, under the lock.
-            let namespace = match self.filter.namespaces {
-                NamespacePattern::Exact(_) => None,
-                _ => Some(namespace.clone()),
-            };
-            let _ = slot.set(Entry { namespace, event });
-        }
-        let head = seq + 1;
-        ring.head = head;
-
-        let mut tally = Tally::default();
-        let mut oldest = head;
-        for reader in &mut ring.readers {
-            let mut pos = reader.pos.load(Ordering::Acquire);
-            if !reader.closed {
-                tally.delivered += 1;
-                // The reader may take its oldest event meanwhile: then the
-                // exchange fails and its position is looked at again.
-                while head - pos > reader.capacity {
-                    match reader.pos.compare_exchange_weak(
-                        pos,
-                        pos + 1,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => {
-                            tally.dropped += 1;
-                            pos += 1;
-                        }
-                        Err(now) => pos = now,
-                    }
-                }
-                if let Some(w) = reader.waker.take() {
-                    wakers.push(w);
-                }
-            }
-            oldest = oldest.min(pos);
-        }
-        ring.delivered += tally.delivered as u64;
-        ring.dropped += tally.dropped as u64;
-        tally.published = count_publish;
-        // Release the segments every reader is past.
-        while ring.segments.len() > 1
-            && ring
-                .segments
-                .front()
-                .is_some_and(|s| s.start + SEGMENT <= oldest)
-        {
-            ring.segments.pop_front();
-        }
-        tally
-    }
-
-    /// The segment holding `seq`, if it is still kept (the caller holds
-    /// the lock).
-    fn segment_of(ring: &Ring, seq: u64) -> Option<Arc<Segment>> {
-        ring.segments.iter().rev().find(|s| s.covers(seq)).cloned()
-    }
-}
-
 /// One subscriber: its group, its capacity, and its position in the group's
 /// sequence.
 pub(crate) struct Slot {
     id: u64,
     capacity: usize,
     group: Arc<Group>,
-    /// The sequence number of the next event to take. The subscriber moves
-    /// it on when it takes an event, a publisher when it drops one (the
-    /// reader is `capacity` behind); both with a compare-and-swap, so that
-    /// a take and a drop of the same event are settled by one of them
-    /// winning.
-    pos: Arc<AtomicU64>,
+    /// Its position in the group's sequence, which it and the group's
+    /// publishers move on.
+    pos: Arc<Position>,
     /// `pos` when the subscriber joined.
     start: u64,
 }
@@ -378,7 +148,7 @@ impl Slot {
     /// Events queued for this subscriber and not yet taken.
     fn queued(&self) -> usize {
         let head = self.group.lock().head;
-        usize::try_from(head.saturating_sub(self.pos.load(Ordering::Acquire))).unwrap_or(usize::MAX)
+        usize::try_from(head.saturating_sub(self.pos.load())).unwrap_or(usize::MAX)
     }
 
     /// Leaves the group: publishes no longer reach this subscriber. Returns
@@ -586,12 +356,8 @@ impl Hub {
                     if groups.len() >= 64 && groups.len().is_power_of_two() {
                         groups.retain(|_, list| list.iter().any(|w| w.strong_count() > 0));
                     }
-                    let group = Arc::new(Group {
-                        metrics: self.metrics.get(anchor),
-                        filter,
-                        ring: Mutex::new(Ring::default()),
-                        stats: Arc::clone(&self.stats),
-                    });
+                    let metrics = self.metrics.get(anchor);
+                    let group = Arc::new(Group::new(filter, metrics, Arc::clone(&self.stats)));
                     groups
                         .entry(group.filter.namespaces.root().clone())
                         .or_default()
@@ -601,20 +367,7 @@ impl Hub {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (pos, start) = {
-            let mut ring = group.lock();
-            let start = ring.head;
-            let closed = ring.closed;
-            let pos = Arc::new(AtomicU64::new(start));
-            ring.readers.push(Reader {
-                id,
-                pos: Arc::clone(&pos),
-                capacity: capacity as u64,
-                waker: None,
-                closed,
-            });
-            (pos, start)
-        };
+        let (pos, start) = group.join(id, capacity as u64);
         Arc::new(Slot {
             id,
             capacity,
@@ -714,14 +467,7 @@ impl Hub {
             .filter_map(Weak::upgrade)
             .collect();
         for group in groups {
-            let wakers: Vec<Waker> = {
-                let mut ring = group.lock();
-                ring.closed = true;
-                ring.readers
-                    .iter_mut()
-                    .filter_map(|r| r.waker.take())
-                    .collect()
-            };
+            let wakers = group.close();
             for w in wakers {
                 w.wake();
             }
@@ -857,15 +603,6 @@ impl Hub {
     }
 }
 
-/// What one append did.
-#[derive(Default)]
-struct Tally {
-    delivered: usize,
-    dropped: usize,
-    /// The publish was counted in the group's ring.
-    published: bool,
-}
-
 /// What a bus does when a [`Subscription`] is dropped.
 pub(crate) trait Detach: Send + Sync {
     fn detach(&self, slot: &Arc<Slot>);
@@ -902,7 +639,7 @@ pub struct Subscription {
     /// of an `Exact` group).
     anchor: Namespace,
     /// [`Slot::pos`], one pointer nearer.
-    pos: Arc<AtomicU64>,
+    pos: Arc<Position>,
     owner: Weak<dyn Detach>,
     pump: Option<Arc<dyn Pump>>,
 }
@@ -944,7 +681,7 @@ impl Subscription {
     fn event_at(&mut self, seq: u64) -> Option<BusEvent> {
         let segment = self.segment.as_ref()?;
         if !segment.covers(seq) {
-            let next = segment.next.get()?.upgrade()?;
+            let next = segment.next()?;
             if !next.covers(seq) {
                 return None;
             }
@@ -958,14 +695,14 @@ impl Subscription {
     /// no lock and a small return value. `None` says "ask [`take`](Self::take)".
     #[inline]
     fn take_fast(&mut self) -> Option<BusEvent> {
-        let pos = self.pos.load(Ordering::Acquire);
+        let pos = self.pos.load();
         if pos != self.next {
             return None;
         }
         let event = self.segment.as_ref()?.get(pos)?.to_bus_event(&self.anchor);
-        self.pos
-            .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
+        if !self.pos.take(pos) {
+            return None;
+        }
         self.next = pos + 1;
         Some(event)
     }
@@ -981,7 +718,7 @@ impl Subscription {
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Option<Result<BusEvent, BusError>>> {
         loop {
-            let pos = self.pos.load(Ordering::Acquire);
+            let pos = self.pos.load();
             if pos != self.next {
                 // Publishers dropped the events in between.
                 let missed = pos.saturating_sub(self.next);
@@ -989,11 +726,7 @@ impl Subscription {
                 return Poll::Ready(Some(Err(BusError::Lagged { missed })));
             }
             if let Some(event) = self.event_at(pos) {
-                if self
-                    .pos
-                    .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
+                if self.pos.take(pos) {
                     self.next = pos + 1;
                     return Poll::Ready(Some(Ok(event)));
                 }
@@ -1003,7 +736,7 @@ impl Subscription {
             let mut ring = self.slot.group.lock();
             if pos < ring.head {
                 // Published, in a segment this subscription does not hold.
-                match Group::segment_of(&ring, pos) {
+                match ring.segment_of(pos) {
                     Some(segment) => {
                         self.segment = Some(segment);
                         continue;

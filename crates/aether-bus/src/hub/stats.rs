@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use aether_core::Namespace;
 use metrics::Counter;
 
-use super::{Fnv, Tally, read, write};
 #[cfg(doc)]
-use super::{Hub, Ring};
+use super::Hub;
+#[cfg(doc)]
+use super::ring::Ring;
+use super::ring::Tally;
+use super::{Fnv, read, write};
 
 /// Namespaces whose metric handles are cached; past this, handles are looked
 /// up per call (correct, only slower), so a flood of namespaces cannot grow
