@@ -4,40 +4,37 @@
 //!
 //! # Data structure
 //!
-//! * Subscribers with the same filter form a [`Group`]. The index maps a
-//!   namespace to the groups anchored at it (`Exact` and `Within` patterns
-//!   separately) and to the namespace's published counter, behind one
-//!   `RwLock`. A publisher holds the read lock for its whole offer, so
-//!   publishers share it and never wait for each other; subscribing and
-//!   unsubscribing take the write lock for a vector push or removal.
-//! * A publish in `acme.orders.eu` looks up `acme.orders.eu` (its counter, its
-//!   exact and within groups) and then each ancestor, `acme.orders` and
-//!   `acme` (within groups only), skipping the depths at which no `Within`
-//!   group is anchored: at most one hash lookup per segment, whatever the
-//!   number of namespaces, and one when no ancestor has subscribers. Lookups
-//!   compare whole segments, so `acme` can never reach `acme-corp`. The
-//!   filter's types and actor prefix are checked once per group, not per
-//!   subscriber.
+//! Subscribers with the same filter form a [`Group`], which keeps the events
+//! that passed its filter once, in a ring of write-once segments that each
+//! subscriber reads at its own position ([`ring`]). An index from namespace
+//! to groups leads a local publish to the groups it reaches ([`index`]); a
+//! [`Subscription`] takes events from its group's ring without a lock and
+//! waits when none is left ([`subscription`]); what is published, delivered
+//! and dropped is counted for [`BusStats`] and the metrics ([`stats`]). The
+//! [`Hub`] holds the index and the live groups and ties them together:
+//! subscribing, unsubscribing, publishing and closing.
 
+mod index;
 mod ring;
 mod stats;
 mod subscription;
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as MapEntry;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
 use std::task::Waker;
 
-use aether_core::{BusError, Event, EventFilter, Namespace, NamespacePattern};
+use aether_core::{BusError, Event, EventFilter, Namespace};
 use metrics::Counter;
 
+use self::index::Index;
 use self::ring::Group;
 pub use self::stats::BusStats;
-pub(crate) use self::stats::{AtomicStats, published_counter};
-use self::stats::{METRICS_CACHE_LIMIT, MetricsCache, NsMetrics};
+#[cfg(feature = "nats")]
+pub(crate) use self::stats::published_counter;
+use self::stats::{AtomicStats, MetricsCache, NsMetrics};
 #[cfg(feature = "nats")]
 pub(crate) use self::subscription::Pump;
 pub use self::subscription::Subscription;
@@ -88,105 +85,6 @@ impl std::hash::BuildHasher for Fnv {
     fn build_hasher(&self) -> FnvHasher {
         FnvHasher(0xcbf2_9ce4_8422_2325)
     }
-}
-
-/// Appends an event to each group whose filter passes it. The event's
-/// `Arc` is cloned for every group but the last, which gets the caller's:
-/// each offer is held back until the next one, or [`finish`](Self::finish).
-struct Fanout<'a> {
-    held: Option<&'a Group>,
-    delivered: usize,
-    wakers: Vec<Waker>,
-}
-
-impl<'a> Fanout<'a> {
-    fn new() -> Self {
-        Fanout {
-            held: None,
-            delivered: 0,
-            wakers: Vec::new(),
-        }
-    }
-
-    fn offer(
-        &mut self,
-        groups: impl IntoIterator<Item = &'a Arc<Group>>,
-        namespace: &Namespace,
-        event: &Arc<Event>,
-        pattern_checked: bool,
-    ) {
-        for group in groups {
-            if group.passes(namespace, event, pattern_checked)
-                && let Some(prev) = self.held.replace(group)
-            {
-                let tally = prev.append(namespace, Arc::clone(event), false, &mut self.wakers);
-                self.delivered += prev.metrics.account(tally);
-            }
-        }
-    }
-
-    /// Appends to the last group offered, which counts the publish for
-    /// [`Hub::stats`] (else the hub does); returns the number of
-    /// subscribers reached and the wakers to wake.
-    fn finish(
-        mut self,
-        hub: &Hub,
-        namespace: &Namespace,
-        event: Arc<Event>,
-    ) -> (usize, Vec<Waker>) {
-        let mut counted = false;
-        if let Some(last) = self.held.take() {
-            let tally = last.append(namespace, event, true, &mut self.wakers);
-            counted = tally.published;
-            self.delivered += last.metrics.account(tally);
-        }
-        if !counted {
-            hub.stats.published.fetch_add(1, Ordering::Relaxed);
-        }
-        (self.delivered, self.wakers)
-    }
-}
-
-/// What the index keeps for one namespace: the groups of subscribers
-/// anchored at it and, once something was published in it, its published
-/// counter.
-#[derive(Default)]
-struct Topic {
-    exact: Vec<Arc<Group>>,
-    within: Vec<Arc<Group>>,
-    /// `aether_bus_published_total` for this namespace (see
-    /// [`Index::counters`]).
-    published: Option<Counter>,
-}
-
-impl Topic {
-    fn is_unused(&self) -> bool {
-        self.exact.is_empty() && self.within.is_empty() && self.published.is_none()
-    }
-}
-
-#[derive(Default)]
-struct Index {
-    topics: HashMap<Namespace, Topic, Fnv>,
-    /// The number of `Within` groups by the number of segments of their
-    /// anchor: a publish looks up an ancestor only at a depth where some
-    /// are anchored.
-    within_at_depth: Vec<u32>,
-    /// Their sum: with none, a publish looks no ancestor up.
-    within_groups: usize,
-    /// Topics holding a published counter, at most
-    /// [`METRICS_CACHE_LIMIT`]; past it a publish makes its handle per call.
-    counters: usize,
-}
-
-impl Index {
-    fn has_within_at(&self, depth: usize) -> bool {
-        self.within_at_depth.get(depth).is_some_and(|&n| n > 0)
-    }
-}
-
-fn depth(namespace: &Namespace) -> usize {
-    namespace.as_str().bytes().filter(|&b| b == b'.').count() + 1
 }
 
 /// The fan-out core of a bus.
@@ -292,36 +190,8 @@ impl Hub {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let (anchor, within) = match &slot.group.filter.namespaces {
-            NamespacePattern::Exact(ns) => (ns, false),
-            NamespacePattern::Within(ns) => (ns, true),
-            // `NamespacePattern` is non-exhaustive: a pattern this crate does
-            // not know is refused rather than guessed at.
-            _ => {
-                return Err(BusError::Unavailable {
-                    message: "unsupported namespace pattern".to_owned(),
-                    source: None,
-                });
-            }
-        };
-        let topic = index.topics.entry(anchor.clone()).or_default();
-        let list = if within {
-            &mut topic.within
-        } else {
-            &mut topic.exact
-        };
-        if list.iter().any(|g| Arc::ptr_eq(g, &slot.group)) {
-            return Ok(());
-        }
-        list.push(Arc::clone(&slot.group));
-        self.indexed.fetch_add(1, Ordering::Release);
-        if within {
-            let depth = depth(anchor);
-            if index.within_at_depth.len() <= depth {
-                index.within_at_depth.resize(depth + 1, 0);
-            }
-            index.within_at_depth[depth] += 1;
-            index.within_groups += 1;
+        if index.insert(&slot.group)? {
+            self.indexed.fetch_add(1, Ordering::Release);
         }
         Ok(())
     }
@@ -329,31 +199,12 @@ impl Hub {
     /// Takes `slot` out of its group, and the group out of the index when
     /// it was the last one in it.
     pub(crate) fn remove(&self, slot: &Arc<Slot>) {
-        let mut guard = write(&self.index);
+        let mut index = write(&self.index);
         if !slot.leave() {
             return;
         }
-        let index = &mut *guard;
-        let anchor = slot.group.filter.namespaces.root();
-        if let MapEntry::Occupied(mut e) = index.topics.entry(anchor.clone()) {
-            let topic = e.get_mut();
-            let before = topic.exact.len() + topic.within.len();
-            topic.exact.retain(|g| !Arc::ptr_eq(g, &slot.group));
-            let within = topic.within.len();
-            topic.within.retain(|g| !Arc::ptr_eq(g, &slot.group));
-            let gone = within - topic.within.len();
-            let removed = before - topic.exact.len() - topic.within.len();
-            self.indexed.fetch_sub(removed, Ordering::Release);
-            if gone > 0
-                && let Some(n) = index.within_at_depth.get_mut(depth(anchor))
-            {
-                *n = n.saturating_sub(gone as u32);
-                index.within_groups = index.within_groups.saturating_sub(gone);
-            }
-            if topic.is_unused() {
-                e.remove();
-            }
-        }
+        let removed = index.remove(&slot.group);
+        self.indexed.fetch_sub(removed, Ordering::Release);
     }
 
     /// Closes the hub: every subscription ends after its queued events, and
@@ -386,39 +237,16 @@ impl Hub {
     pub(crate) fn publish_local(&self, namespace: &Namespace, event: Arc<Event>) -> usize {
         let name = namespace.as_str();
         let mut index = read(&self.index);
-        let mut topic = index.topics.get(name);
-        if let Some(counter) = topic.and_then(|t| t.published.as_ref()) {
-            counter.increment(1);
-        } else if index.counters >= METRICS_CACHE_LIMIT {
-            published_counter(namespace).increment(1);
-        } else {
+        let mut topic = index.topic(name);
+        if !index.count_publish(topic, namespace) {
             // The first publish in this namespace: keep its counter in the
             // index, beside its subscribers.
             drop(index);
-            self.add_published_counter(namespace);
+            write(&self.index).add_published_counter(namespace);
             index = read(&self.index);
-            topic = index.topics.get(name);
+            topic = index.topic(name);
         }
-
-        let mut fanout = Fanout::new();
-        if let Some(topic) = topic {
-            let groups = topic.exact.iter().chain(&topic.within);
-            fanout.offer(groups, namespace, &event, true);
-        }
-        let ancestors = if index.within_groups > 0 {
-            name.match_indices('.')
-        } else {
-            "".match_indices('.')
-        };
-        for (depth, (at, _)) in ancestors.enumerate() {
-            if !index.has_within_at(depth + 1) {
-                continue;
-            }
-            if let Some(topic) = index.topics.get(&name[..at]) {
-                fanout.offer(&topic.within, namespace, &event, true);
-            }
-        }
-        let (delivered, wakers) = fanout.finish(self, namespace, event);
+        let (delivered, wakers) = index.fan_out(topic, namespace, event, &self.stats);
         drop(index);
         for w in wakers {
             w.wake();
@@ -449,27 +277,6 @@ impl Hub {
     pub(crate) fn count_unreceived(&self, published: &Counter) {
         published.increment(1);
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Registers `namespace`'s published counter, counts one publish on it
-    /// and keeps it in the index for the next publishes.
-    fn add_published_counter(&self, namespace: &Namespace) {
-        let mut index = write(&self.index);
-        let index = &mut *index;
-        if let Some(counter) = index
-            .topics
-            .get(namespace.as_str())
-            .and_then(|t| t.published.as_ref())
-        {
-            counter.increment(1);
-            return;
-        }
-        let counter = published_counter(namespace);
-        counter.increment(1);
-        if index.counters < METRICS_CACHE_LIMIT {
-            index.counters += 1;
-            index.topics.entry(namespace.clone()).or_default().published = Some(counter);
-        }
     }
 
     /// Delivers `event` to those of `slots` whose filter passes it (remote
