@@ -98,13 +98,14 @@ use std::time::Duration;
 use aether_core::name::encode_token;
 use aether_core::{BusError, Event, EventBus, EventFilter, Namespace, NamespacePattern};
 use async_nats::Subject;
+use foldhash::fast::RandomState;
 use futures::StreamExt;
 use metrics::Counter;
 use tokio::task::AbortHandle;
 
 use crate::hub::{
-    BusStats, DEFAULT_CAPACITY, Detach, Fnv, Hub, Pump, Slot, Subscription, lock,
-    published_counter, read, write,
+    BusStats, DEFAULT_CAPACITY, Detach, Hub, Pump, Slot, Subscription, lock, published_counter,
+    read, write,
 };
 use crate::wire::{self, HEADER_LEN, MAGIC, WireFormat};
 
@@ -320,9 +321,7 @@ struct Core {
     subject_root: String,
     decode_errors: Counter,
     /// Subjects by namespace and event type (see the module docs).
-    /// FNV-hashed, like the hub's maps: keyed only by namespaces this node
-    /// publishes in.
-    subjects: RwLock<HashMap<Namespace, NsSubjects, Fnv>>,
+    subjects: RwLock<HashMap<Namespace, NsSubjects, RandomState>>,
     /// Writes envelopes into a buffer consecutive publishes share.
     encoder: Mutex<wire::Encoder>,
 }

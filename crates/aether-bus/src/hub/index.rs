@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use std::task::Waker;
 
 use aether_core::{BusError, Event, Namespace, NamespacePattern};
+use foldhash::fast::RandomState;
 use metrics::Counter;
 
-use super::Fnv;
 #[cfg(doc)]
 use super::Hub;
 use super::ring::Group;
@@ -51,7 +51,7 @@ impl Topic {
 
 #[derive(Default)]
 pub(super) struct Index {
-    topics: HashMap<Namespace, Topic, Fnv>,
+    topics: HashMap<Namespace, Topic, RandomState>,
     /// The number of `Within` groups by the number of segments of their
     /// anchor: a publish looks up an ancestor only at a depth where some
     /// are anchored.

@@ -57,36 +57,6 @@ pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// FNV-1a hashing for the maps a publish looks namespaces up in (the index
-/// and the metric caches). Namespaces are short, and these maps are keyed
-/// only by what this process publishes in and subscribes to — never by a
-/// namespace received from another node — so a keyed hash would buy no
-/// protection here, only time on every publish.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Fnv;
-
-pub(crate) struct FnvHasher(u64);
-
-impl std::hash::Hasher for FnvHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl std::hash::BuildHasher for Fnv {
-    type Hasher = FnvHasher;
-
-    fn build_hasher(&self) -> FnvHasher {
-        FnvHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
 /// The fan-out core of a bus.
 pub(crate) struct Hub {
     index: RwLock<Index>,

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use aether_core::Namespace;
+use foldhash::fast::RandomState;
 use metrics::Counter;
 
 #[cfg(doc)]
@@ -19,7 +20,7 @@ use super::Hub;
 #[cfg(doc)]
 use super::ring::Ring;
 use super::ring::Tally;
-use super::{Fnv, read, write};
+use super::{read, write};
 
 /// Namespaces whose metric handles are cached; past this, handles are looked
 /// up per call (correct, only slower), so a flood of namespaces cannot grow
@@ -111,7 +112,7 @@ impl NsMetrics {
 
 /// Metric handles by namespace, created on first use by `make`.
 pub(super) struct MetricsCache<T> {
-    map: RwLock<HashMap<Namespace, Arc<T>, Fnv>>,
+    map: RwLock<HashMap<Namespace, Arc<T>, RandomState>>,
     make: fn(&Namespace) -> T,
 }
 
