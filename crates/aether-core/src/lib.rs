@@ -14,7 +14,7 @@
 //!   [`DynSnapshotStore`], [`DynStore`], [`DynEventBus`]).
 //! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
 //!   [`Repository`] that runs [`Command`]s with optimistic concurrency,
-//!   effectively once (see [`aggregate`]).
+//!   effectively once (see [`aggregate`] and [`repository`]).
 //! * Feed: [`EventFeed`] reads a whole namespace in commit order from a
 //!   [`Position`] (catch-up and live), see [`feed`]; read models are
 //!   [`Projection`]s with a [`CheckpointStore`], see [`projection`].
@@ -52,6 +52,7 @@ pub mod feed;
 pub mod metrics;
 pub mod name;
 pub mod projection;
+pub mod repository;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -60,12 +61,11 @@ pub mod testkit;
 pub mod trust;
 pub mod version;
 
-pub use aggregate::{
-    Aggregate, Command, CommandOutcome, CommandWindow, DEFAULT_COMMAND_WINDOW, Rehydrated,
-    Repository, command_events, rehydrate, rehydrate_with_window,
-};
+pub use aggregate::{Aggregate, Rehydrated, rehydrate, rehydrate_with_window};
 pub use bus::{BusEvent, DynEventBus, EventBus, EventFilter, NamespacePattern};
-pub use command::{CommandId, RecentCommand};
+pub use command::{
+    Command, CommandId, CommandWindow, DEFAULT_COMMAND_WINDOW, RecentCommand, command_events,
+};
 pub use error::{
     BoxError, BusError, CodecError, CommandError, InvalidInput, NameError, RehydrateError,
     StoreError,
@@ -74,6 +74,7 @@ pub use event::{DomainEvent, Event, EventId, Metadata};
 pub use feed::{EventFeed, FeedFilter, FeedItem, Position};
 pub use name::{ActorId, NameKind, Namespace};
 pub use projection::{Checkpoint, CheckpointError, CheckpointStore, Projection, ProjectionError};
+pub use repository::{CommandOutcome, Repository};
 pub use snapshot::ActorSnapshot;
 pub use store::{
     BoxFuture, BoxStream, DynEventStore, DynSnapshotStore, DynStore, EventStore, EventStoreExt,
