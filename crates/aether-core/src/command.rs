@@ -123,42 +123,9 @@ pub struct CommandWindow {
     popped: u64,
 }
 
-/// A cheap hasher for command ids (UUIDs: mostly random bits). Collisions
-/// forced by a caller can only slow lookups in one bounded window.
-#[derive(Debug, Clone, Copy, Default)]
-struct IdHash;
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-#[derive(Debug)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// The window's hasher: foldhash, seeded per window. Collisions forced by a
+/// caller can only slow lookups in one bounded window.
+type IdHash = foldhash::fast::RandomState;
 
 impl PartialEq for CommandWindow {
     fn eq(&self, other: &Self) -> bool {
@@ -176,7 +143,7 @@ impl CommandWindow {
         let mut w = CommandWindow {
             cap,
             items: VecDeque::with_capacity(seed.len() - skip),
-            index: HashMap::with_capacity_and_hasher(seed.len() - skip, IdHash),
+            index: HashMap::with_capacity_and_hasher(seed.len() - skip, IdHash::default()),
             popped: 0,
         };
         for c in seed.into_iter().skip(skip) {
