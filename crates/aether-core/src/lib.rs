@@ -20,6 +20,8 @@
 //!   [`Projection`]s with a [`CheckpointStore`], see [`projection`].
 //! * Trust: the [`trust`] rule every store applies to records it did not
 //!   write ([`TrustPolicy`], [`HistoryGuard`]).
+//! * Retries: [`backoff::Backoff`], the jittered exponential back-off
+//!   backends wait with before retrying (durations only, no timer).
 //! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
 //!   [`EventId::for_command`], [`command_events`], [`CommandWindow`].
 //! * Errors: [`StoreError`], [`BusError`], [`NameError`], [`CodecError`],
@@ -44,6 +46,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;
+pub mod backoff;
 pub mod bus;
 pub mod command;
 pub mod error;
