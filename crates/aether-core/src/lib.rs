@@ -90,7 +90,7 @@ pub use version::Version;
 pub mod prelude {
     pub use crate::{
         ActorId, ActorSnapshot, Aggregate, Command, CommandId, DomainEvent, Event, EventBus,
-        EventFilter, EventStore, EventStoreExt, Namespace, Repository, SnapshotStore, StoreError,
-        Version,
+        EventFilter, EventStore, EventStoreExt, Namespace, Position, Repository, SnapshotStore,
+        StoreError, Version,
     };
 }
