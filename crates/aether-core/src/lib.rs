@@ -14,12 +14,14 @@
 //!   [`DynSnapshotStore`], [`DynStore`], [`DynEventBus`]).
 //! * Aggregates: the [`Aggregate`] trait, pure [`rehydrate`], and the
 //!   [`Repository`] that runs [`Command`]s with optimistic concurrency,
-//!   effectively once (see [`aggregate`]).
+//!   effectively once (see [`aggregate`] and [`repository`]).
 //! * Feed: [`EventFeed`] reads a whole namespace in commit order from a
 //!   [`Position`] (catch-up and live), see [`feed`]; read models are
 //!   [`Projection`]s with a [`CheckpointStore`], see [`projection`].
 //! * Trust: the [`trust`] rule every store applies to records it did not
 //!   write ([`TrustPolicy`], [`HistoryGuard`]).
+//! * Retries: [`backoff::Backoff`], the jittered exponential back-off
+//!   backends wait with before retrying (durations only, no timer).
 //! * Effectively-once commands: [`CommandId`], [`RecentCommand`],
 //!   [`EventId::for_command`], [`command_events`], [`CommandWindow`].
 //! * Errors: [`StoreError`], [`BusError`], [`NameError`], [`CodecError`],
@@ -44,6 +46,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;
+pub mod backoff;
 pub mod bus;
 pub mod command;
 pub mod error;
@@ -52,6 +55,7 @@ pub mod feed;
 pub mod metrics;
 pub mod name;
 pub mod projection;
+pub mod repository;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -60,12 +64,11 @@ pub mod testkit;
 pub mod trust;
 pub mod version;
 
-pub use aggregate::{
-    Aggregate, Command, CommandOutcome, CommandWindow, DEFAULT_COMMAND_WINDOW, Rehydrated,
-    Repository, command_events, rehydrate, rehydrate_with_window,
-};
+pub use aggregate::{Aggregate, Rehydrated, rehydrate, rehydrate_with_window};
 pub use bus::{BusEvent, DynEventBus, EventBus, EventFilter, NamespacePattern};
-pub use command::{CommandId, RecentCommand};
+pub use command::{
+    Command, CommandId, CommandWindow, DEFAULT_COMMAND_WINDOW, RecentCommand, command_events,
+};
 pub use error::{
     BoxError, BusError, CodecError, CommandError, InvalidInput, NameError, RehydrateError,
     StoreError,
@@ -74,6 +77,7 @@ pub use event::{DomainEvent, Event, EventId, Metadata};
 pub use feed::{EventFeed, FeedFilter, FeedItem, Position};
 pub use name::{ActorId, NameKind, Namespace};
 pub use projection::{Checkpoint, CheckpointError, CheckpointStore, Projection, ProjectionError};
+pub use repository::{CommandOutcome, Repository};
 pub use snapshot::ActorSnapshot;
 pub use store::{
     BoxFuture, BoxStream, DynEventStore, DynSnapshotStore, DynStore, EventStore, EventStoreExt,
@@ -86,7 +90,7 @@ pub use version::Version;
 pub mod prelude {
     pub use crate::{
         ActorId, ActorSnapshot, Aggregate, Command, CommandId, DomainEvent, Event, EventBus,
-        EventFilter, EventStore, EventStoreExt, Namespace, Repository, SnapshotStore, StoreError,
-        Version,
+        EventFilter, EventStore, EventStoreExt, Namespace, Position, Repository, SnapshotStore,
+        StoreError, Version,
     };
 }

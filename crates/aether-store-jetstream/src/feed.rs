@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aether_core::feed::{EventFeed, FeedFilter, FeedItem, Position};
 use aether_core::name::decode_token;
@@ -34,7 +34,7 @@ use futures::StreamExt;
 use metrics::{Counter, Gauge};
 
 use crate::envelope::{Origin, decode_event};
-use crate::store::{Inner, JetStreamEventStore, jittered};
+use crate::store::{Inner, JetStreamEventStore, RESUME_BACKOFF};
 
 /// How long a catch-up read rides out a failing server before it ends with
 /// the error (a live subscription rides out any transient failure).
@@ -116,7 +116,7 @@ impl Feed {
         if e.is_transient() && (self.live || since.elapsed() < limit) {
             tracing::debug!(namespace = %self.inner.namespace, error = %e, last = self.last, "feed interrupted; resuming");
             self.resumes.increment(1);
-            tokio::time::sleep(jittered(Duration::from_millis(200))).await;
+            tokio::time::sleep(RESUME_BACKOFF.delay(0)).await;
             return None;
         }
         Some(e)

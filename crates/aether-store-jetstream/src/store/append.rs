@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::read::Reader;
-use super::{CONTROL_HEADERS, Inner, MAX_ATTEMPTS, backoff};
+use super::{APPEND_BACKOFF, CONTROL_HEADERS, Inner, MAX_ATTEMPTS};
 use crate::cache::{Keys, Tip};
 use crate::envelope::{Encoded, encode_event};
 use crate::error::{ApiError, Refusal, api_error, codes, publish_error, request_error};
@@ -308,7 +308,7 @@ impl Inner {
                         // let it land before reading back, and do not retry in
                         // step with the other refused writers.
                         self.metrics.retries.increment(1);
-                        tokio::time::sleep(backoff(attempt)).await;
+                        tokio::time::sleep(APPEND_BACKOFF.delay(attempt)).await;
                     }
                 }
                 Ok(Err(Refusal::Retry(e))) => {
@@ -319,7 +319,7 @@ impl Inner {
                     }
                     self.metrics.retries.increment(1);
                     tracing::debug!(%actor, error = %e, attempt, "transient refusal; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(APPEND_BACKOFF.delay(attempt)).await;
                 }
                 Ok(Err(Refusal::Fatal(e))) => return Err(e),
                 Err(e) => {

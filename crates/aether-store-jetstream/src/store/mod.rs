@@ -13,6 +13,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_core::backoff::Backoff;
 use aether_core::store::{BoxStream, validate_batch};
 use aether_core::{
     ActorId, Event, EventStore, InvalidInput, Namespace, StoreError, TrustPolicy, Version,
@@ -37,20 +38,16 @@ pub const MAX_BATCH: usize = 1000;
 /// Attempts of one append when the server refuses transiently.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
-/// A random duration in `[max / 2, max]` ("equal jitter"), so writers that
-/// were refused together do not retry together.
-pub(crate) fn jittered(max: Duration) -> Duration {
-    let r = uuid::Uuid::new_v4().as_u128() as u64;
-    let half = max / 2;
-    let span = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_micros(r % span)
-}
+/// The pause before a read or the feed reopens after a transient failure:
+/// 100–200 ms, so readers cut off together do not come back together.
+pub(crate) const RESUME_BACKOFF: Backoff = Backoff::constant(Duration::from_millis(200));
 
-/// The back-off before attempt `attempt` (from 1) after a transient refusal:
-/// 2 ms doubling to at most 256 ms, jittered.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    jittered(Duration::from_millis(2u64 << attempt.clamp(1, 7)))
-}
+/// The back-off before attempt `attempt` (from 1) of an append the server
+/// refused transiently: 4 ms at the first, doubling to at most 256 ms,
+/// jittered over the upper half, so writers refused together do not retry
+/// together.
+pub(crate) const APPEND_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(2), Duration::from_millis(256));
 
 /// Worst-case bytes the store adds to an event's headers for concurrency
 /// control and batching (expected sequence, batch id, batch sequence, commit).

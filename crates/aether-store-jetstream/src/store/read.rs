@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{Inner, jittered};
+use super::{Inner, RESUME_BACKOFF};
 use crate::cache::Tip;
 use crate::envelope::{Origin, decode_event, names, read_event_version};
 use crate::error::{publish_error, subscribe_error};
@@ -211,7 +211,7 @@ impl Reader {
 
     /// Opens the read again at the message after the last one processed.
     async fn resume(&mut self) -> Result<Step, StoreError> {
-        tokio::time::sleep(jittered(Duration::from_millis(200))).await;
+        tokio::time::sleep(RESUME_BACKOFF.delay(0)).await;
         self.inner.metrics.read_resumes.increment(1);
         let Some(target) = self.target else {
             self.phase = Phase::Start;
