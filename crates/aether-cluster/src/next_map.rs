@@ -173,8 +173,11 @@ pub(crate) fn next_map(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::ShardId;
+    use crate::placement::tests::Rng;
 
     fn id(name: &str) -> NodeId {
         NodeId::new(name).unwrap()
@@ -374,5 +377,180 @@ mod tests {
         .unwrap();
         assert_eq!((fenced.term, fenced.epoch), (9, after.epoch + 1));
         assert_eq!(fenced.owners, after.owners);
+    }
+
+    /// Checks one map written after `prev` under `term` with `members` alive;
+    /// `case` names the seed and step in a failure.
+    fn check_step(
+        case: &str,
+        prev: Option<&ShardMap>,
+        next: &ShardMap,
+        members: &[Member],
+        term: u64,
+    ) {
+        let live = |node: &NodeId| members.iter().any(|member| member.node == *node);
+        assert_eq!((next.term, next.shard_count), (term, SHARDS), "{case}");
+        assert_eq!(next.owners.len(), SHARDS as usize, "{case}");
+        match prev {
+            None => {
+                assert_eq!(next.epoch, 1, "{case}");
+                assert!(next.moving.is_empty(), "{case}: a first map moves nothing");
+            }
+            Some(prev) => {
+                assert_eq!(next.epoch, prev.epoch + 1, "{case}");
+                assert!(next.is_newer_than(prev), "{case}");
+            }
+        }
+        for (index, owner) in next.owners.iter().enumerate() {
+            let owner = owner.as_ref().expect("every shard has an owner");
+            assert!(live(owner), "{case}: shard {index} owned by {owner}, gone");
+        }
+        for (&shard, mv) in &next.moving {
+            assert_eq!(next.owner(ShardId::new(shard)), Some(&mv.from), "{case}");
+            assert_ne!(mv.from, mv.to, "{case}");
+            assert!(
+                live(&mv.to),
+                "{case}: shard {shard} moves to {}, gone",
+                mv.to
+            );
+        }
+        // The two-step rule: a live owner loses a shard only after a map that
+        // marked that very move.
+        let Some(prev) = prev else { return };
+        for (index, (before, after)) in prev.owners.iter().zip(&next.owners).enumerate() {
+            let (Some(before), Some(after)) = (before, after) else {
+                continue;
+            };
+            if before != after && live(before) {
+                let shard = u32::try_from(index).unwrap();
+                let marked = Move {
+                    from: before.clone(),
+                    to: after.clone(),
+                };
+                assert_eq!(
+                    prev.moving.get(&shard),
+                    Some(&marked),
+                    "{case}: shard {shard} taken from live {before} without a move"
+                );
+            }
+        }
+    }
+
+    const SHARDS: u32 = 64;
+
+    /// Random walks of joins, leaves, acknowledgements, new terms and passing
+    /// time, stepped as the leader steps them: every map keeps the two-step rule
+    /// and has only live owners, and once the members stop changing and every
+    /// move is acknowledged the maps settle on the placement and stop changing.
+    #[test]
+    fn random_walks_keep_the_two_step_rule_and_settle_on_the_placement() {
+        let pool: Vec<NodeId> = (0..6).map(|i| id(&format!("n{i}"))).collect();
+        // Weights 1 and 2, so caps differ between members.
+        let members_of = |live: &BTreeSet<usize>| -> Vec<Member> {
+            live.iter()
+                .map(|&i| Member::new(pool[i].clone(), if i % 2 == 0 { 1 } else { 2 }))
+                .collect()
+        };
+        for seed in 0..200u64 {
+            let mut rng = Rng(seed);
+            let mut now = Instant::now();
+            let mut live: BTreeSet<usize> = BTreeSet::from([0]);
+            let mut term = 1;
+            let mut current: Option<ShardMap> = None;
+            let mut marks: HashMap<u32, Mark> = HashMap::new();
+            let mut acks: BTreeMap<(u32, u64), HandoffAck> = BTreeMap::new();
+            for step in 0..60 {
+                let settling = step >= 40;
+                if !settling && rng.below(3) == 0 {
+                    let node = usize::try_from(rng.below(pool.len() as u64)).unwrap();
+                    if !live.remove(&node) || live.is_empty() {
+                        live.insert(node);
+                    }
+                }
+                if !settling && rng.below(10) == 0 {
+                    // A new leader: it takes the moves in the map over, timed from now.
+                    term += 1;
+                    marks.clear();
+                    for &shard in current.iter().flat_map(|map| map.moving.keys()) {
+                        marks.insert(
+                            shard,
+                            Mark {
+                                since: now,
+                                epoch: 0,
+                            },
+                        );
+                    }
+                }
+                let members = members_of(&live);
+                // Old owners still alive acknowledge some moves (all, once settling).
+                if let Some(map) = &current {
+                    for (&shard, mv) in &map.moving {
+                        let alive = members.iter().any(|member| member.node == mv.from);
+                        if alive && (settling || rng.below(2) == 0) {
+                            let ack = HandoffAck {
+                                from: mv.from.clone(),
+                                to: mv.to.clone(),
+                                incarnation: Incarnation::new(),
+                            };
+                            acks.insert((shard, map.epoch), ack);
+                        }
+                    }
+                }
+                now += if rng.below(8) == 0 {
+                    TIMEOUT
+                } else {
+                    Duration::from_millis(10)
+                };
+                let next = next_map(
+                    current.as_ref(),
+                    &acks,
+                    &members,
+                    SHARDS,
+                    term,
+                    &mut marks,
+                    TIMEOUT,
+                    now,
+                );
+                let Some(next) = next else { continue };
+                check_step(
+                    &format!("seed {seed}, step {step}"),
+                    current.as_ref(),
+                    &next,
+                    &members,
+                    term,
+                );
+                // As the leader does once the write succeeded.
+                for &shard in next.moving.keys() {
+                    marks.entry(shard).or_insert(Mark {
+                        since: now,
+                        epoch: next.epoch,
+                    });
+                }
+                acks.retain(|(shard, _), _| next.moving.contains_key(shard));
+                current = Some(next);
+            }
+            let settled = current.expect("a map was written");
+            let members = members_of(&live);
+            assert!(settled.moving.is_empty(), "seed {seed}: moves left");
+            assert_eq!(
+                settled.owners,
+                place(Some(&settled), &members, SHARDS),
+                "seed {seed}: not the placement"
+            );
+            assert!(
+                next_map(
+                    Some(&settled),
+                    &BTreeMap::new(),
+                    &members,
+                    SHARDS,
+                    term,
+                    &mut marks,
+                    TIMEOUT,
+                    now
+                )
+                .is_none(),
+                "seed {seed}: still changing"
+            );
+        }
     }
 }
