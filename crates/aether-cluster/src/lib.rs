@@ -43,6 +43,7 @@ pub mod kv;
 pub mod leader;
 pub mod manager;
 pub mod membership;
+mod next_map;
 pub mod placement;
 pub mod ring;
 pub mod runtime;

@@ -145,7 +145,7 @@ pub fn place(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
@@ -153,15 +153,16 @@ mod tests {
     const S: u32 = 1024;
 
     /// A small deterministic generator (SplitMix64) for property tests: every
-    /// run checks the same cases, and a failure names its seed.
-    struct Rng(u64);
+    /// run checks the same cases, and a failure names its seed. Shared with the
+    /// property tests of [`crate::next_map`].
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             avalanche(self.0)
         }
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
     }
