@@ -178,15 +178,9 @@ impl Subscription {
         expect(dead_code, reason = "used by the NATS bus")
     )]
     pub(crate) fn with_pump(slot: Arc<Slot>, owner: Weak<dyn Detach>, pump: Arc<dyn Pump>) -> Self {
-        Subscription {
-            next: slot.start,
-            anchor: slot.filter().namespaces.root().clone(),
-            pos: Arc::clone(&slot.pos),
-            slot,
-            segment: None,
-            owner,
-            pump: Some(pump),
-        }
+        let mut subscription = Subscription::new(slot, owner);
+        subscription.pump = Some(pump);
+        subscription
     }
 
     /// A copy of the event at `seq` from the segment last read, or the
