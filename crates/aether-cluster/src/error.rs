@@ -99,6 +99,16 @@ pub enum ClusterError {
     },
 }
 
+impl From<aether_core::NameError> for ClusterError {
+    fn from(e: aether_core::NameError) -> Self {
+        ClusterError::InvalidName {
+            what: e.kind.as_str(),
+            name: e.name,
+            reason: e.reason,
+        }
+    }
+}
+
 impl ClusterError {
     /// Wraps any backend error as [`ClusterError::Backend`].
     pub fn backend(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {

@@ -2,12 +2,14 @@
 //!
 //! The control plane of [Aether](https://docs.rs/aether)'s distributed actors:
 //! membership, a leader lease with fencing terms, and shard placement — on NATS
-//! KV, with no consensus of its own. The sharded actor runtime stands on it.
+//! KV, with no consensus of its own. The actor runtime (`aether-actor`) stands
+//! on it: a [`ClusterManager`] is the `ShardDirectory` and `ClusterNode` an
+//! actor system joins with `ActorSystem::builder(store).cluster(&node)`.
 //!
 //! * **Vocabulary**: [`NodeId`], [`Incarnation`], [`NodeInfo`], [`ShardId`],
 //!   [`ClusterEvent`]; errors in [`ClusterError`].
 //! * **Shards** (pure, no runtime needed): the stable shard hash [`shard_of`]
-//!   (a wire contract, see [`hash`]); the sticky, capacity-capped placement
+//!   (a wire contract, see [`hash`]; it lives in `aether-actor`, which routes by it); the sticky, capacity-capped placement
 //!   [`place`]; the [`ShardMap`] with its `(term, epoch)` ordering, versioned
 //!   encoding and two-step handoff helpers; a [`ConsistentHashRing`] for key →
 //!   node without a leader.
@@ -38,7 +40,6 @@
 
 pub mod coordinator;
 pub mod error;
-pub mod hash;
 pub mod kv;
 pub mod leader;
 pub mod manager;
@@ -46,7 +47,6 @@ pub mod membership;
 mod next_map;
 pub mod placement;
 pub mod ring;
-pub mod runtime;
 pub mod shard_map;
 pub mod status;
 pub mod types;
@@ -56,11 +56,10 @@ pub mod types;
 pub use async_nats;
 pub use coordinator::{HandoffRequest, LeaderAction};
 pub use error::{ClusterError, Result};
-pub use hash::{shard_of, stable_hash};
+pub use aether_actor::hash::{self, shard_of, stable_hash};
 pub use manager::{ClusterManager, ClusterManagerBuilder};
 pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;
-pub use runtime::{ActorRef, ActorSystem, AskError, AskOutcome};
 pub use shard_map::{Move, ShardChange, ShardMap};
 pub use status::ClusterStatus;
 pub use types::{ClusterEvent, Incarnation, NodeId, NodeInfo, ShardId};

@@ -59,6 +59,9 @@ use crate::error::ClusterError;
 use crate::kv::{BucketNames, BucketSettings, Buckets, DEFAULT_PREFIX, MAP_KEY, member_key};
 use crate::leader::{self, LeaseStatus, LeaseTiming};
 use crate::membership::{self, MemberView, Profile, ViewKeeper, stopped};
+use aether_actor::{ClusterNode, Placement, Release, ShardDirectory, node_subject};
+use futures::future::BoxFuture;
+
 use crate::{ClusterEvent, Incarnation, Member, Move, NodeId, NodeInfo, ShardId, ShardMap, place};
 
 /// Default number of shards of a cluster.
@@ -90,7 +93,7 @@ pub struct ClusterManagerBuilder {
     shard_count: u32,
     capacity: u32,
     kinds: Vec<String>,
-    subject: Option<String>,
+    subject_prefix: String,
     handoff_timeout: Duration,
     debounce: Option<Duration>,
     replicas: usize,
@@ -168,10 +171,15 @@ impl ClusterManagerBuilder {
         self
     }
 
-    /// The subject this node answers on (announced in its member record; default
-    /// `<prefix>.cluster.<cluster>.node.<node>` with encoded tokens).
-    pub fn subject(mut self, subject: impl Into<String>) -> Self {
-        self.subject = Some(subject.into());
+    /// The first tokens of the subject this node's actor system answers on
+    /// (default `aether`; checked by `start` with
+    /// [`aether_core::name::validate_subject_prefix`]). The node announces
+    /// `<subject prefix>.rt.<encoded cluster>.<encoded node id>`
+    /// ([`aether_actor::node_subject`]) in its member record, and an actor
+    /// system joined with `ActorSystemBuilder::cluster` serves exactly that
+    /// subject.
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
         self
     }
 
@@ -243,6 +251,7 @@ impl ClusterManagerBuilder {
                 reason: "shard count, TTLs and the handoff timeout must be above zero".to_owned(),
             });
         }
+        aether_core::name::validate_subject_prefix(&self.subject_prefix)?;
         let names = BucketNames::new(&self.prefix, &self.cluster)?;
         let js = async_nats::jetstream::new(self.client.clone());
         let buckets = Buckets::open(
@@ -278,14 +287,7 @@ impl ClusterManagerBuilder {
         let lease_ttl = nonzero_or(buckets.leader.max_age, self.lease_ttl);
         let settle = self.settle.unwrap_or(lease_ttl / 10);
         let debounce = self.debounce.unwrap_or(member_ttl / 10);
-        let subject = self.subject.clone().unwrap_or_else(|| {
-            format!(
-                "{}.cluster.{}.node.{}",
-                self.prefix.to_ascii_lowercase(),
-                aether_core::name::encode_token(&self.cluster),
-                aether_core::name::encode_token(self.node_id.as_str())
-            )
-        });
+        let subject = node_subject(&self.subject_prefix, &self.cluster, &self.node_id);
         let profile = Profile {
             node_id: self.node_id.clone(),
             subject,
@@ -404,6 +406,10 @@ impl ClusterManagerBuilder {
                 map: map.subscribe(),
                 handler,
                 nats: Some(Nats {
+                    client: self.client.clone(),
+                    cluster: self.cluster.clone(),
+                    subject_prefix: self.subject_prefix.clone(),
+                    kinds: self.kinds.clone(),
                     buckets,
                     shutdown: shutdown_tx,
                     heartbeat: std::sync::Mutex::new(Some(heartbeat)),
@@ -475,6 +481,10 @@ struct Inner {
 }
 
 struct Nats {
+    client: async_nats::Client,
+    cluster: String,
+    subject_prefix: String,
+    kinds: Vec<String>,
     buckets: Buckets,
     shutdown: watch::Sender<bool>,
     heartbeat: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -528,7 +538,7 @@ impl ClusterManager {
             shard_count: DEFAULT_SHARD_COUNT,
             capacity: 1,
             kinds: Vec::new(),
-            subject: None,
+            subject_prefix: "aether".to_owned(),
             handoff_timeout: DEFAULT_HANDOFF_TIMEOUT,
             debounce: None,
             replicas: 1,
@@ -742,6 +752,54 @@ impl ClusterManager {
         state.newest.clone().ok_or(ClusterError::ShuttingDown)
     }
 
+    /// Waits until this node is ready to route: it holds a shard map written
+    /// under the current leader's term (not one left by an earlier leader or
+    /// an earlier run of the cluster) that places every live member of its
+    /// view, and it claims membership itself. Returns that map. An embedded
+    /// node is ready at once.
+    ///
+    /// Wrap it in a timeout: with no leader (no quorum of NATS servers) it
+    /// waits for as long as that lasts.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::ShuttingDown`] when the node stops first.
+    pub async fn ready(&self) -> Result<Arc<ShardMap>, ClusterError> {
+        let mut lease = self.inner.lease.clone();
+        let mut map = self.inner.map.clone();
+        let mut view = self.inner.view.clone();
+        loop {
+            if let Some(ready) = self.ready_map() {
+                return Ok(ready);
+            }
+            tokio::select! {
+                changed = lease.changed() => changed.map_err(|_| ClusterError::ShuttingDown)?,
+                changed = map.changed() => changed.map_err(|_| ClusterError::ShuttingDown)?,
+                changed = view.changed() => changed.map_err(|_| ClusterError::ShuttingDown)?,
+            }
+        }
+    }
+
+    /// The newest map if it satisfies [`ready`](Self::ready)'s condition now.
+    fn ready_map(&self) -> Option<Arc<ShardMap>> {
+        let map = self.shard_map()?;
+        if self.inner.single.is_some() {
+            return Some(map);
+        }
+        let term = match self.inner.lease.borrow().observed {
+            Some((Some(_), term)) => term,
+            _ => return None,
+        };
+        let view = self.inner.view.borrow();
+        if map.term != term || !view.claiming() {
+            return None;
+        }
+        let owners: std::collections::BTreeSet<&NodeId> = map.owners.iter().flatten().collect();
+        let placed = view.members.keys().filter(|m| owners.contains(m)).count();
+        let needed = view.members.len().min(map.owners.len());
+        (placed >= needed).then(|| map.clone())
+    }
+
     /// Sets what this node runs to release a shard the map moves away from it: the
     /// future should stop new commands for the shard, finish the one in flight and
     /// passivate its actors; when it completes, the node acknowledges and the leader
@@ -814,5 +872,103 @@ impl ClusterManager {
                 operation: "delete the member key".to_owned(),
             }),
         }
+    }
+}
+
+/// The cluster's shard map as the actor runtime sees it: a shard is `Local`
+/// when this node owns it in the newest map *and* claims membership,
+/// `Moving` while a handoff runs, `Remote` when another node owns it,
+/// `Unassigned` otherwise (no map yet, no owner, or this node lost its
+/// membership and must not act on its view).
+impl ShardDirectory for ClusterManager {
+    fn local_node(&self) -> &NodeId {
+        self.node_id()
+    }
+
+    fn shard_count(&self) -> u32 {
+        ClusterManager::shard_count(self)
+    }
+
+    fn placement(&self, shard: ShardId) -> Placement {
+        let Some(map) = self.shard_map() else {
+            return Placement::Unassigned;
+        };
+        if map.moving(shard).is_some() {
+            return Placement::Moving;
+        }
+        match map.owner(shard) {
+            None => Placement::Unassigned,
+            Some(owner) if owner == self.node_id() => {
+                if self.is_member() {
+                    Placement::Local
+                } else {
+                    Placement::Unassigned
+                }
+            }
+            Some(owner) => Placement::Remote(owner.clone()),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.shard_map().map_or(0, |m| m.epoch)
+    }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let manager = self.clone();
+        let seen = self.shard_map().map(|m| (m.term, m.epoch));
+        Box::pin(async move {
+            let _ = manager
+                .wait_for_map(|m| Some((m.term, m.epoch)) != seen)
+                .await;
+        })
+    }
+}
+
+/// A node on NATS joins an actor system in one call
+/// (`ActorSystem::builder(store).cluster(&node)`): placements from the
+/// shard map, requests on the subject the node announced, and the release
+/// of a shard's actors before its handoff is acknowledged. An embedded node
+/// has no client: its system hosts every shard locally.
+impl ClusterNode for ClusterManager {
+    fn directory(&self) -> Arc<dyn ShardDirectory> {
+        Arc::new(self.clone())
+    }
+
+    fn client(&self) -> Option<async_nats::Client> {
+        self.inner.nats.as_ref().map(|n| n.client.clone())
+    }
+
+    fn subject_of(&self, node: &NodeId) -> String {
+        self.inner.nats.as_ref().map_or_else(String::new, |n| {
+            node_subject(&n.subject_prefix, &n.cluster, node)
+        })
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.inner
+            .nats
+            .as_ref()
+            .map(|n| n.kinds.clone())
+            .unwrap_or_default()
+    }
+
+    fn on_release(&self, release: Release) {
+        let Ok(mut slot) = self.inner.handler.write() else {
+            return;
+        };
+        let earlier = slot.take();
+        *slot = Some(Arc::new(move |request: HandoffRequest| {
+            let shard = request.shard;
+            let earlier = earlier.as_ref().map(|h| h(request));
+            let ours = release(shard);
+            Box::pin(async move {
+                match earlier {
+                    Some(earlier) => {
+                        futures::future::join(earlier, ours).await;
+                    }
+                    None => ours.await,
+                }
+            })
+        }));
     }
 }

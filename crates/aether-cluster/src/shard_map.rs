@@ -180,7 +180,7 @@ impl ShardMap {
             .nodes
             .iter()
             .map(NodeId::new)
-            .collect::<Result<Vec<_>>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| corrupt(e.to_string()))?;
         let node = |i: u32| -> Result<NodeId> {
             nodes

@@ -2,12 +2,13 @@
 //! nats-server agree on a shard map, and every command reaches the node that
 //! owns its actor's shard, whichever node it was sent to.
 
+#[path = "../../aether-actor/tests/common/mod.rs"]
 mod runtime_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_cluster::runtime::ActorSystem;
+use aether_actor::ActorSystem;
 use aether_cluster::{ClusterManager, NodeId};
 use aether_core::{EventStore, Version};
 use aether_store_memory::InMemoryEventStore;
@@ -59,8 +60,7 @@ async fn commands_reach_the_owner_of_their_shard_from_any_node() {
     let start = async |m: &ClusterManager| {
         ActorSystem::builder(store.clone())
             .register::<Counter>()
-            .directory(Arc::new(m.clone()))
-            .nats(connect(&url).await, cluster.clone())
+            .cluster(&m)
             .start()
             .await
             .expect("system")
@@ -113,17 +113,11 @@ async fn a_join_moves_shards_by_handoff_without_failing_a_command() {
     let start = async |m: &ClusterManager| {
         let system = ActorSystem::builder(store.clone())
             .register::<Counter>()
-            .directory(Arc::new(m.clone()))
-            .nats(connect(&url).await, cluster.clone())
+            .cluster(&m)
             .ask_deadline(Duration::from_secs(15))
             .start()
             .await
             .expect("system");
-        let s = system.clone();
-        m.set_handoff_handler(move |req| {
-            let s = s.clone();
-            async move { s.release_shard(req.shard).await }
-        });
         system
     };
     let m1 = manager(&url, &cluster, "n1").await;

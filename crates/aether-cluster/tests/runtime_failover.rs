@@ -6,6 +6,7 @@
 //! acknowledged.
 
 mod common;
+#[path = "../../aether-actor/tests/common/mod.rs"]
 mod runtime_common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_cluster::runtime::ActorSystem;
+use aether_actor::ActorSystem;
 use aether_cluster::{AskError, AskOutcome, ClusterManager, shard_of};
 use aether_core::{ActorId, Command, CommandId, Namespace};
 use aether_store_jetstream::JetStreamEventStore;
@@ -89,18 +90,12 @@ impl Node {
                 let system = ActorSystem::builder(store)
                     .register::<Counter>()
                     .register::<Ledger>()
-                    .directory(Arc::new(manager.clone()))
-                    .nats(nats, cluster)
+                    .cluster(&manager)
                     .mailbox_capacity(settings.mailbox)
                     .max_conflict_retries(settings.conflict_retries)
                     .start()
                     .await
                     .expect("system");
-                let s = system.clone();
-                manager.set_handoff_handler(move |req| {
-                    let s = s.clone();
-                    async move { s.release_shard(req.shard).await }
-                });
                 let _ = ready_tx.send((manager, system, handle));
                 let _ = stop_rx.await;
             });
@@ -131,7 +126,7 @@ impl Node {
         let r = self.system.actor::<Counter>(actor.clone());
         let task = self
             .handle
-            .spawn(async move { r.ask_within(command, within).await });
+            .spawn(async move { r.ask(command.inner().clone()).id(command.command_id()).within(within).await });
         // A frozen node never answers: give up a little after the deadline.
         match tokio::time::timeout(within + Duration::from_secs(2), task).await {
             Ok(Ok(result)) => Some(result),
@@ -587,7 +582,7 @@ async fn a_stale_owner_resumed_after_its_lease_cannot_write_an_actor_that_moved(
     let ask = |node: &Node, command: Command<Cmd>| {
         let r = node.system.actor::<Ledger>(x.clone());
         node.handle
-            .spawn(async move { r.ask_within(command, Duration::from_secs(20)).await })
+            .spawn(async move { r.ask(command.inner().clone()).id(command.command_id()).within(Duration::from_secs(20)).await })
     };
     // x is active on a, its cached version 1.
     let first = ask(&a, Command::new(Cmd::Add(1)))
@@ -604,10 +599,7 @@ async fn a_stale_owner_resumed_after_its_lease_cannot_write_an_actor_that_moved(
     let stale = {
         let r = a.system.actor::<Ledger>(x.clone());
         tokio::spawn(async move {
-            r.ask_within(
-                Command::new(Cmd::Add(100)).id(stale_id),
-                Duration::from_secs(30),
-            )
+            r.ask(Cmd::Add(100)).id(stale_id).within(Duration::from_secs(30))
             .await
         })
     };
@@ -727,7 +719,7 @@ async fn a_flooded_mailbox_answers_busy_or_within_the_deadline_and_stays_bounded
             let actor = actor.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                let result = actor.ask_within(Command::new(Cmd::Add(1)), DEADLINE).await;
+                let result = actor.ask(Cmd::Add(1)).within(DEADLINE).await;
                 (result, started.elapsed())
             })
         })

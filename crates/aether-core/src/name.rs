@@ -31,18 +31,69 @@ pub enum NameKind {
     Namespace,
     /// An [`ActorId`].
     ActorId,
+    /// A cluster node's id.
+    NodeId,
+    /// An aggregate kind (`Aggregate::KIND`).
+    ActorKind,
+    /// The first token of an Aether subject (the actor runtime's request
+    /// subjects, the bus).
+    SubjectPrefix,
+}
+
+impl NameKind {
+    /// What the name is, in words ("namespace", "node id", …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NameKind::Namespace => "namespace",
+            NameKind::ActorId => "actor id",
+            NameKind::NodeId => "node id",
+            NameKind::ActorKind => "actor kind",
+            NameKind::SubjectPrefix => "subject prefix",
+        }
+    }
 }
 
 impl fmt::Display for NameKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NameKind::Namespace => "namespace",
-            NameKind::ActorId => "actor id",
-        })
+        f.write_str(self.as_str())
     }
 }
 
-fn invalid(kind: NameKind, name: &str, reason: impl Into<String>) -> NameError {
+/// The longest subject prefix accepted by [`validate_subject_prefix`], in bytes.
+pub const MAX_SUBJECT_PREFIX: usize = 64;
+
+/// Checks a subject prefix: the first tokens of the subjects an Aether
+/// component publishes on (the actor runtime's requests, the bus). One to
+/// [`MAX_SUBJECT_PREFIX`] bytes of `.`-separated, non-empty tokens of
+/// `A-Z a-z 0-9 - _`, so it can never hold a wildcard, a space or an empty
+/// token.
+///
+/// # Errors
+/// [`NameError`] of kind [`NameKind::SubjectPrefix`] saying what is wrong.
+pub fn validate_subject_prefix(prefix: &str) -> Result<(), NameError> {
+    let fail = |reason: &str| Err(invalid(NameKind::SubjectPrefix, prefix, reason));
+    if prefix.is_empty() {
+        return fail("must not be empty");
+    }
+    if prefix.len() > MAX_SUBJECT_PREFIX {
+        return fail("is longer than 64 bytes");
+    }
+    for token in prefix.split('.') {
+        if token.is_empty() {
+            return fail("has an empty `.`-separated token");
+        }
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return fail("tokens may only hold A-Z a-z 0-9 - _");
+        }
+    }
+    Ok(())
+}
+
+/// A [`NameError`] of `kind` for `name` (shown truncated to 80 characters).
+pub fn invalid(kind: NameKind, name: &str, reason: impl Into<String>) -> NameError {
     // Keep error messages bounded even for absurdly long input.
     let shown: String = name.chars().take(80).collect();
     NameError {
@@ -328,6 +379,17 @@ fn hex_value(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn subject_prefixes_are_tokens_without_wildcards() {
+        for good in ["aether", "a.b", "my-app_1.rt"] {
+            assert!(validate_subject_prefix(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "a..b", "a.", "*", "a.>", "a b", "é", &"x".repeat(65)] {
+            let err = validate_subject_prefix(bad).unwrap_err();
+            assert_eq!(err.kind, NameKind::SubjectPrefix, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

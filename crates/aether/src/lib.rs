@@ -33,7 +33,8 @@
 //! | `jetstream` | `jetstream::JetStreamEventStore`, the NATS JetStream store, and `async_nats` |
 //! | `bus` | `bus::LocalEventBus`, the in-process event bus |
 //! | `nats-bus` | `bus::NatsEventBus`, the event bus across nodes over NATS (implies `bus`) |
-//! | `cluster` | `cluster`: membership, leader lease and shard placement on NATS KV |
+//! | `actors` | `actor`: the actor system — event-sourced actors hosted in memory, passivated when idle, effectively-once commands; embedded, no NATS |
+//! | `cluster` | `actors` across nodes (remote asks over NATS) and `cluster`: membership, leader lease and shard placement on NATS KV (implies `actors`) |
 //! | `projection` | `projection`: read models — `ProjectionRunner`, checkpoint stores (`KvCheckpointStore` with `jetstream`) |
 //! | `model` | `model`: EventStorming models, validation and rendering |
 //! | `model-toml` | TOML files for models, besides JSON (implies `model`) |
@@ -44,7 +45,7 @@
 //! # Picking crates
 //!
 //! Each part is also its own crate: `aether-core` (contracts), `aether-store-memory`,
-//! `aether-store-jetstream`, `aether-bus`, `aether-cluster`, `aether-projection`,
+//! `aether-store-jetstream`, `aether-bus`, `aether-actor`, `aether-cluster`, `aether-projection`,
 //! `aether-model`. Depend on those
 //! directly to keep a dependency tree minimal, or on this facade for one
 //! version to manage.
@@ -85,6 +86,11 @@ pub use aether_store_jetstream as jetstream;
 #[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 #[doc(inline)]
 pub use aether_bus as bus;
+
+#[cfg(feature = "actors")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actors")))]
+#[doc(inline)]
+pub use aether_actor as actor;
 
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]

@@ -1,9 +1,11 @@
-//! The sharded actor runtime: an [`ActorSystem`] hosts event-sourced actors
+//! # aether-actor
+//!
+//! Event-sourced actors for [Aether](https://docs.rs/aether): an [`ActorSystem`] hosts event-sourced actors
 //! ([`Aggregate`]s), one task and one bounded mailbox per active actor, with
 //! its state kept in memory between commands.
 //!
 //! ```
-//! use aether_cluster::runtime::ActorSystem;
+//! use aether_actor::ActorSystem;
 //! use aether_core::{ActorId, Aggregate, DomainEvent};
 //! use aether_store_memory::InMemoryEventStore;
 //! use serde::{Deserialize, Serialize};
@@ -171,30 +173,53 @@
 //! from the fields.
 
 mod actor;
+mod ask;
 mod directory;
+pub mod hash;
 mod host;
+mod ids;
+mod in_place;
+#[cfg(feature = "nats")]
+mod node;
+#[cfg(feature = "nats")]
+mod remote;
 mod router;
+mod shared;
 mod system;
+mod table;
 mod trace;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod wire;
 
-use std::sync::Arc;
+use aether_core::{ActorId, NameError};
 
-use aether_core::{
-    ActorId, CodecError, CommandError, CommandId, Event, NameError, RehydrateError, StoreError,
-    Version,
-};
-
+pub use ask::{AskError, AskOutcome};
 pub use directory::{Placement, ShardDirectory, SingleNodeDirectory, StaticDirectory};
-pub use system::{ActorRef, ActorSystem, ActorSystemBuilder, SystemError};
+pub use hash::{shard_of, stable_hash};
+pub use ids::{NodeId, ShardId};
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use node::{ClusterNode, NatsNode, Release, node_subject};
+pub use system::{
+    ActorRef, ActorSystem, ActorSystemBuilder, Ask, Clustered, Embedded, SystemError,
+};
 pub use trace::TraceContext;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use wire::{WIRE_FORMAT, WireError};
 
 #[doc(no_inline)]
 pub use aether_core::Aggregate;
 
+/// The NATS client this crate's API takes (feature `nats`), re-exported so a
+/// user never pins a second, mismatching version.
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use async_nats;
+
 /// The store id of actor `id` of kind `kind`: `<kind>:<id>` (see the
-/// [module docs](self#persistence-identity)).
+/// [crate docs](crate#persistence-identity)).
 ///
 /// # Errors
 /// [`NameError`] if the result is longer than [`ActorId::MAX_LEN`] bytes.
@@ -204,120 +229,4 @@ pub fn persistence_id(kind: &str, id: &ActorId) -> Result<ActorId, NameError> {
     s.push(':');
     s.push_str(id.as_str());
     ActorId::new(s)
-}
-
-/// What a command did, as seen by the caller.
-#[derive(Debug, Clone)]
-pub struct AskOutcome<A> {
-    /// The actor's version after the command (for a command that produced
-    /// no event: the version it was decided on; for a duplicate: the version
-    /// of its last event).
-    pub version: Version,
-    /// The events the command appended (stored under the persistence id);
-    /// for a duplicate, the original events read back from the store.
-    pub events: Vec<Event>,
-    /// A read view of the state right after the command (for a duplicate:
-    /// the actor's current state). The actor never mutates a view it handed
-    /// out: it copies the state on its next write if a view is still held.
-    pub state: Arc<A>,
-    /// The command's id.
-    pub command_id: CommandId,
-    /// Whether the command had already been applied: nothing ran this time.
-    pub duplicate: bool,
-    /// How many times the command was decided again after a version conflict.
-    pub retries: u32,
-}
-
-/// Why an ask failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AskError<E> {
-    /// The aggregate refused the command; nothing was written.
-    #[error("the actor refused the command: {0}")]
-    Rejected(E),
-    /// The command was queued but no reply came before the deadline. It may
-    /// or may not have been applied; retry with the same command id.
-    #[error("no reply before the deadline")]
-    Timeout,
-    /// The actor's mailbox stayed full until the deadline (or at once, for
-    /// `try_ask`): the command was never queued and never run.
-    #[error("the actor's mailbox is full")]
-    Busy,
-    /// The actor cannot be reached from this node (its shard is owned
-    /// elsewhere, unassigned, or the system is shut down). Nothing was run.
-    #[error("actor unavailable: {0}")]
-    Unavailable(String),
-    /// The store failed. After `Unavailable` or `Timeout` of the store the
-    /// command may have been stored; the actor reloads before its next command.
-    #[error(transparent)]
-    Store(StoreError),
-    /// The actor's history could not be folded (activation failed).
-    #[error(transparent)]
-    Rehydrate(RehydrateError),
-    /// A command's event or the state could not be encoded.
-    #[error(transparent)]
-    Codec(CodecError),
-    /// User code (`handle`, `apply`, serde) panicked; that incarnation of the
-    /// actor stopped. A panic in `apply` comes after the append, so the
-    /// command's events may be stored.
-    #[error("the actor panicked while running the command")]
-    ActorPanicked,
-    /// The aggregate kind was not registered with the system.
-    #[error("actor kind {0:?} is not registered with this actor system")]
-    NotRegistered(&'static str),
-    /// The actor id is too long once the kind is prefixed (see
-    /// [`persistence_id`]).
-    #[error(transparent)]
-    InvalidId(NameError),
-    /// The actor's shard is not hosted by the node that got the command
-    /// (it moved, or is moving). Routers retry it after a refresh within the
-    /// deadline; a caller sees it only from a raw host. Nothing was run.
-    #[error("the actor's shard is not hosted here (map epoch {epoch})")]
-    NotHere {
-        /// The epoch of the placement the node acted on.
-        epoch: u64,
-    },
-    /// A remote request or reply could not be encoded or read.
-    #[error(transparent)]
-    Wire(WireError),
-    /// The owner failed in a way that has no local variant (its history
-    /// could not be folded, its state not encoded); the text says why.
-    #[error("remote failure: {0}")]
-    Remote(String),
-}
-
-impl<E: std::error::Error> AskError<E> {
-    fn from_command(e: CommandError<E>) -> Self {
-        match e {
-            CommandError::Rejected(e) => AskError::Rejected(e),
-            CommandError::Store(e) => AskError::from_store(e),
-            CommandError::Rehydrate(e) => AskError::Rehydrate(e),
-            CommandError::Codec(e) => AskError::Codec(e),
-            other => AskError::Store(StoreError::Backend {
-                message: other.to_string(),
-                source: None,
-            }),
-        }
-    }
-
-    fn from_store(e: StoreError) -> Self {
-        match e {
-            StoreError::Codec(c) => AskError::Codec(c),
-            other => AskError::Store(other),
-        }
-    }
-
-    /// Whether the caller may retry the same command (same id) and expect
-    /// it to be applied at most once: `Timeout`, `Busy`, `Unavailable` and
-    /// transient store failures.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            AskError::Timeout
-            | AskError::Busy
-            | AskError::Unavailable(_)
-            | AskError::NotHere { .. } => true,
-            AskError::Store(e) => e.is_transient() || e.is_conflict(),
-            _ => false,
-        }
-    }
 }

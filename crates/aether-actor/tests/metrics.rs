@@ -1,13 +1,13 @@
 //! The runtime's metrics, read from a recorder installed for this test
 //! binary (one test: the recorder is process-wide).
 
-mod runtime_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aether_cluster::runtime::{ActorSystem, AskError};
+use aether_actor::{ActorSystem, AskError};
 use aether_core::{Command, Repository};
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::wait_until;
@@ -15,7 +15,7 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
-use runtime_common::{Cmd, Counter as Sum, id};
+use common::{Cmd, Counter as Sum, id};
 
 type Values = Arc<Mutex<BTreeMap<String, f64>>>;
 
@@ -174,8 +174,8 @@ async fn the_runtime_reports_activations_passivations_retries_and_latency() {
     )
     .await;
     let dup = Command::new(Cmd::Add(5));
-    a.ask_command(dup.clone()).await.expect("first");
-    assert!(a.ask_command(dup).await.expect("again").duplicate);
+    a.ask(dup.clone().inner().clone()).id(dup.clone().command_id()).await.expect("first");
+    assert!(a.ask(dup.inner().clone()).id(dup.command_id()).await.expect("again").duplicate);
     assert_eq!(
         get(
             &values,

@@ -4,17 +4,17 @@
 //! and decided again, and an independent raw reader finds every
 //! acknowledged command's events exactly once and nothing else.
 
-mod runtime_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_cluster::runtime::{ActorSystem, AskError};
+use aether_actor::{ActorSystem, AskError};
 use aether_core::{ActorId, Namespace, Version};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsServer, connect, unique_name};
-use runtime_common::{Cmd, Counter, id};
+use common::{Cmd, Counter, id};
 
 async fn open(url: &str, ns: &Namespace) -> Arc<JetStreamEventStore> {
     Arc::new(
@@ -123,7 +123,7 @@ async fn two_owners_of_one_actor_never_both_write_one_version() {
             }
         }
     }
-    let mut acked: BTreeMap<usize, Vec<(u64, aether_cluster::AskOutcome<Counter>)>> =
+    let mut acked: BTreeMap<usize, Vec<(u64, aether_actor::AskOutcome<Counter>)>> =
         BTreeMap::new();
     for t in tasks {
         for (actor, amount, o) in t.await.expect("task") {

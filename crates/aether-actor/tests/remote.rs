@@ -3,23 +3,23 @@
 //! here" answers and missing responders are retried inside the deadline,
 //! and garbage on a node's subject gets a typed error reply.
 
-mod runtime_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aether_cluster::runtime::{
+use aether_actor::{NatsNode, 
     ActorSystem, AskError, Placement, ShardDirectory, StaticDirectory, WIRE_FORMAT, WireError,
 };
-use aether_cluster::{NodeId, ShardId, shard_of};
+use aether_actor::{NodeId, ShardId, shard_of};
 use aether_core::name::encode_token;
 use aether_core::{ActorId, Command, CommandId, EventStore, Version};
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::{NatsServer, connect, unique_name, wait_until};
 use futures::future::BoxFuture;
-use runtime_common::{Cmd, Counter, id};
+use common::{Cmd, Counter, id};
 
 const SHARDS: u32 = 2;
 const WAIT: Duration = Duration::from_secs(10);
@@ -102,8 +102,7 @@ async fn pair() -> Pair {
         async move {
             ActorSystem::builder(store)
                 .register::<Counter>()
-                .directory(dir)
-                .nats(connect(&url).await, cluster)
+                .cluster(&NatsNode::new(connect(&url).await, cluster, dir))
                 .start()
                 .await
                 .expect("start")
@@ -147,11 +146,11 @@ async fn a_command_for_another_nodes_shard_runs_on_that_node() {
     // A repeated command id gets the original outcome across nodes.
     let cid = CommandId::new();
     let once = from_a
-        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .ask(Cmd::Add(10)).id(cid)
         .await
         .expect("once");
     let again = from_a
-        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .ask(Cmd::Add(10)).id(cid)
         .await
         .expect("again");
     assert!(again.duplicate && !once.duplicate);
@@ -190,7 +189,7 @@ async fn not_here_is_retried_until_the_owner_takes_the_shard() {
     let started = p.dir_a.lookups.load(Ordering::SeqCst);
     let ask = tokio::spawn(async move {
         from_a
-            .ask_within(Command::new(Cmd::Add(3)), Duration::from_secs(8))
+            .ask(Cmd::Add(3)).within(Duration::from_secs(8))
             .await
     });
     wait_until(
@@ -230,7 +229,7 @@ async fn an_owner_nobody_answers_for_is_unavailable_at_the_deadline() {
     let started = Instant::now();
     let out =
         p.a.actor::<Counter>(on_b)
-            .ask_within(Command::new(Cmd::Add(1)), deadline)
+            .ask(Cmd::Add(1)).within(deadline)
             .await;
     assert!(matches!(out, Err(AskError::Unavailable(_))), "{out:?}");
     assert!(
@@ -347,7 +346,7 @@ async fn actors_of_a_shard_that_moves_away_passivate_and_their_commands_follow()
 /// `Busy` at once; every caller gets `Busy` or success, none hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
-    use runtime_common::GatedStore;
+    use common::GatedStore;
     const FLOOD: usize = 200;
     const SERVED: usize = 4;
 
@@ -358,15 +357,13 @@ async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
     let gated = Arc::new(GatedStore::new(memory.clone()));
     let a = ActorSystem::builder(memory.clone())
         .register::<Counter>()
-        .directory(directory("node-a"))
-        .nats(connect(&url).await, cluster.clone())
+        .cluster(&NatsNode::new(connect(&url).await, cluster.clone(), directory("node-a")))
         .start()
         .await
         .expect("start a");
     let b = ActorSystem::builder(gated.clone())
         .register::<Counter>()
-        .directory(directory("node-b"))
-        .nats(connect(&url).await, cluster.clone())
+        .cluster(&NatsNode::new(connect(&url).await, cluster.clone(), directory("node-b")))
         .max_remote_requests(SERVED)
         .start()
         .await
@@ -393,7 +390,7 @@ async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
             let busy = busy.clone();
             tokio::spawn(async move {
                 let result = r
-                    .ask_within(Command::new(Cmd::Add(1)), Duration::from_secs(20))
+                    .ask(Cmd::Add(1)).within(Duration::from_secs(20))
                     .await;
                 if matches!(result, Err(AskError::Busy)) {
                     busy.fetch_add(1, Ordering::SeqCst);
@@ -441,7 +438,7 @@ async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
     let mut stored = 0;
     for i in 0..50 {
         let sid =
-            aether_cluster::runtime::persistence_id("counter", &actor_in(1, &format!("flood{i}")))
+            aether_actor::persistence_id("counter", &actor_in(1, &format!("flood{i}")))
                 .expect("id");
         stored += memory
             .get_events(&sid, Version::ZERO)

@@ -3,25 +3,33 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{
-    ActorId, Aggregate, Command, DynEventBus, DynStore, EventBus, EventStore, NameError,
+    ActorId, Aggregate, Command, CommandId, DynEventBus, DynStore, EventBus, EventStore, NameError,
     SnapshotStore,
 };
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::directory::{Placement, ShardDirectory, SingleNodeDirectory};
-use super::host::{HostControl, Key, KindHost, Local, Settings, Shared, count_retry};
-use super::router::{self, Attempt, Nats, RemoteKind};
-use super::trace::TraceContext;
-use super::{AskError, AskOutcome, persistence_id};
+use crate::ask::{AskError, AskOutcome};
+use crate::directory::{Placement, ShardDirectory, SingleNodeDirectory};
 use crate::hash::shard_of;
-use crate::types::ShardId;
+use crate::host::{HostControl, KindHost};
+use crate::ids::ShardId;
+#[cfg(feature = "nats")]
+use crate::node::ClusterNode;
+#[cfg(feature = "nats")]
+use crate::remote::{self, Nats, RemoteKind};
+use crate::router;
+use crate::shared::{Settings, Shared};
+use crate::table::Key;
+use crate::trace::TraceContext;
+use crate::persistence_id;
 
 /// Why an [`ActorSystem`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -40,40 +48,75 @@ pub enum SystemError {
     /// histories.
     #[error("actor kind {0:?} is registered twice")]
     DuplicateKind(&'static str),
-    /// A system on NATS must be started with
-    /// [`ActorSystemBuilder::start`] (it subscribes to its request subject).
-    #[error("an actor system on NATS is started with `start().await`, not `build()`")]
-    NeedsStart,
     /// The node's request subject could not be subscribed to.
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
     #[error("cannot serve remote asks: {0}")]
     Nats(String),
+    /// A registered kind is not among the kinds the cluster node announced:
+    /// other nodes would never route its commands here.
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    #[error("actor kind {kind:?} is registered but the node announces only {announced:?}")]
+    KindNotAnnounced {
+        /// The registered kind.
+        kind: &'static str,
+        /// What the node announced.
+        announced: Vec<String>,
+    },
 }
 
 struct Registered {
     type_id: TypeId,
     host: Arc<dyn Any + Send + Sync>,
     control: Arc<dyn HostControl>,
+    #[cfg(feature = "nats")]
     remote: Arc<dyn RemoteKind>,
 }
 
 type HostFactory = Box<dyn FnOnce(&Arc<Shared>) -> Registered + Send>;
 
 /// The kinds a node serves to other nodes, by name.
+#[cfg(feature = "nats")]
 type RemoteKinds = HashMap<String, Arc<dyn RemoteKind>>;
 
-/// Builds an [`ActorSystem`]: the store, optionally a bus and a directory,
-/// the aggregate kinds it hosts, and the settings.
-pub struct ActorSystemBuilder {
+/// Builds an [`ActorSystem`]: the store, optionally a bus, the aggregate
+/// kinds it hosts, the settings, and where it runs — embedded
+/// ([`Embedded`], finished with [`build`](ActorSystemBuilder::build)) or as
+/// a node of a cluster on NATS ([`Clustered`], after
+/// [`cluster`](ActorSystemBuilder::cluster), finished with
+/// [`start`](ActorSystemBuilder::start)). Which one is a type, so a
+/// clustered system cannot be built without subscribing to its subject.
+pub struct ActorSystemBuilder<M = Embedded> {
     store: Arc<dyn DynStore>,
     bus: Option<Arc<dyn DynEventBus>>,
-    directory: Option<Arc<dyn ShardDirectory>>,
     settings: Settings,
     kinds: Vec<(&'static str, HostFactory)>,
-    nats: Option<(async_nats::Client, String)>,
-    subject_prefix: String,
+    mode: M,
 }
 
-impl fmt::Debug for ActorSystemBuilder {
+/// An embedded system: every shard is placed by a [`ShardDirectory`] of
+/// this process (by default [`SingleNodeDirectory`]: all local), with no
+/// NATS. Finished with [`ActorSystemBuilder::build`].
+pub struct Embedded {
+    directory: Option<Arc<dyn ShardDirectory>>,
+}
+
+/// A system that is a node of a cluster on NATS (feature `nats`): made by
+/// [`ActorSystemBuilder::cluster`], finished with
+/// [`ActorSystemBuilder::start`].
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub struct Clustered {
+    node: Arc<dyn ClusterNode>,
+}
+
+/// Without the `nats` feature there is no clustered mode.
+#[cfg(not(feature = "nats"))]
+#[derive(Debug)]
+pub enum Clustered {}
+
+impl<M> fmt::Debug for ActorSystemBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActorSystemBuilder")
             .field("namespace", self.store.namespace())
@@ -87,7 +130,7 @@ impl fmt::Debug for ActorSystemBuilder {
     }
 }
 
-impl ActorSystemBuilder {
+impl<M> ActorSystemBuilder<M> {
     /// Publishes every appended event on `bus` (in the store's namespace),
     /// after the append and in order. A bus failure never fails a command.
     #[must_use]
@@ -96,32 +139,8 @@ impl ActorSystemBuilder {
         self
     }
 
-    /// Where shards live (default: [`SingleNodeDirectory`], every shard local).
-    #[must_use]
-    pub fn directory<D: ShardDirectory>(mut self, directory: Arc<D>) -> Self {
-        self.directory = Some(directory);
-        self
-    }
-
-    /// Routes commands for shards owned by other nodes over NATS
-    /// request/reply and answers other nodes' commands for this node's
-    /// shards (on `<prefix>.rt.<encoded cluster>.<encoded node id>`). A
-    /// system with NATS is started with [`start`](Self::start).
-    #[must_use]
-    pub fn nats(mut self, client: async_nats::Client, cluster: impl Into<String>) -> Self {
-        self.nats = Some((client, cluster.into()));
-        self
-    }
-
-    /// The first token of the request subjects (default `aether`).
-    #[must_use]
-    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.subject_prefix = prefix.into();
-        self
-    }
-
     /// Hosts aggregate kind `A`. Its `KIND` must be non-empty and free of `:`
-    /// and control characters (checked by [`build`](Self::build)).
+    /// and control characters (checked when the system is built).
     #[must_use]
     pub fn register<A>(mut self) -> Self
     where
@@ -136,7 +155,8 @@ impl ActorSystemBuilder {
                     type_id: TypeId::of::<A>(),
                     host: host.clone(),
                     control: host.clone(),
-                    remote: host,
+                    #[cfg(feature = "nats")]
+                    remote: host.clone(),
                 }
             }),
         ));
@@ -220,56 +240,11 @@ impl ActorSystemBuilder {
         self
     }
 
-    /// Builds the system. Actors are activated lazily, on their first
-    /// command, so this starts no task.
-    ///
-    /// # Errors
-    /// [`SystemError::InvalidKind`], [`SystemError::DuplicateKind`];
-    /// [`SystemError::NeedsStart`] if NATS is set.
-    pub fn build(self) -> Result<ActorSystem, SystemError> {
-        if self.nats.is_some() {
-            return Err(SystemError::NeedsStart);
-        }
-        self.assemble().map(|(system, _)| system)
-    }
-
-    /// Builds the system and, with NATS, subscribes to this node's request
-    /// subject and starts serving other nodes' commands (must run inside a
-    /// tokio runtime). Without NATS it is [`build`](Self::build).
-    ///
-    /// # Errors
-    /// As [`build`](Self::build); [`SystemError::Nats`] if the subscription
-    /// fails.
-    pub async fn start(self) -> Result<ActorSystem, SystemError> {
-        let (system, remote) = self.assemble()?;
-        let Some(nats) = &system.inner.shared.nats else {
-            return Ok(system);
-        };
-        let subject = nats.subject(system.inner.shared.directory.local_node());
-        let subscriber = nats
-            .client
-            .subscribe(subject)
-            .await
-            .map_err(|e| SystemError::Nats(e.to_string()))?;
-        // Make sure the server has the subscription before anyone is told
-        // this node is ready.
-        nats.client
-            .flush()
-            .await
-            .map_err(|e| SystemError::Nats(e.to_string()))?;
-        let task = tokio::spawn(router::serve(
-            nats.client.clone(),
-            subscriber,
-            Arc::new(remote),
-            system.inner.shared.serving.clone(),
-        ));
-        if let Ok(mut tasks) = system.inner.server.lock() {
-            tasks.push(task);
-        }
-        Ok(system)
-    }
-
-    fn assemble(self) -> Result<(ActorSystem, RemoteKinds), SystemError> {
+    fn assemble(
+        self,
+        directory: Arc<dyn ShardDirectory>,
+        #[cfg(feature = "nats")] nats: Option<Nats>,
+    ) -> Result<Assembled, SystemError> {
         let mut seen: Vec<&'static str> = Vec::new();
         for (kind, _) in &self.kinds {
             validate_kind(kind)?;
@@ -278,27 +253,26 @@ impl ActorSystemBuilder {
             }
             seen.push(kind);
         }
-        let directory = self
-            .directory
-            .unwrap_or_else(|| Arc::new(SingleNodeDirectory::default()));
-        let nats = self
-            .nats
-            .map(|(client, cluster)| Nats::new(client, &self.subject_prefix, &cluster));
         let shared = Arc::new(Shared::new(
             self.store,
             self.bus,
             directory,
             self.settings,
+            #[cfg(feature = "nats")]
             nats,
         ));
         let mut hosts = HashMap::new();
         let mut controls = Vec::new();
+        #[cfg(feature = "nats")]
         let mut remote = HashMap::new();
         for (kind, factory) in self.kinds {
             let r = factory(&shared);
             hosts.insert(r.type_id, r.host);
             controls.push(r.control);
+            #[cfg(feature = "nats")]
             remote.insert(kind.to_owned(), r.remote);
+            #[cfg(not(feature = "nats"))]
+            let _ = kind;
         }
         let watcher = tokio::runtime::Handle::try_current()
             .ok()
@@ -311,7 +285,143 @@ impl ActorSystemBuilder {
                 server: std::sync::Mutex::new(watcher.into_iter().collect()),
             }),
         };
-        Ok((system, remote))
+        Ok(Assembled {
+            system,
+            #[cfg(feature = "nats")]
+            remote,
+        })
+    }
+}
+
+struct Assembled {
+    system: ActorSystem,
+    #[cfg(feature = "nats")]
+    remote: RemoteKinds,
+}
+
+impl ActorSystemBuilder<Embedded> {
+    /// Where shards live (default: [`SingleNodeDirectory`], every shard
+    /// local). A shard the directory places on another node is
+    /// unreachable from an embedded system (asks get
+    /// [`AskError::Unavailable`]); to reach other nodes, use
+    /// [`cluster`](Self::cluster).
+    #[must_use]
+    pub fn directory<D: ShardDirectory>(mut self, directory: Arc<D>) -> Self {
+        self.mode.directory = Some(directory);
+        self
+    }
+
+    /// Makes the system a node of a cluster on NATS: shards are placed by
+    /// the node's directory, commands for shards owned by other nodes cross
+    /// NATS request/reply to them, this node's shards are served to the
+    /// others on the subject the node announced, and before the node hands
+    /// a shard over it releases the shard's actors
+    /// ([`ActorSystem::release_shard`]) — all installed by
+    /// [`start`](ActorSystemBuilder::start), before the system is returned.
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    #[must_use]
+    pub fn cluster<N: ClusterNode + Clone>(self, node: &N) -> ActorSystemBuilder<Clustered> {
+        ActorSystemBuilder {
+            store: self.store,
+            bus: self.bus,
+            settings: self.settings,
+            kinds: self.kinds,
+            mode: Clustered {
+                node: Arc::new(node.clone()),
+            },
+        }
+    }
+
+    /// Builds the system. Actors are activated lazily, on their first
+    /// command; inside a tokio runtime one task follows the directory.
+    ///
+    /// # Errors
+    /// [`SystemError::InvalidKind`], [`SystemError::DuplicateKind`].
+    pub fn build(self) -> Result<ActorSystem, SystemError> {
+        let directory = self
+            .mode
+            .directory
+            .clone()
+            .unwrap_or_else(|| Arc::new(SingleNodeDirectory::default()));
+        self.assemble(
+            directory,
+            #[cfg(feature = "nats")]
+            None,
+        )
+        .map(|a| a.system)
+    }
+}
+
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+impl ActorSystemBuilder<Clustered> {
+    /// Builds the system and joins it to the node: subscribes to the node's
+    /// request subject (and waits until the server has the subscription),
+    /// starts serving other nodes' commands, and installs the release of a
+    /// shard's actors into the node's handoff — so no handoff is
+    /// acknowledged with actors still active. Must run inside a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// [`SystemError::InvalidKind`], [`SystemError::DuplicateKind`];
+    /// [`SystemError::KindNotAnnounced`] if the node announces kinds and a
+    /// registered one is not among them; [`SystemError::Nats`] if the
+    /// subscription fails.
+    pub async fn start(self) -> Result<ActorSystem, SystemError> {
+        let node = self.mode.node.clone();
+        let announced = node.kinds();
+        if !announced.is_empty()
+            && let Some((kind, _)) = self
+                .kinds
+                .iter()
+                .find(|(k, _)| !announced.iter().any(|a| a == k))
+        {
+            return Err(SystemError::KindNotAnnounced {
+                kind,
+                announced,
+            });
+        }
+        let directory = node.directory();
+        let Some(nats) = Nats::new(node.clone()) else {
+            // An embedded node: every shard is local, nothing to serve.
+            return self.assemble(directory, None).map(|a| a.system);
+        };
+        let subject = nats.subject(directory.local_node());
+        let client = nats.client.clone();
+        let Assembled { system, remote } = self.assemble(directory, Some(nats))?;
+        let subscriber = client
+            .subscribe(subject)
+            .await
+            .map_err(|e| SystemError::Nats(e.to_string()))?;
+        // Make sure the server has the subscription before anyone is told
+        // this node is ready.
+        client
+            .flush()
+            .await
+            .map_err(|e| SystemError::Nats(e.to_string()))?;
+        let task = tokio::spawn(remote::serve(
+            client,
+            subscriber,
+            Arc::new(remote),
+            system.inner.shared.serving.clone(),
+        ));
+        if let Ok(mut tasks) = system.inner.server.lock() {
+            tasks.push(task);
+        }
+        // The node asks the system to release a shard's actors before it
+        // acknowledges the shard's handoff. A weak handle: the node keeps no
+        // dropped system alive.
+        let weak = Arc::downgrade(&system.inner);
+        node.on_release(Arc::new(move |shard| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                if let Some(inner) = weak.upgrade() {
+                    ActorSystem { inner }.release_shard(shard).await;
+                }
+            })
+        }));
+        Ok(system)
     }
 }
 
@@ -403,18 +513,19 @@ impl ActorSystem {
     /// Starts building a system on `store` (events and snapshots of one
     /// namespace). Every kind's actors are stored in it under
     /// `<kind>:<id>` (see [`persistence_id`]).
-    pub fn builder<S>(store: Arc<S>) -> ActorSystemBuilder
+    ///
+    /// The store is taken as [`aether_core::Repository::new`] takes it: by
+    /// value, so an `Arc` of a store you keep a handle on works too.
+    pub fn builder<S>(store: S) -> ActorSystemBuilder
     where
         S: EventStore + SnapshotStore + 'static,
     {
         ActorSystemBuilder {
-            store,
+            store: Arc::new(store),
             bus: None,
-            directory: None,
             settings: Settings::default(),
             kinds: Vec::new(),
-            nats: None,
-            subject_prefix: "aether".to_owned(),
+            mode: Embedded { directory: None },
         }
     }
 
@@ -476,13 +587,13 @@ impl ActorSystem {
     /// shard to be placed (at most [`ActorSystemBuilder::moving_buffer`]).
     /// A moment's reading, for diagnostics and tests.
     pub fn waiting_for_placement(&self) -> usize {
-        self.inner.shared.waiting.held()
+        self.inner.shared.waiting_for_placement()
     }
 
     /// How many other nodes' requests this node is serving (at most
     /// [`ActorSystemBuilder::max_remote_requests`]). A moment's reading.
     pub fn serving_remote(&self) -> usize {
-        self.inner.shared.serving.held()
+        self.inner.shared.serving_remote()
     }
 
     /// How many actors are active on this node, all kinds together.
@@ -508,12 +619,12 @@ enum RefError {
     InvalidId(NameError),
 }
 
-struct Target<A: Aggregate> {
-    host: Arc<KindHost<A>>,
+pub(crate) struct Target<A: Aggregate> {
+    pub(crate) host: Arc<KindHost<A>>,
     /// The actor's key in the host's table (its id, hashed once).
-    key: Key,
-    store_id: ActorId,
-    shard: ShardId,
+    pub(crate) key: Key,
+    pub(crate) store_id: ActorId,
+    pub(crate) shard: ShardId,
 }
 
 /// A handle to one actor, `(A::KIND, id)`, wherever it is active. Cheap to
@@ -580,52 +691,32 @@ where
         self.target.as_ref().ok().map(|t| t.shard)
     }
 
-    /// Runs `command` with a fresh [`aether_core::CommandId`] and the
-    /// system's default deadline, waiting for room if the mailbox is full.
+    /// An ask of `command`: await it as it is (a fresh
+    /// [`CommandId`], the system's default deadline, waiting for room in a
+    /// full mailbox), or set its id, correlation id, deadline or
+    /// [`no_wait`](Ask::no_wait) first.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use aether_actor::{ActorRef, AskError, Aggregate};
+    /// # use aether_core::CommandId;
+    /// # async fn f<A: Aggregate + Clone>(account: ActorRef<A>, c: A::Command) -> Result<(), AskError<A::Error>>
+    /// # where A::Command: Clone {
+    /// let id = CommandId::new(); // keep it: a retry with it is applied at most once
+    /// let outcome = account.ask(c).id(id).within(Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// See [`AskError`]; after `Timeout` the command may have been applied
-    /// (use [`ask_command`](Self::ask_command) with an id of your own to
-    /// retry safely).
-    pub async fn ask(&self, command: A::Command) -> Result<AskOutcome<A>, AskError<A::Error>> {
-        self.send(Command::new(command), None, true).await
-    }
-
-    /// Runs `command` with its own id (effectively once: a repeated id gets
-    /// the original outcome with `duplicate: true`) and the default deadline.
-    ///
-    /// # Errors
-    /// See [`AskError`].
-    pub async fn ask_command(
-        &self,
-        command: Command<A::Command>,
-    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
-        self.send(command, None, true).await
-    }
-
-    /// Like [`ask_command`](Self::ask_command) with a deadline of `timeout`
-    /// from now.
-    ///
-    /// # Errors
-    /// See [`AskError`].
-    pub async fn ask_within(
-        &self,
-        command: Command<A::Command>,
-        timeout: Duration,
-    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
-        self.send(command, Some(timeout), true).await
-    }
-
-    /// Like [`ask_command`](Self::ask_command), but a full mailbox is
-    /// [`AskError::Busy`] at once instead of a wait.
-    ///
-    /// # Errors
-    /// See [`AskError`].
-    pub async fn try_ask(
-        &self,
-        command: Command<A::Command>,
-    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
-        self.send(command, None, false).await
+    /// (retry with the same [`Ask::id`] to apply it at most once).
+    pub fn ask(&self, command: A::Command) -> Ask<'_, A> {
+        Ask {
+            actor: self,
+            command: Command::new(command),
+            timeout: None,
+            wait: true,
+        }
     }
 
     async fn send(
@@ -650,7 +741,7 @@ where
         );
         // Trace ids cost a little: drawn only when someone traces this ask or
         // it may cross NATS.
-        let trace = (!span.is_disabled() || target.host.shared.nats.is_some()).then(|| {
+        let trace = (!span.is_disabled() || target.host.shared.has_transport()).then(|| {
             let parent = TraceContext::current();
             let ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
             span.record("trace_id", ctx.trace_id_hex());
@@ -662,171 +753,76 @@ where
         });
         if span.is_disabled() {
             // Nobody traces this ask: no span to enter on every poll.
-            return self
-                .route(target, command, timeout, wait, trace, span)
-                .await;
+            return router::route(&self.id, target, command, timeout, wait, trace, span).await;
         }
-        self.route(target, command, timeout, wait, trace, span.clone())
+        router::route(&self.id, target, command, timeout, wait, trace, span.clone())
             .instrument(span)
             .await
     }
+}
 
-    async fn route(
-        &self,
-        target: &Target<A>,
-        mut command: Command<A::Command>,
-        timeout: Option<Duration>,
-        wait: bool,
-        trace: Option<TraceContext>,
-        span: tracing::Span,
-    ) -> Result<AskOutcome<A>, AskError<A::Error>> {
-        let shared = &target.host.shared;
-        let directory = shared.directory.as_ref();
-        let started = Instant::now();
-        let deadline = started + timeout.unwrap_or(shared.settings.ask_deadline);
-        // Whether a request may have reached an owner: then running out of
-        // time is a `Timeout` (maybe applied), else `Unavailable` (not run).
-        let mut maybe_sent = false;
-        let mut attempt = 0;
-        // The first attempt starts when the ask did: one clock read less.
-        let mut fresh = Some(started);
-        loop {
-            match directory.placement(target.shard) {
-                Placement::Local => {
-                    let now = fresh.take().unwrap_or_else(Instant::now);
-                    match target
-                        .host
-                        .ask_local(
-                            &target.key,
-                            &target.store_id,
-                            command,
-                            now,
-                            deadline,
-                            wait,
-                            span.clone(),
-                        )
-                        .await
-                    {
-                        Local::NotHere(back) => {
-                            // The shard left between the look and the send.
-                            command = back;
-                            count_retry::<A>("not_here");
-                            if !router::backoff(attempt, deadline).await {
-                                return Err(out_of_time(maybe_sent, target.shard));
-                            }
-                            attempt += 1;
-                        }
-                        Local::Answer(result) => {
-                            target
-                                .host
-                                .metrics
-                                .ask_local
-                                .record(started.elapsed().as_secs_f64());
-                            return busy_after_send(result, maybe_sent);
-                        }
-                    }
-                }
-                Placement::Remote(node) => {
-                    let Some(nats) = &shared.nats else {
-                        return Err(AskError::Unavailable(format!(
-                            "shard {} is owned by node {node}; this system has no NATS to reach it",
-                            target.shard
-                        )));
-                    };
-                    let epoch = directory.epoch();
-                    match router::ask_remote::<A>(
-                        nats, &node, &self.id, &command, deadline, epoch, trace,
-                    )
-                    .await
-                    {
-                        Attempt::Done(result) => {
-                            target
-                                .host
-                                .metrics
-                                .ask_remote
-                                .record(started.elapsed().as_secs_f64());
-                            return busy_after_send(result, maybe_sent);
-                        }
-                        Attempt::Retry(reason) => {
-                            maybe_sent |= reason != "no_responders";
-                            count_retry::<A>(reason);
-                            tracing::debug!(kind = A::KIND, actor = %self.id, %node, reason, "retrying a remote ask");
-                            if !router::backoff(attempt, deadline).await {
-                                return Err(out_of_time(maybe_sent, target.shard));
-                            }
-                            attempt += 1;
-                        }
-                    }
-                }
-                Placement::Moving | Placement::Unassigned => {
-                    // Subscribe before looking again, so a change in between
-                    // is not missed.
-                    let changed = directory.changed();
-                    if !matches!(
-                        directory.placement(target.shard),
-                        Placement::Moving | Placement::Unassigned
-                    ) {
-                        continue;
-                    }
-                    // Wait in the bounded buffer of commands for moving
-                    // shards; a full buffer turns the command away at once.
-                    let Some(_slot) = shared.waiting.try_enter() else {
-                        target.host.metrics.busy_moving.increment(1);
-                        return Err(if maybe_sent {
-                            // It may have reached an owner already: `Busy`
-                            // would wrongly promise it never ran.
-                            AskError::Timeout
-                        } else {
-                            AskError::Busy
-                        });
-                    };
-                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                        return Err(out_of_time(maybe_sent, target.shard));
-                    }
-                    fresh = None;
-                }
-            }
-        }
+/// One ask, not yet sent: [`ActorRef::ask`] makes it, its methods set the
+/// command id, correlation id, deadline and whether a full mailbox is waited
+/// on; awaiting it sends it.
+#[must_use = "an ask does nothing until it is awaited"]
+pub struct Ask<'a, A: Aggregate> {
+    actor: &'a ActorRef<A>,
+    command: Command<A::Command>,
+    timeout: Option<Duration>,
+    wait: bool,
+}
+
+impl<A: Aggregate> fmt::Debug for Ask<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ask")
+            .field("kind", &A::KIND)
+            .field("id", &self.actor.id)
+            .field("command_id", &self.command.command_id())
+            .field("timeout", &self.timeout)
+            .field("wait", &self.wait)
+            .finish()
     }
 }
 
-/// `Busy` promises the command never ran: after an earlier attempt that may
-/// have reached an owner, a `Busy` answer to a retry is a `Timeout`.
-fn busy_after_send<T, E>(
-    result: Result<T, AskError<E>>,
-    maybe_sent: bool,
-) -> Result<T, AskError<E>> {
-    match result {
-        Err(AskError::Busy) if maybe_sent => Err(AskError::Timeout),
-        other => other,
+impl<A: Aggregate> Ask<'_, A> {
+    /// The command's id (default: a fresh one). Effectively once: an ask
+    /// with an id the actor has applied gets the original outcome with
+    /// `duplicate: true`, on any node, instead of running again.
+    pub fn id(mut self, id: CommandId) -> Self {
+        self.command = self.command.id(id);
+        self
+    }
+
+    /// The correlation id the command's events carry.
+    pub fn correlation_id(mut self, correlation: impl Into<String>) -> Self {
+        self.command = self.command.correlation_id(correlation);
+        self
+    }
+
+    /// The deadline: `timeout` from when the ask is awaited (default: the
+    /// system's [`ask_deadline`](ActorSystemBuilder::ask_deadline)).
+    pub fn within(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A full mailbox is [`AskError::Busy`] at once instead of a wait for
+    /// room (the command was never queued, never run).
+    pub fn no_wait(mut self) -> Self {
+        self.wait = false;
+        self
     }
 }
 
-fn out_of_time<E>(maybe_sent: bool, shard: ShardId) -> AskError<E> {
-    if maybe_sent {
-        AskError::Timeout
-    } else {
-        AskError::Unavailable(format!(
-            "shard {shard} could not be reached before the deadline"
-        ))
-    }
-}
+impl<'a, A> IntoFuture for Ask<'a, A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    type Output = Result<AskOutcome<A>, AskError<A::Error>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn busy_after_an_attempt_that_may_have_arrived_is_a_timeout() {
-        let busy = || Err::<(), AskError<std::io::Error>>(AskError::Busy);
-        assert!(matches!(
-            busy_after_send(busy(), false),
-            Err(AskError::Busy)
-        ));
-        assert!(matches!(
-            busy_after_send(busy(), true),
-            Err(AskError::Timeout)
-        ));
-        assert!(busy_after_send(Ok::<(), AskError<std::io::Error>>(()), true).is_ok());
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.actor.send(self.command, self.timeout, self.wait))
     }
 }

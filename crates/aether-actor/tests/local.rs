@@ -2,13 +2,13 @@
 //! commands, persistence identity, effectively-once, snapshots, passivation,
 //! LRU, panics, full mailboxes, deadlines, conflicts and the bus.
 
-mod runtime_common;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aether_cluster::runtime::{
+use aether_actor::{
     ActorSystem, ActorSystemBuilder, AskError, SystemError, persistence_id,
 };
 use aether_core::{
@@ -18,7 +18,7 @@ use aether_core::{
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::wait_until;
 use futures::StreamExt;
-use runtime_common::{Cmd, Counter, GatedStore, Ledger, Loud, id};
+use common::{Cmd, Counter, GatedStore, Ledger, Loud, id};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -190,11 +190,11 @@ async fn a_repeated_command_id_gets_the_original_outcome_even_after_passivation(
     let c = system.actor::<Counter>(id("once"));
     let cid = CommandId::new();
     let first = c
-        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .ask(Cmd::Add(10)).id(cid)
         .await
         .expect("first");
     let again = c
-        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .ask(Cmd::Add(10)).id(cid)
         .await
         .expect("again");
     assert!(again.duplicate);
@@ -206,7 +206,7 @@ async fn a_repeated_command_id_gets_the_original_outcome_even_after_passivation(
     })
     .await;
     let after = c
-        .ask_command(Command::new(Cmd::Add(10)).id(cid))
+        .ask(Cmd::Add(10)).id(cid)
         .await
         .expect("after passivation");
     assert!(after.duplicate, "the next incarnation rebuilt the window");
@@ -423,11 +423,11 @@ async fn a_full_mailbox_is_busy_and_a_busy_command_is_never_run() {
     })
     .await;
     assert!(matches!(
-        c.try_ask(Command::new(Cmd::Add(1000))).await,
+        c.ask(Cmd::Add(1000)).no_wait().await,
         Err(AskError::Busy)
     ));
     assert!(matches!(
-        c.ask_within(Command::new(Cmd::Add(1000)), Duration::from_millis(30))
+        c.ask(Cmd::Add(1000)).within(Duration::from_millis(30))
             .await,
         Err(AskError::Busy)
     ));
@@ -462,7 +462,7 @@ async fn a_command_whose_deadline_passed_in_the_mailbox_is_not_run() {
     })
     .await;
     let late = c
-        .ask_within(Command::new(Cmd::Add(50)), Duration::from_millis(30))
+        .ask(Cmd::Add(50)).within(Duration::from_millis(30))
         .await;
     assert!(matches!(late, Err(AskError::Timeout)), "{late:?}");
     store.open();
@@ -518,7 +518,7 @@ async fn appended_events_are_published_and_a_failing_bus_fails_nothing() {
 
     let failing = ActorSystem::builder(store.clone())
         .register::<Counter>()
-        .bus(Arc::new(runtime_common::FailingBus))
+        .bus(Arc::new(common::FailingBus))
         .build()
         .expect("system");
     let out = failing
@@ -554,7 +554,7 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
     let a = system.actor::<Counter>(id("a"));
     let b = system.actor::<Counter>(id("b"));
     store.close();
-    let spawn_ask = |r: &aether_cluster::ActorRef<Counter>, n: u64| {
+    let spawn_ask = |r: &aether_actor::ActorRef<Counter>, n: u64| {
         let r = r.clone();
         tokio::spawn(async move { r.ask(Cmd::Add(n)).await })
     };
@@ -609,8 +609,8 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
 /// to changes, so a change made before it started is not missed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates() {
-    use aether_cluster::ShardId;
-    use aether_cluster::runtime::Placement;
+    use aether_actor::ShardId;
+    use aether_actor::Placement;
 
     let store = Arc::new(InMemoryEventStore::new());
     let dir = solo_directory(Placement::Local);
@@ -639,8 +639,8 @@ async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates
 /// queued or run.
 #[tokio::test]
 async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
-    use aether_cluster::ShardId;
-    use aether_cluster::runtime::Placement;
+    use aether_actor::ShardId;
+    use aether_actor::Placement;
 
     let store = Arc::new(InMemoryEventStore::new());
     let dir = solo_directory(Placement::Moving);
@@ -695,7 +695,7 @@ async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
     // `Unavailable` (never sent) and leaves the buffer.
     dir.assign(ShardId::new(0), Placement::Moving);
     let late = c
-        .ask_within(Command::new(Cmd::Add(1)), Duration::from_millis(50))
+        .ask(Cmd::Add(1)).within(Duration::from_millis(50))
         .await;
     assert!(matches!(late, Err(AskError::Unavailable(_))), "{late:?}");
     assert_eq!(system.waiting_for_placement(), 0);
@@ -745,7 +745,7 @@ async fn a_command_past_its_deadline_answers_timeout_and_still_finishes_first() 
     c.ask(Cmd::Add(1)).await.expect("activate");
     store.close();
     let late = c
-        .ask_within(Command::new(Cmd::Add(2)), Duration::from_millis(30))
+        .ask(Cmd::Add(2)).within(Duration::from_millis(30))
         .await;
     assert!(matches!(late, Err(AskError::Timeout)), "{late:?}");
     assert_eq!(store.entered.load(Ordering::SeqCst), 2);
@@ -830,7 +830,7 @@ async fn stored_amounts(store: &InMemoryEventStore, actor: &str) -> Vec<u64> {
         .await
         .expect("read")
         .iter()
-        .map(|e| e.decode::<runtime_common::Added>().expect("amount").amount)
+        .map(|e| e.decode::<common::Added>().expect("amount").amount)
         .collect()
 }
 
@@ -849,10 +849,10 @@ fn gated_counter_system(
 
 /// A one-shard directory of node `solo` whose shard starts at `placement`.
 fn solo_directory(
-    placement: aether_cluster::runtime::Placement,
-) -> Arc<aether_cluster::runtime::StaticDirectory> {
-    Arc::new(aether_cluster::runtime::StaticDirectory::new(
-        aether_cluster::NodeId::new("solo").expect("node"),
+    placement: aether_actor::Placement,
+) -> Arc<aether_actor::StaticDirectory> {
+    Arc::new(aether_actor::StaticDirectory::new(
+        aether_actor::NodeId::new("solo").expect("node"),
         1,
         move |_| placement.clone(),
     ))

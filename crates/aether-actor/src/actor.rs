@@ -15,7 +15,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::directory::Placement;
-use super::host::{Answer, Envelope, KindHost, StopReason, count_retry};
+use super::host::{Answer, Envelope, KindHost};
+use super::shared::{StopReason, count_retry};
 use super::{AskError, AskOutcome};
 use crate::shard_of;
 

@@ -1,14 +1,14 @@
-//! Remote asks over NATS request/reply: the caller's side (one attempt,
-//! classified as done or worth a retry, and the jittered backoff between
-//! attempts) and the owner's side (the node's request subject, served per
-//! kind).
+//! Remote asks over NATS request/reply (feature `nats`): the caller's side
+//! (one attempt, classified as done or worth a retry) and the owner's side
+//! (the node's request subject, served per kind).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_core::name::encode_token;
-use aether_core::{ActorId, Aggregate, Command, StoreError};
+use std::future::Future;
+
+use aether_core::{ActorId, Aggregate, Command, CommandId, StoreError};
 use async_nats::RequestErrorKind;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -16,31 +16,33 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::directory::Placement;
-use super::host::{Gate, KindHost, Local};
+use super::host::{KindHost, Local};
+use super::node::ClusterNode;
 use super::trace::{TRACEPARENT, TraceContext};
 use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
 use super::{AskError, AskOutcome, persistence_id};
+use tokio::sync::Semaphore;
 use crate::hash::shard_of;
-use crate::types::NodeId;
+use crate::ids::NodeId;
 
-/// The NATS side of a system: the client and the subject prefix of its
-/// cluster (`<prefix>.<encoded cluster>`; a node answers on
-/// `<that>.<encoded node id>`).
+/// The NATS side of a system: the client and the node it takes part as,
+/// which names each node's subject.
 pub(crate) struct Nats {
     pub(crate) client: async_nats::Client,
-    pub(crate) prefix: String,
+    pub(crate) node: Arc<dyn ClusterNode>,
 }
 
 impl Nats {
-    pub(crate) fn new(client: async_nats::Client, prefix: &str, cluster: &str) -> Self {
-        Nats {
-            client,
-            prefix: format!("{prefix}.rt.{}", encode_token(cluster)),
-        }
+    /// The transport of `node`, if it has a NATS connection.
+    pub(crate) fn new(node: Arc<dyn ClusterNode>) -> Option<Self> {
+        Some(Nats {
+            client: node.client()?,
+            node,
+        })
     }
 
     pub(crate) fn subject(&self, node: &NodeId) -> String {
-        format!("{}.{}", self.prefix, encode_token(node.as_str()))
+        self.node.subject_of(node)
     }
 }
 
@@ -55,26 +57,53 @@ pub(crate) enum Attempt<A: Aggregate> {
 /// from the actor's window of recent commands, never applied twice.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Sends `command` for actor `id` to `node` and reads the answer.
-pub(crate) async fn ask_remote<A>(
-    nats: &Nats,
-    node: &NodeId,
+/// Sends `command` for actor `id` to `node` and reads the answer. The
+/// request is encoded before the future is returned, so the future holds no
+/// borrow of the command (commands need not be `Sync`).
+pub(crate) fn ask_remote<'a, A>(
+    nats: &'a Nats,
+    node: &'a NodeId,
     id: &ActorId,
     command: &Command<A::Command>,
     deadline: Instant,
     epoch: u64,
     trace: Option<TraceContext>,
-) -> Attempt<A>
+) -> impl Future<Output = Attempt<A>> + Send + 'a
 where
     A: Aggregate,
 {
+    let prepared = prepare::<A>(id, command, deadline, epoch, trace);
+    let command_id = command.command_id();
+    async move {
+        match prepared {
+            Ok((bytes, remaining)) => {
+                send::<A>(nats, node, bytes, remaining, deadline, command_id).await
+            }
+            Err(done) => done,
+        }
+    }
+}
+
+/// The encoded request and the time left, or the attempt's end if there is
+/// no time left or the command cannot be encoded.
+fn prepare<A: Aggregate>(
+    id: &ActorId,
+    command: &Command<A::Command>,
+    deadline: Instant,
+    epoch: u64,
+    trace: Option<TraceContext>,
+) -> Result<(Vec<u8>, Duration), Attempt<A>> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
-        return Attempt::Done(Err(AskError::Timeout));
+        return Err(Attempt::Done(Err(AskError::Timeout)));
     }
     let payload = match rmp_serde::to_vec_named(command.inner()) {
         Ok(p) => p,
-        Err(e) => return Attempt::Done(Err(AskError::Wire(WireError::Payload(e.to_string())))),
+        Err(e) => {
+            return Err(Attempt::Done(Err(AskError::Wire(WireError::Payload(
+                e.to_string(),
+            )))));
+        }
     };
     let request = Request {
         format: WIRE_FORMAT,
@@ -89,10 +118,20 @@ where
             .unwrap_or_default(),
         command: payload.into(),
     };
-    let bytes = match request.encode() {
-        Ok(b) => b,
-        Err(e) => return Attempt::Done(Err(AskError::Wire(e))),
-    };
+    match request.encode() {
+        Ok(b) => Ok((b, remaining)),
+        Err(e) => Err(Attempt::Done(Err(AskError::Wire(e)))),
+    }
+}
+
+async fn send<A: Aggregate>(
+    nats: &Nats,
+    node: &NodeId,
+    bytes: Vec<u8>,
+    remaining: Duration,
+    deadline: Instant,
+    command_id: CommandId,
+) -> Attempt<A> {
     // One attempt waits at most ATTEMPT_TIMEOUT: a request lost with an
     // owner that died or was cut off is retried (same command id) inside the
     // caller's deadline instead of using it all up.
@@ -129,7 +168,7 @@ where
                 version,
                 events,
                 state: Arc::new(state),
-                command_id: command.command_id(),
+                command_id,
                 duplicate,
                 retries,
             }),
@@ -154,25 +193,6 @@ where
         }),
         Reply::BadRequest(e) => Err(AskError::Wire(e)),
     })
-}
-
-/// Sleeps before retry number `attempt` (from 0): exponential from 5 ms to
-/// 200 ms, jittered over its upper half. Returns `false` (after sleeping to
-/// the deadline) when less than the delay is left, so a last attempt is
-/// never cut short by the deadline mid-flight.
-pub(crate) async fn backoff(attempt: u32, deadline: Instant) -> bool {
-    let cap = Duration::from_millis(5)
-        .saturating_mul(1u32 << attempt.min(6))
-        .min(Duration::from_millis(200));
-    let jitter = u32::try_from(uuid::Uuid::new_v4().as_u128() % 1000).unwrap_or(0);
-    let delay = cap / 2 + (cap / 2) * jitter / 1000;
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining <= delay {
-        tokio::time::sleep(remaining).await;
-        return false;
-    }
-    tokio::time::sleep(delay).await;
-    true
 }
 
 /// A kind as the owner's request loop sees it.
@@ -315,7 +335,7 @@ pub(crate) async fn serve(
     client: async_nats::Client,
     mut subscriber: async_nats::Subscriber,
     kinds: Arc<HashMap<String, Arc<dyn RemoteKind>>>,
-    serving: Arc<Gate>,
+    serving: Arc<Semaphore>,
 ) {
     let busy = metrics::counter!("aether_actor_remote_busy_total");
     while let Some(msg) = subscriber.next().await {
@@ -324,7 +344,7 @@ pub(crate) async fn serve(
                 .increment(1);
             continue;
         };
-        let Some(slot) = serving.try_enter_owned() else {
+        let Ok(slot) = serving.clone().try_acquire_owned() else {
             busy.increment(1);
             if let Err(error) = client.publish(reply_to, Reply::Busy.encode().into()).await {
                 tracing::warn!(%error, "actor reply not sent");

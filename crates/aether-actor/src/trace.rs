@@ -132,6 +132,7 @@ fn random_span_id() -> u64 {
 }
 
 /// The name of the request's `trace` map entry that carries the context.
+#[cfg(feature = "nats")]
 pub(crate) const TRACEPARENT: &str = "traceparent";
 
 #[cfg(test)]

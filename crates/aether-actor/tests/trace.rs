@@ -4,17 +4,17 @@
 //! child of `aether.handle`. Two actor systems on one real nats-server, a
 //! subscriber that captures span fields.
 
-mod runtime_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use aether_cluster::runtime::{ActorSystem, Placement, StaticDirectory, TraceContext};
-use aether_cluster::{NodeId, shard_of};
+use aether_actor::{NatsNode, ActorSystem, Placement, StaticDirectory, TraceContext};
+use aether_actor::{NodeId, shard_of};
 use aether_core::ActorId;
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::{NatsServer, connect, unique_name};
-use runtime_common::{Cmd, Counter, id};
+use common::{Cmd, Counter, id};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -123,8 +123,7 @@ async fn system(url: &str, cluster: &str, store: Arc<InMemoryEventStore>, me: &s
     }));
     ActorSystem::builder(store)
         .register::<Counter>()
-        .directory(dir)
-        .nats(connect(url).await, cluster)
+        .cluster(&NatsNode::new(connect(url).await, cluster, dir))
         .start()
         .await
         .expect("start")

@@ -1,12 +1,11 @@
 //! [`ShardDirectory`]: all the runtime knows of the cluster, with the
-//! embedded [`SingleNodeDirectory`] and the implementation for
-//! [`ClusterManager`].
+//! embedded [`SingleNodeDirectory`] and the hand-set [`StaticDirectory`].
+//! (`aether-cluster`'s `ClusterManager` implements it for a NATS cluster.)
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use crate::manager::ClusterManager;
-use crate::types::{NodeId, ShardId};
+use crate::ids::{NodeId, ShardId};
 
 /// Where a shard lives, as this node currently sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +26,8 @@ pub enum Placement {
 /// shards there are, where a shard lives, and a signal when that changes.
 ///
 /// The runtime sees the cluster only through this trait, so the embedded
-/// single node ([`SingleNodeDirectory`]) and a NATS cluster
-/// ([`ClusterManager`]) run the same actor code. Implementations must be cheap
+/// single node ([`SingleNodeDirectory`]) and a NATS cluster (`aether-cluster`'s
+/// `ClusterManager`) run the same actor code. Implementations must be cheap
 /// to query (the runtime asks [`placement`](Self::placement) on every
 /// command).
 pub trait ShardDirectory: Send + Sync + 'static {
@@ -52,7 +51,7 @@ pub trait ShardDirectory: Send + Sync + 'static {
 }
 
 /// The embedded directory: one node that owns every shard, in process, with
-/// no NATS. The default of [`crate::runtime::ActorSystem`].
+/// no NATS. The default of [`crate::ActorSystem`].
 #[derive(Debug)]
 pub struct SingleNodeDirectory {
     node: NodeId,
@@ -164,55 +163,6 @@ impl ShardDirectory for StaticDirectory {
         let mut rx = self.epoch.subscribe();
         Box::pin(async move {
             let _ = rx.changed().await;
-        })
-    }
-}
-
-/// The cluster's shard map as the runtime sees it: a shard is `Local` when
-/// this node owns it in the newest map *and* claims membership, `Moving`
-/// while a handoff runs, `Remote` when another node owns it, `Unassigned`
-/// otherwise (no map yet, no owner, or this node lost its membership and must
-/// not act on its view).
-impl ShardDirectory for ClusterManager {
-    fn local_node(&self) -> &NodeId {
-        self.node_id()
-    }
-
-    fn shard_count(&self) -> u32 {
-        ClusterManager::shard_count(self)
-    }
-
-    fn placement(&self, shard: ShardId) -> Placement {
-        let Some(map) = self.shard_map() else {
-            return Placement::Unassigned;
-        };
-        if map.moving(shard).is_some() {
-            return Placement::Moving;
-        }
-        match map.owner(shard) {
-            None => Placement::Unassigned,
-            Some(owner) if owner == self.node_id() => {
-                if self.is_member() {
-                    Placement::Local
-                } else {
-                    Placement::Unassigned
-                }
-            }
-            Some(owner) => Placement::Remote(owner.clone()),
-        }
-    }
-
-    fn epoch(&self) -> u64 {
-        self.shard_map().map_or(0, |m| m.epoch)
-    }
-
-    fn changed(&self) -> BoxFuture<'static, ()> {
-        let manager = self.clone();
-        let seen = self.shard_map().map(|m| (m.term, m.epoch));
-        Box::pin(async move {
-            let _ = manager
-                .wait_for_map(|m| Some((m.term, m.epoch)) != seen)
-                .await;
         })
     }
 }

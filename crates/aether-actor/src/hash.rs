@@ -20,7 +20,7 @@
 
 use aether_core::ActorId;
 
-use crate::types::ShardId;
+use crate::ids::ShardId;
 
 // xxHash64's primes used by its finaliser.
 const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
@@ -73,12 +73,16 @@ pub(crate) fn shard_hash(kind: &str, actor: &str) -> u64 {
 
 /// xxHash64 of `input` with `seed` (the `twox-hash` crate's implementation of
 /// the specification; the reference vectors below pin it).
-pub(crate) fn xxh64(input: &[u8], seed: u64) -> u64 {
+///
+/// Also a building block of the control plane's placement (rendezvous
+/// scores) and hash ring, which share this wire contract.
+pub fn xxh64(input: &[u8], seed: u64) -> u64 {
     twox_hash::XxHash64::oneshot(seed, input)
 }
 
-/// A 64-bit finaliser (xxHash64's avalanche), for mixing integers.
-pub(crate) fn avalanche(mut h: u64) -> u64 {
+/// A 64-bit finaliser (xxHash64's avalanche), for mixing integers (the
+/// control plane's placement seeds its scores with it).
+pub fn avalanche(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(P2);
     h ^= h >> 29;
