@@ -12,7 +12,7 @@ use aether_actor::{
     ActorSystem, ActorSystemBuilder, AskError, SystemError, persistence_id,
 };
 use aether_core::{
-    ActorId, Command, CommandId, EventBus, EventFilter, EventStore, Repository, SnapshotStore,
+    ActorId, CommandId, EventBus, EventFilter, EventStore, Repository, SnapshotStore,
     Version,
 };
 use aether_store_memory::InMemoryEventStore;
@@ -788,7 +788,7 @@ fn a_caller_on_another_runtime_goes_through_the_mailbox() {
     });
     let c = system.actor::<Counter>(id("home"));
     // Activated on `home`: its task runs there.
-    home.block_on(c.ask(Cmd::Add(1))).expect("activate");
+    home.block_on(c.ask(Cmd::Add(1)).into_future()).expect("activate");
     // While `home` is not running, an ask made on `away` waits in the
     // mailbox instead of running on `away`.
     #[expect(

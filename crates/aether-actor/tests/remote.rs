@@ -15,7 +15,7 @@ use aether_actor::{NatsNode,
 };
 use aether_actor::{NodeId, ShardId, shard_of};
 use aether_core::name::encode_token;
-use aether_core::{ActorId, Command, CommandId, EventStore, Version};
+use aether_core::{ActorId, CommandId, EventStore, Version};
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::{NatsServer, connect, unique_name, wait_until};
 use futures::future::BoxFuture;

@@ -795,8 +795,11 @@ impl ClusterManager {
             return None;
         }
         let owners: std::collections::BTreeSet<&NodeId> = map.owners.iter().flatten().collect();
-        let placed = view.members.keys().filter(|m| owners.contains(m)).count();
-        let needed = view.members.len().min(map.owners.len());
+        // This node counts even before its own view shows its record.
+        let mut members: std::collections::BTreeSet<&NodeId> = view.members.keys().collect();
+        members.insert(self.node_id());
+        let placed = members.iter().filter(|m| owners.contains(*m)).count();
+        let needed = members.len().min(map.owners.len());
         (placed >= needed).then(|| map.clone())
     }
 

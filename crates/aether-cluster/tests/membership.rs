@@ -366,3 +366,67 @@ async fn handoff_waits_for_the_release_and_times_out_on_a_silent_owner() {
         node.shutdown().await.expect("leave");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_a_map_of_the_current_term_not_one_left_by_an_earlier_run() {
+    let server = NatsServer::start().await;
+    let url = server.url();
+    let cluster = unique_name("ready");
+    let a = node_id("a");
+    let b = node_id("b");
+    let c = node_id("c");
+
+    // An earlier run of the cluster leaves its map in the bucket.
+    let first = start(&url, &cluster, "a").await;
+    let old = tokio::time::timeout(SOON, first.ready())
+        .await
+        .expect("the first run is ready in time")
+        .expect("ready");
+    assert_eq!(old.term, first.term(), "the first run's map is of its own term");
+    assert!(old.owners.iter().all(|o| o.as_ref() == Some(&a)));
+    first.shutdown().await.expect("first run leaves");
+
+    // The next run finds that map, which places it nowhere, under a lower term.
+    let second = start(&url, &cluster, "b").await;
+    let map = tokio::time::timeout(SOON, second.ready())
+        .await
+        .expect("the second run is ready in time")
+        .expect("ready");
+    assert!(
+        map.term > old.term,
+        "ready returned a map of term {}, not newer than the earlier run's {}",
+        map.term,
+        old.term
+    );
+    assert_eq!(map.term, second.term(), "the map is of the current leader's term");
+    assert!(
+        map.owners.iter().all(|o| o.as_ref() == Some(&b)),
+        "the only live member owns every shard"
+    );
+
+    // A joining node is ready once a map of this term places it too.
+    let third = start(&url, &cluster, "c").await;
+    let joined = tokio::time::timeout(SOON, third.ready())
+        .await
+        .expect("the joining node is ready in time")
+        .expect("ready");
+    assert_eq!(joined.term, map.term, "the leader did not change");
+    for node in [&b, &c] {
+        assert!(
+            joined.owners.iter().any(|o| o.as_ref() == Some(node)),
+            "{node} owns no shard in the map ready returned"
+        );
+    }
+    third.shutdown().await.expect("c leaves");
+    second.shutdown().await.expect("b leaves");
+}
+
+#[tokio::test]
+async fn an_embedded_node_is_ready_at_once() {
+    let node = ClusterManager::single_node(node_id("solo"));
+    let map = tokio::time::timeout(Duration::from_secs(1), node.ready())
+        .await
+        .expect("ready at once")
+        .expect("ready");
+    assert!(map.owners.iter().all(|o| o.as_ref() == Some(&node_id("solo"))));
+}

@@ -60,7 +60,7 @@ async fn commands_reach_the_owner_of_their_shard_from_any_node() {
     let start = async |m: &ClusterManager| {
         ActorSystem::builder(store.clone())
             .register::<Counter>()
-            .cluster(&m)
+            .cluster(m)
             .start()
             .await
             .expect("system")
@@ -113,7 +113,7 @@ async fn a_join_moves_shards_by_handoff_without_failing_a_command() {
     let start = async |m: &ClusterManager| {
         let system = ActorSystem::builder(store.clone())
             .register::<Counter>()
-            .cluster(&m)
+            .cluster(m)
             .ask_deadline(Duration::from_secs(15))
             .start()
             .await

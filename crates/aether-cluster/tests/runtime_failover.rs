@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_actor::ActorSystem;
-use aether_cluster::{AskError, AskOutcome, ClusterManager, shard_of};
+use aether_actor::{ActorSystem, AskError, AskOutcome};
+use aether_cluster::{ClusterManager, shard_of};
 use aether_core::{ActorId, Command, CommandId, Namespace};
 use aether_store_jetstream::JetStreamEventStore;
 use aether_testkit_nats::{NatsServer, TcpProxy, unique_name, wait_until};
