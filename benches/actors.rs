@@ -25,9 +25,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_actor::{ActorRef, ActorSystem, NatsNode, NodeId, Placement, StaticDirectory, shard_of};
 use aether_benches::{Added, Counter};
-use aether_cluster::runtime::{ActorSystem, Placement, StaticDirectory};
-use aether_cluster::{NodeId, shard_of};
 use aether_core::name::encode_token;
 use aether_core::{ActorId, Repository};
 use aether_store_memory::InMemoryEventStore;
@@ -213,7 +212,7 @@ const LATENCY_ROUNDS: usize = 2000;
 struct Remote {
     _a: ActorSystem,
     _b: ActorSystem,
-    actor: aether_cluster::ActorRef<Counter>,
+    actor: ActorRef<Counter>,
     raw: async_nats::Client,
     raw_subject: String,
     request: bytes::Bytes,
@@ -242,8 +241,7 @@ async fn remote_setup(url: &str) -> Remote {
         ActorSystem::builder(store.clone())
             .register::<Counter>()
             .snapshot_every(0)
-            .directory(dir(me))
-            .nats(connect(url).await, cluster.clone())
+            .cluster(&NatsNode::new(connect(url).await, cluster.clone(), dir(me)))
             .start()
             .await
             .expect("system")

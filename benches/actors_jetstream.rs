@@ -24,9 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use aether_actor::{ActorRef, ActorSystem};
 use aether_benches::{Added, Counter, NatsBench};
-use aether_cluster::ActorRef;
-use aether_cluster::runtime::ActorSystem;
 use aether_core::event::encode_payload;
 use aether_core::{ActorId, CommandId, EventStore, Namespace, Repository, Version, command_events};
 use aether_store_jetstream::JetStreamEventStore;
@@ -75,7 +74,7 @@ fn ids(prefix: &str) -> Vec<ActorId> {
 /// `ROUNDS` rounds of one ask per actor, all actors at once.
 async fn actor_rounds(refs: &[ActorRef<Counter>]) {
     for _ in 0..ROUNDS {
-        for r in join_all(refs.iter().map(|r| r.ask(1))).await {
+        for r in join_all(refs.iter().map(|r| r.ask(1).into_future())).await {
             r.expect("ask");
         }
     }

@@ -2,9 +2,10 @@
 //! shard, a node stops, and its accounts answer from the others with their
 //! balances intact.
 //!
-//! Each node is one `ClusterManager` (the shard map on NATS KV) and one
-//! `ActorSystem` that follows it, with its own NATS connection and its own
-//! handle on one JetStream namespace. Deposits are sent through every node; a
+//! Each node is one `ClusterManager` (membership and the shard map on NATS
+//! KV) and one `ActorSystem` joined to it in one call
+//! (`ActorSystem::builder(store).cluster(&manager)`), with its own NATS
+//! connection and its own handle on one JetStream namespace. Deposits are sent through every node; a
 //! command for an account whose shard another node owns crosses NATS
 //! request/reply to that node. Then `node-3` leaves: its shards are handed
 //! off, and its accounts are activated again on the remaining nodes from the
@@ -18,10 +19,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aether::cluster::{ActorSystem, ClusterManager, NodeId, shard_of};
+use aether::actor::ActorSystem;
+use aether::async_nats;
+use aether::cluster::{ClusterManager, NodeId, shard_of};
 use aether::jetstream::JetStreamEventStore;
 use aether::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -92,22 +94,18 @@ async fn start_node(
         .namespace(namespace.clone())
         .open()
         .await?;
-    let manager = ClusterManager::builder(client.clone(), cluster, NodeId::new(name)?)
+    let manager = ClusterManager::builder(client, cluster, NodeId::new(name)?)
         .kinds([Account::KIND])
         .start()
         .await?;
-    let system = ActorSystem::builder(Arc::new(store))
+    // The node's directory, its NATS transport and the release of a shard's
+    // actors before its handoff is acknowledged, in one step.
+    let system = ActorSystem::builder(store)
         .register::<Account>()
-        .directory(Arc::new(manager.clone()))
-        .nats(client, cluster)
+        .cluster(&manager)
         .ask_deadline(Duration::from_secs(15))
         .start()
         .await?;
-    let handoff = system.clone();
-    manager.set_handoff_handler(move |request| {
-        let system = handoff.clone();
-        async move { system.release_shard(request.shard).await }
-    });
     Ok(Node { manager, system })
 }
 
@@ -157,6 +155,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for name in ["node-1", "node-2", "node-3"] {
         nodes.push(start_node(&url, &cluster, &namespace, name).await?);
         println!("{name} started");
+    }
+    // Ready: each node holds a map of the current leader's term that places
+    // every member it sees (never a map left by an earlier run).
+    for node in &nodes {
+        tokio::time::timeout(WAIT, node.manager.ready()).await??;
     }
     settle(&nodes.iter().collect::<Vec<_>>()).await?;
     println!("three nodes share one shard map\n");

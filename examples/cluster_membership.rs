@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use aether::async_nats;
 use aether::cluster::{ClusterManager, NodeId, ShardMap};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
+use aether_actor::ActorSystem;
 use aether_benches::{Added, Counter};
-use aether_cluster::runtime::ActorSystem;
 use aether_core::ActorId;
 use aether_store_memory::InMemoryEventStore;
 use tokio::sync::{mpsc, oneshot};

@@ -220,9 +220,27 @@ fn ci() -> Result<(), String> {
             ][..],
             "run `cargo clippy -p aether-bus --no-default-features --all-targets -- -D warnings`; the in-process bus must build without NATS",
         ),
+        (
+            "clippy (aether-actor without `nats`)",
+            &[
+                "clippy",
+                "-p",
+                "aether-actor",
+                "--no-default-features",
+                "--lib",
+                "--tests",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+            "run `cargo clippy -p aether-actor --no-default-features --lib --tests -- -D warnings`; the embedded actor system must build without NATS",
+        ),
     ] {
         run(&Step { name, fix }, &mut cargo_cmd(args))?;
     }
+
+    embedded_actors_without_nats()?;
 
     let nextest = has_command(&cargo().to_string_lossy(), &["nextest", "--version"]);
     let fix_tests = "run the failing test alone (`cargo nextest run -p CRATE --all-features TEST` or `cargo test ...`) and read its output; NATS tests print the server log tail on failure";
@@ -332,6 +350,50 @@ fn ci() -> Result<(), String> {
 /// installed. On CI (`CI` set) the SVG assertions must run: xtask installs
 /// `dot` (as root with apt) and fails if it is still missing. Elsewhere a
 /// missing `dot` is a skip, with the reason printed.
+/// The facade's `actors` feature (the README's quick start) links no NATS:
+/// `cargo tree` of `aether` with `memory` and `actors` has no async-nats.
+fn embedded_actors_without_nats() -> Result<(), String> {
+    let name = "embedded actors link no NATS";
+    let mut cmd = cargo_cmd(&[
+        "tree",
+        "-p",
+        "aether",
+        "--no-default-features",
+        "--features",
+        "memory,actors",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--locked",
+    ]);
+    println!("\n==> {name}");
+    println!("    $ {}", show(&cmd));
+    let out = cmd
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("{name}: could not run cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "step `{name}` failed: cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let crates: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .map(|l| l.trim_end_matches(" (*)"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(nats) = crates.iter().find(|c| c.starts_with("async-nats ")) {
+        return Err(format!(
+            "step `{name}` failed: `aether` with `actors` links {nats}\n  how to fix: keep NATS code in aether-actor behind its `nats` feature; `cargo tree -p aether --no-default-features --features memory,actors -i async-nats` shows the path"
+        ));
+    }
+    println!("    ok: {name} ({} crates)", crates.len());
+    Ok(())
+}
+
 fn graphviz() -> Result<(), String> {
     println!("\n==> graphviz (for the model crate's SVG rendering test)");
     if has_command("dot", &["-V"]) {

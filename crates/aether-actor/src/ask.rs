@@ -45,7 +45,8 @@ pub enum AskError<E> {
     #[error("no reply before the deadline")]
     Timeout,
     /// The actor's mailbox stayed full until the deadline (or at once, for
-    /// `try_ask`): the command was never queued and never run.
+    /// an ask with [`Ask::no_wait`](crate::Ask::no_wait)): the command was
+    /// never queued and never run.
     #[error("the actor's mailbox is full")]
     Busy,
     /// The actor cannot be reached from this node (its shard is owned
@@ -71,7 +72,7 @@ pub enum AskError<E> {
     #[error("actor kind {0:?} is not registered with this actor system")]
     NotRegistered(&'static str),
     /// The actor id is too long once the kind is prefixed (see
-    /// [`persistence_id`]).
+    /// [`persistence_id`](crate::persistence_id)).
     #[error(transparent)]
     InvalidId(NameError),
     /// The actor's shard is not hosted by the node that got the command

@@ -47,7 +47,6 @@ pub(crate) enum Local<A: Aggregate> {
     NotHere(Command<A::Command>),
 }
 
-
 /// How a local command gets to its actor.
 enum Claim<A: Aggregate> {
     /// Run it in place, under the incarnation's lock, on this runtime (the

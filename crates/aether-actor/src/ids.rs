@@ -33,12 +33,12 @@ impl NodeId {
     pub fn new(id: impl AsRef<str>) -> Result<Self, NameError> {
         let id = id.as_ref();
         if id.is_empty() {
-            return Err(invalid(NameKind::NodeId, id,
-                "must not be empty",
-            ));
+            return Err(invalid(NameKind::NodeId, id, "must not be empty"));
         }
         if id.len() > Self::MAX_LEN {
-            return Err(invalid(NameKind::NodeId, id,
+            return Err(invalid(
+                NameKind::NodeId,
+                id,
                 format!("is {} bytes, the limit is {}", id.len(), Self::MAX_LEN),
             ));
         }
@@ -46,7 +46,9 @@ impl NodeId {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
         {
-            return Err(invalid(NameKind::NodeId, id,
+            return Err(invalid(
+                NameKind::NodeId,
+                id,
                 format!("contains {bad:?}; allowed are A-Z a-z 0-9 _ - ."),
             ));
         }

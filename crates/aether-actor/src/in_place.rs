@@ -13,7 +13,6 @@ use crate::actor::{self, Actor};
 use crate::ask::AskError;
 use crate::host::{Answer, Local};
 
-
 /// Runs a claimed command in the caller's task, polled by the caller until
 /// it completes or `deadline` passes. A command that completes at once
 /// needs no timer; one that has to wait (for the store) is polled here too,

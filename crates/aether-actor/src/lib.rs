@@ -54,7 +54,7 @@
 //! anyway. Otherwise the command is queued in the mailbox and the actor's
 //! task runs it. Either way the actor runs commands one at a time, in the
 //! order they were taken: the command-id window check (a repeated
-//! [`CommandId`] gets its original outcome, `duplicate: true`),
+//! [`CommandId`](aether_core::CommandId) gets its original outcome, `duplicate: true`),
 //! [`Aggregate::handle`], one
 //! `append(expected = cached version)` of [`aether_core::command_events`],
 //! then [`Aggregate::apply`] on the cached state. There is no read on this
@@ -74,14 +74,18 @@
 //!
 //! # Deadlines, `Busy` and `Timeout`
 //!
+//! [`ActorRef::ask`] builds one request: [`Ask::id`] sets its command id,
+//! [`Ask::within`] its deadline, [`Ask::correlation_id`] its correlation and
+//! [`Ask::no_wait`] makes it refuse to wait for room in a full mailbox;
+//! awaiting it sends it.
 //! Every ask has a deadline (its own or [`ActorSystemBuilder::ask_deadline`]).
-//! [`ActorRef::ask`] waits for room in a full mailbox until the deadline and
-//! then returns [`AskError::Busy`]; [`ActorRef::try_ask`] returns `Busy` at
+//! An ask waits for room in a full mailbox until the deadline and
+//! then returns [`AskError::Busy`]; with [`Ask::no_wait`] it returns `Busy` at
 //! once. `Busy` always means the command was **never queued and never run**.
 //! [`AskError::Timeout`] means it was queued but no reply came in time: it
 //! may or may not have been applied. An actor skips a command whose deadline
 //! passed while it waited in the mailbox. Retrying with the same
-//! [`CommandId`] ([`ActorRef::ask_command`]) is always safe: it is applied
+//! [`CommandId`](aether_core::CommandId) ([`Ask::id`]) is always safe: it is applied
 //! at most once while it stays in the actor's window of recent commands.
 //!
 //! # Passivation
@@ -99,10 +103,11 @@
 //!
 //! An actor lives in shard [`crate::shard_of`]`(A::KIND, id, shard_count)`,
 //! and the [`ShardDirectory`] says where that shard is: the embedded
-//! [`SingleNodeDirectory`] (the default: every shard local), a
-//! [`crate::ClusterManager`] (the NATS cluster's shard map; a node that does
-//! not claim membership hosts nothing), or a hand-set [`StaticDirectory`].
-//! With [`ActorSystemBuilder::nats`], a command for a shard owned by another
+//! [`SingleNodeDirectory`] (the default: every shard local), a cluster
+//! node's (`aether-cluster`'s `ClusterManager`: the NATS cluster's shard map;
+//! a node that does not claim membership hosts nothing), or a hand-set
+//! [`StaticDirectory`].
+//! Joined to a node with `ActorSystemBuilder::cluster` (feature `nats`), a command for a shard owned by another
 //! node crosses NATS request/reply to it (envelope in [`wire`]) and the
 //! system answers other nodes' commands for its own shards. A "not here"
 //! answer (the owner's view differs), no responders and transport time-outs
@@ -122,8 +127,8 @@
 //! When a shard stops being local, its actors passivate (each finishes its
 //! command in flight); commands still queued are answered "not here" and
 //! routed again. [`ActorSystem::release_shard`] does the same for one shard
-//! and waits for its actors to stop: the handoff handler of a
-//! [`crate::ClusterManager`]. A stale owner that still appends is fenced by
+//! and waits for its actors to stop; a system joined to a cluster node runs
+//! it before the node acknowledges the shard's handoff. A stale owner that still appends is fenced by
 //! the store's expected-version check (see above); if its shard is no longer
 //! local when the conflict comes back, it does not decide again: the actor
 //! passivates (reason `conflict`) and the command, unrun, goes back to its

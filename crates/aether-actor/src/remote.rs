@@ -21,9 +21,9 @@ use super::node::ClusterNode;
 use super::trace::{TRACEPARENT, TraceContext};
 use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
 use super::{AskError, AskOutcome, persistence_id};
-use tokio::sync::Semaphore;
 use crate::hash::shard_of;
 use crate::ids::NodeId;
+use tokio::sync::Semaphore;
 
 /// The NATS side of a system: the client and the node it takes part as,
 /// which names each node's subject.

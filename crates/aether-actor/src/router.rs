@@ -10,11 +10,11 @@ use tokio::time::Instant;
 use crate::ask::{AskError, AskOutcome};
 use crate::directory::Placement;
 use crate::host::Local;
+use crate::ids::ShardId;
 #[cfg(feature = "nats")]
 use crate::remote::{self, Attempt};
 use crate::shared::count_retry;
 use crate::system::Target;
-use crate::ids::ShardId;
 use crate::trace::TraceContext;
 
 /// Routes `command` for actor `id` (of `target`) until it gets an answer or

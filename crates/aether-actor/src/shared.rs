@@ -113,7 +113,9 @@ impl Shared {
 
     /// How many other nodes' requests are being served now.
     pub(crate) fn serving_remote(&self) -> usize {
-        self.settings.max_remote_requests.min(Semaphore::MAX_PERMITS)
+        self.settings
+            .max_remote_requests
+            .min(Semaphore::MAX_PERMITS)
             - self.serving.available_permits()
     }
 
@@ -132,8 +134,6 @@ impl Shared {
     }
 }
 
-
-
 /// Why an actor stops, as a metric label.
 pub(crate) type StopReason = &'static str;
 
@@ -143,7 +143,10 @@ pub(crate) type StopReason = &'static str;
 pub(crate) struct KindMetrics {
     pub(crate) mailbox_depth: metrics::Histogram,
     pub(crate) ask_local: metrics::Histogram,
-    #[cfg_attr(not(feature = "nats"), expect(dead_code, reason = "recorded by remote asks"))]
+    #[cfg_attr(
+        not(feature = "nats"),
+        expect(dead_code, reason = "recorded by remote asks")
+    )]
     pub(crate) ask_remote: metrics::Histogram,
     pub(crate) applied: metrics::Counter,
     pub(crate) duplicate: metrics::Counter,

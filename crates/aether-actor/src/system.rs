@@ -23,13 +23,13 @@ use crate::host::{HostControl, KindHost};
 use crate::ids::ShardId;
 #[cfg(feature = "nats")]
 use crate::node::ClusterNode;
+use crate::persistence_id;
 #[cfg(feature = "nats")]
 use crate::remote::{self, Nats, RemoteKind};
 use crate::router;
 use crate::shared::{Settings, Shared};
 use crate::table::Key;
 use crate::trace::TraceContext;
-use crate::persistence_id;
 
 /// Why an [`ActorSystem`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -377,10 +377,7 @@ impl ActorSystemBuilder<Clustered> {
                 .iter()
                 .find(|(k, _)| !announced.iter().any(|a| a == k))
         {
-            return Err(SystemError::KindNotAnnounced {
-                kind,
-                announced,
-            });
+            return Err(SystemError::KindNotAnnounced { kind, announced });
         }
         let directory = node.directory();
         let Some(nats) = Nats::new(node.clone()) else {
@@ -485,7 +482,7 @@ async fn follow_placements(shared: Arc<Shared>, controls: Vec<Arc<dyn HostContro
 }
 
 /// Hosts event-sourced actors on this node: see the
-/// [module docs](crate::runtime) for what a command does, passivation,
+/// [module docs](crate) for what a command does, passivation,
 /// deadlines and the persistence identity.
 ///
 /// Cloning is cheap; clones share the actors. Must be used inside a tokio
@@ -562,17 +559,10 @@ impl ActorSystem {
     /// Releases `shard` for a handoff: passivates its active actors (each
     /// finishes the command it runs; commands still queued are answered
     /// "not here" if the shard is no longer local, so routers retry them at
-    /// the new owner) and waits until their tasks have ended. Use it as the
-    /// cluster's handoff handler:
-    ///
-    /// ```no_run
-    /// # async fn wire(system: aether_cluster::ActorSystem, manager: aether_cluster::ClusterManager) {
-    /// manager.set_handoff_handler(move |req| {
-    ///     let system = system.clone();
-    ///     async move { system.release_shard(req.shard).await }
-    /// });
-    /// # }
-    /// ```
+    /// the new owner) and waits until their tasks have ended. A system
+    /// joined to a node with [`ActorSystemBuilder::cluster`] runs it before
+    /// the node acknowledges a shard's handoff; call it yourself when your
+    /// own directory moves a shard away.
     pub async fn release_shard(&self, shard: ShardId) {
         let mut tasks = Vec::new();
         for c in &self.inner.controls {
@@ -755,9 +745,17 @@ where
             // Nobody traces this ask: no span to enter on every poll.
             return router::route(&self.id, target, command, timeout, wait, trace, span).await;
         }
-        router::route(&self.id, target, command, timeout, wait, trace, span.clone())
-            .instrument(span)
-            .await
+        router::route(
+            &self.id,
+            target,
+            command,
+            timeout,
+            wait,
+            trace,
+            span.clone(),
+        )
+        .instrument(span)
+        .await
     }
 }
 

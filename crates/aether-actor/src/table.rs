@@ -13,7 +13,6 @@ use crate::host::Envelope;
 use crate::ids::ShardId;
 use crate::shared::StopReason;
 
-
 /// An actor id with its hash in the host's table, computed once
 /// ([`KindHost::key`]): an [`ActorRef`](super::ActorRef) keeps its key, so
 /// finding its actor hashes no text.
@@ -67,7 +66,6 @@ impl Hasher for KeyHasher {
     }
 }
 
-
 pub(crate) struct Slot<A: Aggregate> {
     pub(crate) tx: mpsc::Sender<Envelope<A>>,
     /// Wakes the incarnation's task after a command was queued.
@@ -84,7 +82,6 @@ pub(crate) struct Slot<A: Aggregate> {
     pub(crate) stop: Option<oneshot::Sender<StopReason>>,
 }
 
-
 /// The active actors of a kind and their order of last use.
 pub(crate) struct Table<A: Aggregate> {
     pub(crate) slots: HashMap<Key, Slot<A>, KeyHash>,
@@ -92,7 +89,6 @@ pub(crate) struct Table<A: Aggregate> {
 }
 
 /// The order in which actors were last used, for least-recently-used
-
 /// eviction without a scan of the table: a queue of `(tick, id)` in tick
 /// order, one entry per use. An entry is current while its tick is the
 /// actor's `last_used`; stale entries are skipped when a victim is taken
@@ -146,7 +142,6 @@ impl<K: PartialEq + Clone> LruOrder<K> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,4 +183,3 @@ mod tests {
         assert_eq!(lru.victim(|k| current.get(k).copied()), Some(id(oldest)));
     }
 }
-

@@ -123,8 +123,7 @@ async fn two_owners_of_one_actor_never_both_write_one_version() {
             }
         }
     }
-    let mut acked: BTreeMap<usize, Vec<(u64, aether_actor::AskOutcome<Counter>)>> =
-        BTreeMap::new();
+    let mut acked: BTreeMap<usize, Vec<(u64, aether_actor::AskOutcome<Counter>)>> = BTreeMap::new();
     for t in tasks {
         for (actor, amount, o) in t.await.expect("task") {
             acked.entry(actor).or_default().push((amount, o));

@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aether_actor::{
-    ActorSystem, ActorSystemBuilder, AskError, SystemError, persistence_id,
-};
+use aether_actor::{ActorSystem, ActorSystemBuilder, AskError, SystemError, persistence_id};
 use aether_core::{
-    ActorId, CommandId, EventBus, EventFilter, EventStore, Repository, SnapshotStore,
-    Version,
+    ActorId, CommandId, EventBus, EventFilter, EventStore, Repository, SnapshotStore, Version,
 };
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::wait_until;
-use futures::StreamExt;
 use common::{Cmd, Counter, GatedStore, Ledger, Loud, id};
+use futures::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -189,14 +186,8 @@ async fn a_repeated_command_id_gets_the_original_outcome_even_after_passivation(
         .expect("system");
     let c = system.actor::<Counter>(id("once"));
     let cid = CommandId::new();
-    let first = c
-        .ask(Cmd::Add(10)).id(cid)
-        .await
-        .expect("first");
-    let again = c
-        .ask(Cmd::Add(10)).id(cid)
-        .await
-        .expect("again");
+    let first = c.ask(Cmd::Add(10)).id(cid).await.expect("first");
+    let again = c.ask(Cmd::Add(10)).id(cid).await.expect("again");
     assert!(again.duplicate);
     assert_eq!(again.version, first.version);
     assert_eq!(again.events, first.events);
@@ -206,7 +197,8 @@ async fn a_repeated_command_id_gets_the_original_outcome_even_after_passivation(
     })
     .await;
     let after = c
-        .ask(Cmd::Add(10)).id(cid)
+        .ask(Cmd::Add(10))
+        .id(cid)
         .await
         .expect("after passivation");
     assert!(after.duplicate, "the next incarnation rebuilt the window");
@@ -427,7 +419,8 @@ async fn a_full_mailbox_is_busy_and_a_busy_command_is_never_run() {
         Err(AskError::Busy)
     ));
     assert!(matches!(
-        c.ask(Cmd::Add(1000)).within(Duration::from_millis(30))
+        c.ask(Cmd::Add(1000))
+            .within(Duration::from_millis(30))
             .await,
         Err(AskError::Busy)
     ));
@@ -461,9 +454,7 @@ async fn a_command_whose_deadline_passed_in_the_mailbox_is_not_run() {
         store.entered.load(Ordering::SeqCst) == 1
     })
     .await;
-    let late = c
-        .ask(Cmd::Add(50)).within(Duration::from_millis(30))
-        .await;
+    let late = c.ask(Cmd::Add(50)).within(Duration::from_millis(30)).await;
     assert!(matches!(late, Err(AskError::Timeout)), "{late:?}");
     store.open();
     first.await.expect("task").expect("first");
@@ -609,8 +600,8 @@ async fn commands_queued_in_an_evicted_actor_go_to_its_next_incarnation() {
 /// to changes, so a change made before it started is not missed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates() {
-    use aether_actor::ShardId;
     use aether_actor::Placement;
+    use aether_actor::ShardId;
 
     let store = Arc::new(InMemoryEventStore::new());
     let dir = solo_directory(Placement::Local);
@@ -639,8 +630,8 @@ async fn a_shard_moved_before_the_placement_follower_first_runs_still_passivates
 /// queued or run.
 #[tokio::test]
 async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
-    use aether_actor::ShardId;
     use aether_actor::Placement;
+    use aether_actor::ShardId;
 
     let store = Arc::new(InMemoryEventStore::new());
     let dir = solo_directory(Placement::Moving);
@@ -694,9 +685,7 @@ async fn commands_for_a_moving_shard_wait_in_a_bounded_buffer() {
     // A waiter whose deadline passes while the shard moves gets
     // `Unavailable` (never sent) and leaves the buffer.
     dir.assign(ShardId::new(0), Placement::Moving);
-    let late = c
-        .ask(Cmd::Add(1)).within(Duration::from_millis(50))
-        .await;
+    let late = c.ask(Cmd::Add(1)).within(Duration::from_millis(50)).await;
     assert!(matches!(late, Err(AskError::Unavailable(_))), "{late:?}");
     assert_eq!(system.waiting_for_placement(), 0);
     system.shutdown().await;
@@ -744,9 +733,7 @@ async fn a_command_past_its_deadline_answers_timeout_and_still_finishes_first() 
     let c = system.actor::<Counter>(id("deadline"));
     c.ask(Cmd::Add(1)).await.expect("activate");
     store.close();
-    let late = c
-        .ask(Cmd::Add(2)).within(Duration::from_millis(30))
-        .await;
+    let late = c.ask(Cmd::Add(2)).within(Duration::from_millis(30)).await;
     assert!(matches!(late, Err(AskError::Timeout)), "{late:?}");
     assert_eq!(store.entered.load(Ordering::SeqCst), 2);
     let next = tokio::spawn({
@@ -788,7 +775,8 @@ fn a_caller_on_another_runtime_goes_through_the_mailbox() {
     });
     let c = system.actor::<Counter>(id("home"));
     // Activated on `home`: its task runs there.
-    home.block_on(c.ask(Cmd::Add(1)).into_future()).expect("activate");
+    home.block_on(c.ask(Cmd::Add(1)).into_future())
+        .expect("activate");
     // While `home` is not running, an ask made on `away` waits in the
     // mailbox instead of running on `away`.
     #[expect(
@@ -848,9 +836,7 @@ fn gated_counter_system(
 }
 
 /// A one-shard directory of node `solo` whose shard starts at `placement`.
-fn solo_directory(
-    placement: aether_actor::Placement,
-) -> Arc<aether_actor::StaticDirectory> {
+fn solo_directory(placement: aether_actor::Placement) -> Arc<aether_actor::StaticDirectory> {
     Arc::new(aether_actor::StaticDirectory::new(
         aether_actor::NodeId::new("solo").expect("node"),
         1,

@@ -11,11 +11,11 @@ use aether_actor::{ActorSystem, AskError};
 use aether_core::{Command, Repository};
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::wait_until;
+use common::{Cmd, Counter as Sum, id};
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
-use common::{Cmd, Counter as Sum, id};
 
 type Values = Arc<Mutex<BTreeMap<String, f64>>>;
 
@@ -174,8 +174,17 @@ async fn the_runtime_reports_activations_passivations_retries_and_latency() {
     )
     .await;
     let dup = Command::new(Cmd::Add(5));
-    a.ask(dup.clone().inner().clone()).id(dup.clone().command_id()).await.expect("first");
-    assert!(a.ask(dup.inner().clone()).id(dup.command_id()).await.expect("again").duplicate);
+    a.ask(dup.clone().inner().clone())
+        .id(dup.clone().command_id())
+        .await
+        .expect("first");
+    assert!(
+        a.ask(dup.inner().clone())
+            .id(dup.command_id())
+            .await
+            .expect("again")
+            .duplicate
+    );
     assert_eq!(
         get(
             &values,

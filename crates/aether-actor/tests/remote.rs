@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aether_actor::{NatsNode, 
-    ActorSystem, AskError, Placement, ShardDirectory, StaticDirectory, WIRE_FORMAT, WireError,
+use aether_actor::{
+    ActorSystem, AskError, NatsNode, Placement, ShardDirectory, StaticDirectory, WIRE_FORMAT,
+    WireError,
 };
 use aether_actor::{NodeId, ShardId, shard_of};
 use aether_core::name::encode_token;
 use aether_core::{ActorId, CommandId, EventStore, Version};
 use aether_store_memory::InMemoryEventStore;
 use aether_testkit_nats::{NatsServer, connect, unique_name, wait_until};
-use futures::future::BoxFuture;
 use common::{Cmd, Counter, id};
+use futures::future::BoxFuture;
 
 const SHARDS: u32 = 2;
 const WAIT: Duration = Duration::from_secs(10);
@@ -145,14 +146,8 @@ async fn a_command_for_another_nodes_shard_runs_on_that_node() {
     ));
     // A repeated command id gets the original outcome across nodes.
     let cid = CommandId::new();
-    let once = from_a
-        .ask(Cmd::Add(10)).id(cid)
-        .await
-        .expect("once");
-    let again = from_a
-        .ask(Cmd::Add(10)).id(cid)
-        .await
-        .expect("again");
+    let once = from_a.ask(Cmd::Add(10)).id(cid).await.expect("once");
+    let again = from_a.ask(Cmd::Add(10)).id(cid).await.expect("again");
     assert!(again.duplicate && !once.duplicate);
     assert_eq!(
         (again.version, again.events.clone()),
@@ -187,11 +182,8 @@ async fn not_here_is_retried_until_the_owner_takes_the_shard() {
         .assign(ShardId::new(1), Placement::Remote(node("node-a")));
     let from_a = p.a.actor::<Counter>(on_b.clone());
     let started = p.dir_a.lookups.load(Ordering::SeqCst);
-    let ask = tokio::spawn(async move {
-        from_a
-            .ask(Cmd::Add(3)).within(Duration::from_secs(8))
-            .await
-    });
+    let ask =
+        tokio::spawn(async move { from_a.ask(Cmd::Add(3)).within(Duration::from_secs(8)).await });
     wait_until(
         WAIT,
         "node-a retries after 'not here' answers",
@@ -229,7 +221,8 @@ async fn an_owner_nobody_answers_for_is_unavailable_at_the_deadline() {
     let started = Instant::now();
     let out =
         p.a.actor::<Counter>(on_b)
-            .ask(Cmd::Add(1)).within(deadline)
+            .ask(Cmd::Add(1))
+            .within(deadline)
             .await;
     assert!(matches!(out, Err(AskError::Unavailable(_))), "{out:?}");
     assert!(
@@ -357,13 +350,21 @@ async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
     let gated = Arc::new(GatedStore::new(memory.clone()));
     let a = ActorSystem::builder(memory.clone())
         .register::<Counter>()
-        .cluster(&NatsNode::new(connect(&url).await, cluster.clone(), directory("node-a")))
+        .cluster(&NatsNode::new(
+            connect(&url).await,
+            cluster.clone(),
+            directory("node-a"),
+        ))
         .start()
         .await
         .expect("start a");
     let b = ActorSystem::builder(gated.clone())
         .register::<Counter>()
-        .cluster(&NatsNode::new(connect(&url).await, cluster.clone(), directory("node-b")))
+        .cluster(&NatsNode::new(
+            connect(&url).await,
+            cluster.clone(),
+            directory("node-b"),
+        ))
         .max_remote_requests(SERVED)
         .start()
         .await
@@ -389,9 +390,7 @@ async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
             let r = a.actor::<Counter>(actor_in(1, &format!("flood{}", i % 50)));
             let busy = busy.clone();
             tokio::spawn(async move {
-                let result = r
-                    .ask(Cmd::Add(1)).within(Duration::from_secs(20))
-                    .await;
+                let result = r.ask(Cmd::Add(1)).within(Duration::from_secs(20)).await;
                 if matches!(result, Err(AskError::Busy)) {
                     busy.fetch_add(1, Ordering::SeqCst);
                 }
@@ -437,9 +436,8 @@ async fn a_flood_of_remote_requests_is_served_by_a_bounded_number_of_tasks() {
     // Only the served commands were stored.
     let mut stored = 0;
     for i in 0..50 {
-        let sid =
-            aether_actor::persistence_id("counter", &actor_in(1, &format!("flood{i}")))
-                .expect("id");
+        let sid = aether_actor::persistence_id("counter", &actor_in(1, &format!("flood{i}")))
+            .expect("id");
         stored += memory
             .get_events(&sid, Version::ZERO)
             .await

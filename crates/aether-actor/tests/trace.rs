@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use aether_actor::{NatsNode, ActorSystem, Placement, StaticDirectory, TraceContext};
+use aether_actor::{ActorSystem, NatsNode, Placement, StaticDirectory, TraceContext};
 use aether_actor::{NodeId, shard_of};
 use aether_core::ActorId;
 use aether_store_memory::InMemoryEventStore;
@@ -177,7 +177,11 @@ async fn one_remote_command_is_one_trace_over_two_nodes() {
         TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
             .expect("valid");
     incoming
-        .scope(a.actor::<Counter>(on_b.clone()).ask(Cmd::Add(2)).into_future())
+        .scope(
+            a.actor::<Counter>(on_b.clone())
+                .ask(Cmd::Add(2))
+                .into_future(),
+        )
         .await
         .expect("remote ask in a trace");
     let asks = capture.spans("aether.ask");

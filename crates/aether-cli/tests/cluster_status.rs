@@ -114,12 +114,13 @@ async fn status_names_every_node_the_leader_and_the_epoch() {
         total += shards;
         let age = m["heartbeat_age_seconds"].as_f64().expect("an age");
         assert!((0.0..30.0).contains(&age), "{m}");
-        assert!(
-            m["subject"]
-                .as_str()
-                .is_some_and(|s| s.ends_with(m["node"].as_str().unwrap())),
-            "{m}"
+        // The subject the node's actor system serves, as the runtime names it.
+        let served = format!(
+            "aether.rt.{}.{}",
+            aether_core::name::encode_token(&cluster),
+            aether_core::name::encode_token(m["node"].as_str().expect("a node"))
         );
+        assert_eq!(m["subject"].as_str(), Some(served.as_str()), "{m}");
     }
     assert_eq!(total, u64::from(SHARDS));
     assert_eq!(value["member_ttl_seconds"], 4.0);
@@ -215,7 +216,7 @@ async fn unreadable_records_and_owners_that_left_are_shown() {
     let info = NodeInfo {
         node_id: n1.clone(),
         incarnation: Incarnation::new(),
-        subject: "aether.cluster.x.node.n1".to_owned(),
+        subject: "aether.rt.x.n1".to_owned(),
         kinds: vec!["cart".to_owned()],
         capacity: 2,
         version: "0.1.0".to_owned(),

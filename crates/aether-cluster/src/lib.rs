@@ -51,12 +51,12 @@ pub mod shard_map;
 pub mod status;
 pub mod types;
 
+pub use aether_actor::hash::{self, shard_of, stable_hash};
 /// The NATS client this crate's API takes, re-exported so a user never pins a
 /// second, mismatching version.
 pub use async_nats;
 pub use coordinator::{HandoffRequest, LeaderAction};
 pub use error::{ClusterError, Result};
-pub use aether_actor::hash::{self, shard_of, stable_hash};
 pub use manager::{ClusterManager, ClusterManagerBuilder};
 pub use placement::{Member, place, rendezvous_score};
 pub use ring::ConsistentHashRing;

@@ -809,6 +809,10 @@ impl ClusterManager {
     /// publishes the new owner. With no handler, the node acknowledges at once. A
     /// handler that takes longer than the handoff timeout is overtaken: the shard is
     /// assigned anyway.
+    ///
+    /// An actor system joined with `ActorSystemBuilder::cluster(&node)` installs
+    /// the release of its actors itself; this replaces every handler set so far,
+    /// that one included, so call it before joining systems to the node.
     pub fn set_handoff_handler<F, Fut>(&self, handler: F)
     where
         F: Fn(HandoffRequest) -> Fut + Send + Sync + 'static,

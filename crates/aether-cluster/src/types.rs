@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-
 /// One run of a node: a fresh UUIDv7 per start.
 ///
 /// Two records with the same [`NodeId`] and different incarnations are two

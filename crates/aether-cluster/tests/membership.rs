@@ -382,7 +382,11 @@ async fn ready_waits_for_a_map_of_the_current_term_not_one_left_by_an_earlier_ru
         .await
         .expect("the first run is ready in time")
         .expect("ready");
-    assert_eq!(old.term, first.term(), "the first run's map is of its own term");
+    assert_eq!(
+        old.term,
+        first.term(),
+        "the first run's map is of its own term"
+    );
     assert!(old.owners.iter().all(|o| o.as_ref() == Some(&a)));
     first.shutdown().await.expect("first run leaves");
 
@@ -398,7 +402,11 @@ async fn ready_waits_for_a_map_of_the_current_term_not_one_left_by_an_earlier_ru
         map.term,
         old.term
     );
-    assert_eq!(map.term, second.term(), "the map is of the current leader's term");
+    assert_eq!(
+        map.term,
+        second.term(),
+        "the map is of the current leader's term"
+    );
     assert!(
         map.owners.iter().all(|o| o.as_ref() == Some(&b)),
         "the only live member owns every shard"
@@ -428,5 +436,9 @@ async fn an_embedded_node_is_ready_at_once() {
         .await
         .expect("ready at once")
         .expect("ready");
-    assert!(map.owners.iter().all(|o| o.as_ref() == Some(&node_id("solo"))));
+    assert!(
+        map.owners
+            .iter()
+            .all(|o| o.as_ref() == Some(&node_id("solo")))
+    );
 }

@@ -111,14 +111,13 @@ async fn a_join_moves_shards_by_handoff_without_failing_a_command() {
     let cluster = unique_name("rth");
     let store = Arc::new(InMemoryEventStore::new());
     let start = async |m: &ClusterManager| {
-        let system = ActorSystem::builder(store.clone())
+        ActorSystem::builder(store.clone())
             .register::<Counter>()
             .cluster(m)
             .ask_deadline(Duration::from_secs(15))
             .start()
             .await
-            .expect("system");
-        system
+            .expect("system")
     };
     let m1 = manager(&url, &cluster, "n1").await;
     wait_until(SOON, "n1 owns every shard", async || {

@@ -124,9 +124,12 @@ impl Node {
         within: Duration,
     ) -> Option<Outcome> {
         let r = self.system.actor::<Counter>(actor.clone());
-        let task = self
-            .handle
-            .spawn(async move { r.ask(command.inner().clone()).id(command.command_id()).within(within).await });
+        let task = self.handle.spawn(async move {
+            r.ask(command.inner().clone())
+                .id(command.command_id())
+                .within(within)
+                .await
+        });
         // A frozen node never answers: give up a little after the deadline.
         match tokio::time::timeout(within + Duration::from_secs(2), task).await {
             Ok(Ok(result)) => Some(result),
@@ -581,8 +584,12 @@ async fn a_stale_owner_resumed_after_its_lease_cannot_write_an_actor_that_moved(
     let x = actor_owned_by(&a.manager, "ledger", "a", "stale");
     let ask = |node: &Node, command: Command<Cmd>| {
         let r = node.system.actor::<Ledger>(x.clone());
-        node.handle
-            .spawn(async move { r.ask(command.inner().clone()).id(command.command_id()).within(Duration::from_secs(20)).await })
+        node.handle.spawn(async move {
+            r.ask(command.inner().clone())
+                .id(command.command_id())
+                .within(Duration::from_secs(20))
+                .await
+        })
     };
     // x is active on a, its cached version 1.
     let first = ask(&a, Command::new(Cmd::Add(1)))
@@ -599,8 +606,10 @@ async fn a_stale_owner_resumed_after_its_lease_cannot_write_an_actor_that_moved(
     let stale = {
         let r = a.system.actor::<Ledger>(x.clone());
         tokio::spawn(async move {
-            r.ask(Cmd::Add(100)).id(stale_id).within(Duration::from_secs(30))
-            .await
+            r.ask(Cmd::Add(100))
+                .id(stale_id)
+                .within(Duration::from_secs(30))
+                .await
         })
     };
     wait_until(SOON, "the command waits in a's mailbox", async || {

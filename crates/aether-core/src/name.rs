@@ -384,7 +384,17 @@ mod tests {
         for good in ["aether", "a.b", "my-app_1.rt"] {
             assert!(validate_subject_prefix(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "a..b", "a.", "*", "a.>", "a b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a.",
+            "*",
+            "a.>",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
             let err = validate_subject_prefix(bad).unwrap_err();
             assert_eq!(err.kind, NameKind::SubjectPrefix, "{bad}");
         }
