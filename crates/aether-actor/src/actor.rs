@@ -1,7 +1,8 @@
-//! One actor incarnation: its state, its task (the mailbox loop), and the
-//! command path (window check → handle → append(expected = cached version)
-//! → apply), run by the task or, when the actor is idle, in place by the
-//! caller (see [`run_in_place`]).
+//! One actor incarnation: its cached state and the command path (window
+//! check → handle → append(expected = cached version) → apply), run under
+//! the incarnation's lock by its task (the mailbox loop, in the host) or,
+//! when the actor is idle, in place by the caller (see [`run_in_place`]).
+//! It knows the system's shared parts and its kind's metrics, not the host.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,12 +11,12 @@ use aether_core::{
     ActorId, Aggregate, Command, CommandWindow, EventStore, Version, command_events,
 };
 use futures::FutureExt;
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard, mpsc, oneshot};
+use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::directory::Placement;
-use super::host::{Answer, Envelope, KindHost};
+use super::shared::{Answer, KindMetrics, Shared};
 use super::shared::{StopReason, count_retry};
 use super::{AskError, AskOutcome};
 use crate::shard_of;
@@ -28,17 +29,18 @@ struct Loaded<A> {
 }
 
 /// What the mailbox loop does after a command.
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     Stop(StopReason),
 }
 
 /// One incarnation of an actor: what its commands run on. It sits behind a
-/// [`Mutex`] that whoever runs a command holds (the incarnation's task for
+/// [`Mutex`](tokio::sync::Mutex) that whoever runs a command holds (the incarnation's task for
 /// a queued command, a caller for a command run in place), so commands run
 /// one at a time.
 pub(crate) struct Actor<A: Aggregate> {
-    host: Arc<KindHost<A>>,
+    shared: Arc<Shared>,
+    metrics: Arc<KindMetrics>,
     id: ActorId,
     store_id: ActorId,
     incarnation: u64,
@@ -51,13 +53,15 @@ pub(crate) struct Actor<A: Aggregate> {
 
 impl<A: Aggregate> Actor<A> {
     pub(crate) fn new(
-        host: Arc<KindHost<A>>,
+        shared: Arc<Shared>,
+        metrics: Arc<KindMetrics>,
         id: ActorId,
         store_id: ActorId,
         incarnation: u64,
     ) -> Self {
         Actor {
-            host,
+            shared,
+            metrics,
             id,
             store_id,
             incarnation,
@@ -72,13 +76,16 @@ impl<A: Aggregate> Actor<A> {
 /// the incarnation's lock (taken by the host only when the mailbox was
 /// empty and no command was running), as of `now` (the caller's reading of
 /// the clock when it sent it). A command that ends the incarnation
-/// (a panic in user code, a fence) marks it stopped and tells its task.
+/// (a panic in user code, a fence) marks it stopped and calls `stopped`
+/// with the reason (the host takes the incarnation out of its table and
+/// tells its task).
 pub(crate) async fn run_in_place<A>(
     mut actor: OwnedMutexGuard<Actor<A>>,
     command: Command<A::Command>,
     now: Instant,
     deadline: Instant,
     span: tracing::Span,
+    stopped: impl FnOnce(&ActorId, u64, StopReason),
 ) -> Answer<A>
 where
     A: Aggregate + Clone,
@@ -86,122 +93,13 @@ where
 {
     actor.last_used = now;
     // Nothing waited in the mailbox.
-    actor.host.metrics.mailbox_depth.record(0.0);
+    actor.metrics.mailbox_depth.record(0.0);
     let (answer, flow) = actor.process(command, deadline, span, now).await;
     if let Flow::Stop(reason) = flow {
         actor.stopped = Some(reason);
-        actor
-            .host
-            .stop_incarnation(&actor.id, actor.incarnation, reason);
+        stopped(&actor.id, actor.incarnation, reason);
     }
     answer
-}
-
-/// The task's ends of an incarnation's mailbox.
-pub(crate) struct Mailbox<A: Aggregate> {
-    pub(crate) rx: mpsc::Receiver<Envelope<A>>,
-    /// Woken after a command was queued.
-    pub(crate) wake: Arc<Notify>,
-    /// Tells the task to passivate, with the reason.
-    pub(crate) stop: oneshot::Receiver<StopReason>,
-}
-
-/// The task of one incarnation of actor `id`: it runs the commands queued
-/// in its mailbox, passivates when idle or told to stop, and hands what is
-/// still queued to the next incarnation.
-pub(crate) async fn run<A>(
-    host: Arc<KindHost<A>>,
-    id: ActorId,
-    store_id: ActorId,
-    incarnation: u64,
-    actor: Arc<Mutex<Actor<A>>>,
-    mailbox: Mailbox<A>,
-) where
-    A: Aggregate + Clone,
-    A::Command: Clone,
-{
-    let Mailbox {
-        mut rx,
-        wake,
-        mut stop,
-    } = mailbox;
-    let idle = host.shared.settings.idle_timeout;
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    let reason = loop {
-        tokio::select! {
-            biased;
-            reason = &mut stop => break reason.unwrap_or("shutdown"),
-            () = wake.notified() => {
-                // Waits for a command run in place to finish first.
-                let mut guard = actor.lock().await;
-                if let Some(reason) = drain(&mut guard, &host, &mut rx, &mut stop).await {
-                    break reason;
-                }
-            }
-            () = &mut sleep => match host.leave_if_idle(&id, incarnation, &actor, idle) {
-                None => break "idle",
-                Some(next) => sleep.as_mut().reset(next),
-            },
-        }
-    };
-    // Leave the table first, so no new command can reach this incarnation,
-    // let a command still running in place finish, then hand what is still
-    // queued to the next incarnation.
-    host.leave(&id, incarnation);
-    let finished = actor.lock().await;
-    rx.close();
-    while let Ok(env) = rx.try_recv() {
-        host.reroute(&id, &store_id, env).await;
-    }
-    drop(finished);
-    tracing::debug!(kind = A::KIND, actor = %id, reason, "actor passivated");
-    metrics::counter!("aether_actor_passivations_total", "kind" => A::KIND, "reason" => reason)
-        .increment(1);
-    metrics::gauge!("aether_actors_active", "kind" => A::KIND).decrement(1.0);
-    host.shared.task_ended();
-}
-
-/// Runs the queued commands one at a time, looking for a stop request
-/// between them; `Some(reason)` when the incarnation must end.
-async fn drain<A>(
-    actor: &mut Actor<A>,
-    host: &KindHost<A>,
-    rx: &mut mpsc::Receiver<Envelope<A>>,
-    stop: &mut oneshot::Receiver<StopReason>,
-) -> Option<StopReason>
-where
-    A: Aggregate + Clone,
-    A::Command: Clone,
-{
-    loop {
-        if let Some(reason) = actor.stopped {
-            return Some(reason);
-        }
-        match stop.try_recv() {
-            Ok(reason) => return Some(reason),
-            Err(oneshot::error::TryRecvError::Closed) => return Some("shutdown"),
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let Ok(env) = rx.try_recv() else {
-            return None;
-        };
-        let now = Instant::now();
-        actor.last_used = now;
-        host.metrics.mailbox_depth.record(rx.len() as f64);
-        let Envelope {
-            command,
-            deadline,
-            reply,
-            span,
-        } = env;
-        let (answer, flow) = actor.process(command, deadline, span, now).await;
-        let _ = reply.send(answer);
-        if let Flow::Stop(reason) = flow {
-            actor.stopped = Some(reason);
-            return Some(reason);
-        }
-    }
 }
 
 impl<A> Actor<A>
@@ -209,7 +107,7 @@ where
     A: Aggregate + Clone,
     A::Command: Clone,
 {
-    async fn process(
+    pub(crate) async fn process(
         &mut self,
         command: Command<A::Command>,
         deadline: Instant,
@@ -218,7 +116,7 @@ where
     ) -> (Answer<A>, Flow) {
         if now >= deadline {
             // The caller has stopped waiting: do not run what it gave up on.
-            self.host.metrics.expired.increment(1);
+            self.metrics.expired.increment(1);
             return (Answer::Done(Err(AskError::Timeout)), Flow::Continue);
         }
         let span = tracing::debug_span!(
@@ -236,7 +134,7 @@ where
                 (Answer::Bounced(command), Flow::Stop("conflict"))
             }
             Ok(Ok((result, flow))) => {
-                let m = &self.host.metrics;
+                let m = &self.metrics;
                 match &result {
                     Ok(o) if o.duplicate => &m.duplicate,
                     Ok(_) => &m.applied,
@@ -247,7 +145,7 @@ where
                 (Answer::Done(result), flow)
             }
             Err(_) => {
-                self.host.metrics.panicked.increment(1);
+                self.metrics.panicked.increment(1);
                 tracing::error!(kind = A::KIND, actor = %self.id, "user code panicked; stopping the actor");
                 self.loaded = None;
                 (
@@ -260,7 +158,6 @@ where
 
     async fn load(&self) -> Result<Loaded<A>, AskError<A::Error>> {
         let r = self
-            .host
             .shared
             .repo
             .load::<A>(&self.store_id)
@@ -269,10 +166,7 @@ where
         Ok(Loaded {
             state: Arc::new(r.state),
             version: r.version,
-            window: CommandWindow::new(
-                self.host.shared.settings.recent_commands,
-                r.recent_commands,
-            ),
+            window: CommandWindow::new(self.shared.settings.recent_commands, r.recent_commands),
         })
     }
 
@@ -282,7 +176,7 @@ where
         &mut self,
         command: Command<A::Command>,
     ) -> Result<(Result<AskOutcome<A>, AskError<A::Error>>, Flow), Command<A::Command>> {
-        let shared = &self.host.shared;
+        let shared = &self.shared;
         let command_id = command.command_id();
         let mut retries = 0;
         loop {
@@ -408,10 +302,10 @@ where
     /// failure is counted and logged, never returned: the store is the
     /// source of truth.
     async fn publish(&self, outcome: &AskOutcome<A>) {
-        let Some(bus) = &self.host.shared.bus else {
+        let Some(bus) = &self.shared.bus else {
             return;
         };
-        let namespace = self.host.shared.store.namespace();
+        let namespace = self.shared.store.namespace();
         for e in &outcome.events {
             if let Err(error) = bus.publish_dyn(namespace, e.clone()).await {
                 metrics::counter!("aether_actor_bus_failures_total", "kind" => A::KIND)

@@ -1,8 +1,8 @@
 //! The host of one aggregate kind on this node: activation, the mailbox or
-//! in-place path of a command, passivation (idle, LRU, moved shards,
-//! handoff, shutdown).
+//! in-place path of a command, each incarnation's task (the mailbox loop),
+//! passivation (idle, LRU, moved shards, handoff, shutdown). The table's
+//! lock and the incarnations' locks are taken here and only here.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,39 +13,14 @@ use foldhash::fast::RandomState;
 use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::actor::{self, Actor, Mailbox};
-use crate::ask::{AskError, AskOutcome};
+use crate::actor::{self, Actor};
+use crate::ask::AskError;
 use crate::directory::Placement;
 use crate::hash::shard_of;
 use crate::ids::ShardId;
 use crate::in_place::run_in_place;
-use crate::shared::{KindMetrics, Shared, StopReason, count_retry};
-use crate::table::{Key, LruOrder, Slot, Table};
-
-/// One command on its way to an actor.
-pub(crate) struct Envelope<A: Aggregate> {
-    pub(crate) command: Command<A::Command>,
-    pub(crate) deadline: Instant,
-    pub(crate) reply: oneshot::Sender<Answer<A>>,
-    /// The span the command runs under (`aether.ask` or `aether.handle`).
-    pub(crate) span: tracing::Span,
-}
-
-/// What an envelope's sender hears back.
-pub(crate) enum Answer<A: Aggregate> {
-    /// The actor's answer (or why it gave none).
-    Done(Result<AskOutcome<A>, AskError<A::Error>>),
-    /// The command, unrun: it was queued in an actor whose shard left this
-    /// node, and no local incarnation may take it.
-    Bounced(Command<A::Command>),
-}
-
-/// What a local ask came to.
-pub(crate) enum Local<A: Aggregate> {
-    Answer(Result<AskOutcome<A>, AskError<A::Error>>),
-    /// The shard is not local: the command, back for the router.
-    NotHere(Command<A::Command>),
-}
+use crate::shared::{Answer, Envelope, KindMetrics, Local, Shared, StopReason, count_retry};
+use crate::table::{Key, LruOrder, Slot, Slots, Table};
 
 /// How a local command gets to its actor.
 enum Claim<A: Aggregate> {
@@ -61,7 +36,7 @@ enum Claim<A: Aggregate> {
 /// The host of one aggregate kind.
 pub(crate) struct KindHost<A: Aggregate> {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) metrics: KindMetrics,
+    pub(crate) metrics: Arc<KindMetrics>,
     actors: Mutex<Table<A>>,
     /// Hashes actor ids into [`Key`]s.
     hasher: RandomState,
@@ -91,9 +66,9 @@ where
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         KindHost {
             shared,
-            metrics: KindMetrics::new(A::KIND),
+            metrics: Arc::new(KindMetrics::new(A::KIND)),
             actors: Mutex::new(Table {
-                slots: HashMap::default(),
+                slots: Slots::default(),
                 lru: LruOrder::default(),
             }),
             hasher: RandomState::default(),
@@ -274,7 +249,11 @@ where
     ) -> Local<A> {
         match self.claim(key, store_id) {
             Claim::InPlace(actor, runtime) => {
-                return run_in_place(actor, runtime, command, now, deadline, span).await;
+                let host = self.clone();
+                let stopped = move |id: &ActorId, incarnation, reason| {
+                    host.stop_incarnation(id, incarnation, reason);
+                };
+                return run_in_place(actor, runtime, command, now, deadline, span, stopped).await;
             }
             Claim::NotHere => return Local::NotHere(command),
             Claim::Queue => {}
@@ -344,7 +323,8 @@ where
         let wake = Arc::new(Notify::new());
         let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
         let actor = Arc::new(AsyncMutex::new(Actor::new(
-            self.clone(),
+            self.shared.clone(),
+            self.metrics.clone(),
             id.clone(),
             store_id.clone(),
             incarnation,
@@ -354,7 +334,7 @@ where
         metrics::gauge!("aether_actors_active", "kind" => A::KIND).increment(1.0);
         metrics::counter!("aether_actor_activations_total", "kind" => A::KIND).increment(1);
         self.shared.task_started();
-        let task = tokio::spawn(actor::run(
+        let task = tokio::spawn(run_incarnation(
             self.clone(),
             id.clone(),
             store_id.clone(),
@@ -516,5 +496,112 @@ where
                 slot.task
             })
             .collect()
+    }
+}
+
+/// The task's ends of an incarnation's mailbox.
+struct Mailbox<A: Aggregate> {
+    rx: mpsc::Receiver<Envelope<A>>,
+    /// Woken after a command was queued.
+    wake: Arc<Notify>,
+    /// Tells the task to passivate, with the reason.
+    stop: oneshot::Receiver<StopReason>,
+}
+
+/// The task of one incarnation of actor `id`: it runs the commands queued
+/// in its mailbox, passivates when idle or told to stop, and hands what is
+/// still queued to the next incarnation.
+async fn run_incarnation<A>(
+    host: Arc<KindHost<A>>,
+    id: ActorId,
+    store_id: ActorId,
+    incarnation: u64,
+    actor: Arc<AsyncMutex<Actor<A>>>,
+    mailbox: Mailbox<A>,
+) where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    let Mailbox {
+        mut rx,
+        wake,
+        mut stop,
+    } = mailbox;
+    let idle = host.shared.settings.idle_timeout;
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    let reason = loop {
+        tokio::select! {
+            biased;
+            reason = &mut stop => break reason.unwrap_or("shutdown"),
+            () = wake.notified() => {
+                // Waits for a command run in place to finish first.
+                let mut guard = actor.lock().await;
+                if let Some(reason) = drain(&mut guard, &host, &mut rx, &mut stop).await {
+                    break reason;
+                }
+            }
+            () = &mut sleep => match host.leave_if_idle(&id, incarnation, &actor, idle) {
+                None => break "idle",
+                Some(next) => sleep.as_mut().reset(next),
+            },
+        }
+    };
+    // Leave the table first, so no new command can reach this incarnation,
+    // let a command still running in place finish, then hand what is still
+    // queued to the next incarnation.
+    host.leave(&id, incarnation);
+    let finished = actor.lock().await;
+    rx.close();
+    while let Ok(env) = rx.try_recv() {
+        host.reroute(&id, &store_id, env).await;
+    }
+    drop(finished);
+    tracing::debug!(kind = A::KIND, actor = %id, reason, "actor passivated");
+    metrics::counter!("aether_actor_passivations_total", "kind" => A::KIND, "reason" => reason)
+        .increment(1);
+    metrics::gauge!("aether_actors_active", "kind" => A::KIND).decrement(1.0);
+    host.shared.task_ended();
+}
+
+/// Runs the queued commands one at a time, looking for a stop request
+/// between them; `Some(reason)` when the incarnation must end.
+async fn drain<A>(
+    actor: &mut Actor<A>,
+    host: &KindHost<A>,
+    rx: &mut mpsc::Receiver<Envelope<A>>,
+    stop: &mut oneshot::Receiver<StopReason>,
+) -> Option<StopReason>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    loop {
+        if let Some(reason) = actor.stopped {
+            return Some(reason);
+        }
+        match stop.try_recv() {
+            Ok(reason) => return Some(reason),
+            Err(oneshot::error::TryRecvError::Closed) => return Some("shutdown"),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let Ok(env) = rx.try_recv() else {
+            return None;
+        };
+        let now = Instant::now();
+        actor.last_used = now;
+        host.metrics.mailbox_depth.record(rx.len() as f64);
+        let Envelope {
+            command,
+            deadline,
+            reply,
+            span,
+        } = env;
+        let (answer, flow) = actor.process(command, deadline, span, now).await;
+        let _ = reply.send(answer);
+        if let actor::Flow::Stop(reason) = flow {
+            actor.stopped = Some(reason);
+            return Some(reason);
+        }
     }
 }

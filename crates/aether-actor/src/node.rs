@@ -133,3 +133,24 @@ impl ClusterNode for NatsNode {
 
     fn on_release(&self, _release: Release) {}
 }
+
+/// The NATS side of a system: the client and the node it takes part as,
+/// which names each node's subject.
+pub(crate) struct Nats {
+    pub(crate) client: async_nats::Client,
+    pub(crate) node: Arc<dyn ClusterNode>,
+}
+
+impl Nats {
+    /// The transport of `node`, if it has a NATS connection.
+    pub(crate) fn new(node: Arc<dyn ClusterNode>) -> Option<Self> {
+        Some(Nats {
+            client: node.client()?,
+            node,
+        })
+    }
+
+    pub(crate) fn subject(&self, node: &NodeId) -> String {
+        self.node.subject_of(node)
+    }
+}

@@ -16,35 +16,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::directory::Placement;
-use super::host::{KindHost, Local};
-use super::node::ClusterNode;
+use super::host::KindHost;
+use super::node::Nats;
+use super::shared::Local;
 use super::trace::{TRACEPARENT, TraceContext};
 use super::wire::{Failure, Reply, Request, WIRE_FORMAT, WireError};
 use super::{AskError, AskOutcome, persistence_id};
 use crate::hash::shard_of;
 use crate::ids::NodeId;
 use tokio::sync::Semaphore;
-
-/// The NATS side of a system: the client and the node it takes part as,
-/// which names each node's subject.
-pub(crate) struct Nats {
-    pub(crate) client: async_nats::Client,
-    pub(crate) node: Arc<dyn ClusterNode>,
-}
-
-impl Nats {
-    /// The transport of `node`, if it has a NATS connection.
-    pub(crate) fn new(node: Arc<dyn ClusterNode>) -> Option<Self> {
-        Some(Nats {
-            client: node.client()?,
-            node,
-        })
-    }
-
-    pub(crate) fn subject(&self, node: &NodeId) -> String {
-        self.node.subject_of(node)
-    }
-}
 
 /// One remote attempt: a final answer, or a reason to refresh and retry.
 pub(crate) enum Attempt<A: Aggregate> {

@@ -2,6 +2,7 @@
 //! retries with jittered back-off, and the bounded wait for a moving or
 //! unassigned shard — all inside the caller's deadline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_core::{ActorId, Aggregate, Command};
@@ -9,13 +10,24 @@ use tokio::time::Instant;
 
 use crate::ask::{AskError, AskOutcome};
 use crate::directory::Placement;
-use crate::host::Local;
+use crate::host::KindHost;
 use crate::ids::ShardId;
 #[cfg(feature = "nats")]
 use crate::remote::{self, Attempt};
+use crate::shared::Local;
 use crate::shared::count_retry;
-use crate::system::Target;
+use crate::table::Key;
 use crate::trace::TraceContext;
+
+/// Where an `ActorRef`'s commands go: its kind's host, its pre-hashed key,
+/// its store id and its shard, all worked out once when the ref is made.
+pub(crate) struct Target<A: Aggregate> {
+    pub(crate) host: Arc<KindHost<A>>,
+    /// The actor's key in the host's table (its id, hashed once).
+    pub(crate) key: Key,
+    pub(crate) store_id: ActorId,
+    pub(crate) shard: ShardId,
+}
 
 /// Routes `command` for actor `id` (of `target`) until it gets an answer or
 /// the deadline (`timeout` from now, else the system's default) passes.

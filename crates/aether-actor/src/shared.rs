@@ -1,17 +1,45 @@
 //! What every host and actor of one system shares: the settings, the store
-//! and directory, the bounds on waiting and served commands, the per-kind
-//! metric handles.
+//! and directory, the bounds on waiting and served commands, the messages
+//! between routers, hosts and actors, the per-kind metric handles.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use aether_core::{Aggregate, DynEventBus, DynStore, Repository};
-use tokio::sync::{Semaphore, watch};
+use aether_core::{Aggregate, Command, DynEventBus, DynStore, Repository};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::ask::{AskError, AskOutcome};
 
 use crate::directory::ShardDirectory;
 #[cfg(feature = "nats")]
-use crate::remote::Nats;
+use crate::node::Nats;
+
+/// One command on its way to an actor.
+pub(crate) struct Envelope<A: Aggregate> {
+    pub(crate) command: Command<A::Command>,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: oneshot::Sender<Answer<A>>,
+    /// The span the command runs under (`aether.ask` or `aether.handle`).
+    pub(crate) span: tracing::Span,
+}
+
+/// What an envelope's sender hears back.
+pub(crate) enum Answer<A: Aggregate> {
+    /// The actor's answer (or why it gave none).
+    Done(Result<AskOutcome<A>, AskError<A::Error>>),
+    /// The command, unrun: it was queued in an actor whose shard left this
+    /// node, and no local incarnation may take it.
+    Bounced(Command<A::Command>),
+}
+
+/// What a local ask came to.
+pub(crate) enum Local<A: Aggregate> {
+    Answer(Result<AskOutcome<A>, AskError<A::Error>>),
+    /// The shard is not local: the command, back for the router.
+    NotHere(Command<A::Command>),
+}
 
 /// The settings every host shares (see `ActorSystemBuilder`).
 #[derive(Debug, Clone)]

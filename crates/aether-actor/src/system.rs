@@ -22,13 +22,12 @@ use crate::hash::shard_of;
 use crate::host::{HostControl, KindHost};
 use crate::ids::ShardId;
 #[cfg(feature = "nats")]
-use crate::node::ClusterNode;
+use crate::node::{ClusterNode, Nats};
 use crate::persistence_id;
 #[cfg(feature = "nats")]
-use crate::remote::{self, Nats, RemoteKind};
-use crate::router;
+use crate::remote::{self, RemoteKind};
+use crate::router::{self, Target};
 use crate::shared::{Settings, Shared};
-use crate::table::Key;
 use crate::trace::TraceContext;
 
 /// Why an [`ActorSystem`] could not be built.
@@ -607,14 +606,6 @@ impl ActorSystem {
 enum RefError {
     NotRegistered,
     InvalidId(NameError),
-}
-
-pub(crate) struct Target<A: Aggregate> {
-    pub(crate) host: Arc<KindHost<A>>,
-    /// The actor's key in the host's table (its id, hashed once).
-    pub(crate) key: Key,
-    pub(crate) store_id: ActorId,
-    pub(crate) shard: ShardId,
 }
 
 /// A handle to one actor, `(A::KIND, id)`, wherever it is active. Cheap to

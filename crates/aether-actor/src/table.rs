@@ -1,70 +1,38 @@
 //! The active actors of one kind: the table from pre-hashed actor key to
 //! the incarnation's slot, and the order of last use for LRU eviction.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use aether_core::{ActorId, Aggregate};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, oneshot};
 
 use crate::actor::Actor;
-use crate::host::Envelope;
 use crate::ids::ShardId;
+use crate::shared::Envelope;
 use crate::shared::StopReason;
 
 /// An actor id with its hash in the host's table, computed once
-/// ([`KindHost::key`]): an [`ActorRef`](super::ActorRef) keeps its key, so
-/// finding its actor hashes no text.
+/// (`KindHost::key`, foldhash): an [`ActorRef`](crate::ActorRef) keeps its
+/// key, so finding its actor hashes no text.
 #[derive(Clone)]
 pub(crate) struct Key {
     pub(crate) hash: u64,
     pub(crate) id: ActorId,
 }
 
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
+impl Key {
+    fn is(&self, other: &Key) -> bool {
         self.hash == other.hash && self.id == other.id
     }
 }
 
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.is(other)
+    }
+}
+
 impl Eq for Key {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// Hashes a [`Key`] to the hash it carries.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct KeyHash;
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (by `Key`); anything else still hashes.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 pub(crate) struct Slot<A: Aggregate> {
     pub(crate) tx: mpsc::Sender<Envelope<A>>,
@@ -84,8 +52,72 @@ pub(crate) struct Slot<A: Aggregate> {
 
 /// The active actors of a kind and their order of last use.
 pub(crate) struct Table<A: Aggregate> {
-    pub(crate) slots: HashMap<Key, Slot<A>, KeyHash>,
+    pub(crate) slots: Slots<Slot<A>>,
     pub(crate) lru: LruOrder<Key>,
+}
+
+/// Values by [`Key`] (a kind's incarnations), in a [`hashbrown::HashTable`]
+/// addressed by the hash each key carries: no hasher runs on a lookup.
+pub(crate) struct Slots<V> {
+    table: hashbrown::HashTable<(Key, V)>,
+}
+
+impl<V> Default for Slots<V> {
+    fn default() -> Self {
+        Slots {
+            table: hashbrown::HashTable::new(),
+        }
+    }
+}
+
+impl<V> Slots<V> {
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn contains_key(&self, key: &Key) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub(crate) fn get(&self, key: &Key) -> Option<&V> {
+        self.table
+            .find(key.hash, |(k, _)| k.is(key))
+            .map(|(_, slot)| slot)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &Key) -> Option<&mut V> {
+        self.table
+            .find_mut(key.hash, |(k, _)| k.is(key))
+            .map(|(_, slot)| slot)
+    }
+
+    pub(crate) fn remove(&mut self, key: &Key) -> Option<V> {
+        self.table
+            .find_entry(key.hash, |(k, _)| k.is(key))
+            .ok()
+            .map(|entry| entry.remove().0.1)
+    }
+
+    /// Puts `value` under `key`, replacing the value there.
+    pub(crate) fn insert(&mut self, key: Key, value: V) {
+        match self
+            .table
+            .entry(key.hash, |(k, _)| k.is(&key), |(k, _)| k.hash)
+        {
+            hashbrown::hash_table::Entry::Occupied(mut entry) => entry.get_mut().1 = value,
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                entry.insert((key, value));
+            }
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &V)> {
+        self.table.iter().map(|(k, slot)| (k, slot))
+    }
+
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (Key, V)> + '_ {
+        self.table.drain()
+    }
 }
 
 /// The order in which actors were last used, for least-recently-used
@@ -144,7 +176,38 @@ impl<K: PartialEq + Clone> LruOrder<K> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    #[test]
+    fn slots_tell_keys_with_one_hash_apart_by_their_ids() {
+        let key = |id: &str, hash| Key {
+            hash,
+            id: ActorId::new(id).expect("id"),
+        };
+        let mut slots = Slots::default();
+        slots.insert(key("a", 7), 1);
+        slots.insert(key("b", 7), 2);
+        slots.insert(key("c", 8), 3);
+        assert_eq!(slots.len(), 3);
+        assert_eq!(slots.get(&key("a", 7)), Some(&1));
+        assert_eq!(slots.get(&key("b", 7)), Some(&2));
+        assert_eq!(slots.get(&key("a", 8)), None, "same id, other hash");
+        slots.insert(key("a", 7), 10);
+        assert_eq!(slots.len(), 3, "insert replaces");
+        *slots.get_mut(&key("c", 8)).expect("c") += 1;
+        assert_eq!(slots.remove(&key("b", 7)), Some(2));
+        assert!(!slots.contains_key(&key("b", 7)));
+        assert_eq!(slots.get(&key("a", 7)), Some(&10), "its neighbour stays");
+        let mut left: Vec<(String, i32)> = slots
+            .drain()
+            .map(|(k, v)| (k.id.as_str().to_owned(), v))
+            .collect();
+        left.sort();
+        assert_eq!(left, [("a".to_owned(), 10), ("c".to_owned(), 4)]);
+        assert_eq!(slots.len(), 0);
+    }
 
     fn id(n: usize) -> ActorId {
         ActorId::new(format!("a{n}")).expect("id")
