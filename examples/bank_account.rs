@@ -1,13 +1,18 @@
-//! A bank account, event-sourced on the embedded in-memory store.
+//! A bank account as an event-sourced actor, on the embedded default: the
+//! actor system on the in-memory store, in one process, with no server.
 //!
-//! Run it with `cargo run --example bank_account`. It needs no server. The
-//! story: an account is opened and used; an overdraft is refused; two tellers
-//! race on the same account and the loser reloads and retries; a snapshot is
-//! taken; the account is rebuilt from the snapshot plus the events after it,
-//! and from the full history, with the same result.
+//! Run it with `cargo run --example bank_account`. The story: an account is
+//! opened and used, its history is the events in the store; an overdraft is
+//! refused and writes nothing; a command sent twice with one id (a retry
+//! after a lost reply) is applied once, even by a system started afresh; a
+//! snapshot bounds replay, and a new system rebuilds the account from it;
+//! namespaces keep one account id apart. (`cargo run --example repository`
+//! tells the same story one command at a time, without actors.)
 
+use std::time::Duration;
+
+use aether::actor::{ActorSystem, AskError, persistence_id};
 use aether::prelude::*;
-use aether::{Command, CommandError, rehydrate};
 use serde::{Deserialize, Serialize};
 
 // ---- The domain ------------------------------------------------------------
@@ -90,13 +95,25 @@ impl Aggregate for Account {
 
 // ---- The story ----------------------------------------------------------------
 
+/// The actor system every chapter runs on: accounts, snapshots every 5 events.
+fn bank(store: &InMemoryEventStore) -> Result<ActorSystem, Box<dyn std::error::Error>> {
+    Ok(ActorSystem::builder(store.clone())
+        .register::<Account>()
+        .snapshot_every(5)
+        .idle_timeout(Duration::from_secs(60))
+        .build()?)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = InMemoryEventStore::builder()
         .namespace(Namespace::new("bank.retail")?)
         .build();
-    let bank = Repository::new(store.clone()).snapshot_every(5);
-    let alice = ActorId::new("account-alice")?;
+    let system = bank(&store)?;
+    let id = ActorId::new("alice")?;
+    // The actor system stores actor `alice` of kind `account` as `account:alice`.
+    let stored_as = persistence_id(Account::KIND, &id)?;
+    let alice = system.actor::<Account>(id.clone());
 
     println!(
         "1. Alice opens an account and uses it (namespace `{}`)",
@@ -110,110 +127,104 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         AccountCommand::Deposit { amount: 50 },
         AccountCommand::Withdraw { amount: 30 },
     ] {
-        let outcome = bank.execute::<Account>(&alice, command).await?;
-        for e in &outcome.events {
-            println!(
-                "   v{} {:<15} {:?}",
-                e.version,
-                e.event_type,
-                e.decode::<AccountEvent>()?
-            );
-        }
+        let outcome = alice.ask(command).await?;
+        println!("   v{} balance {}", outcome.version, outcome.state.balance);
+    }
+    println!("   its history, as stored under `{stored_as}`:");
+    for e in store.get_events(&stored_as, Version::ZERO).await? {
+        println!(
+            "   v{} {:<15} {:?}",
+            e.version,
+            e.event_type,
+            e.decode::<AccountEvent>()?
+        );
     }
 
     println!("\n2. An overdraft is refused, and nothing is written");
-    match bank
-        .execute::<Account>(&alice, AccountCommand::Withdraw { amount: 1_000 })
+    match alice.ask(AccountCommand::Withdraw { amount: 1_000 }).await {
+        Err(AskError::Rejected(e)) => println!("   refused: {e}"),
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    let latest = store.get_latest_version(&stored_as).await?;
+    println!("   latest version is still v{latest}");
+    assert_eq!(latest, Version::new(4));
+
+    println!("\n3. A retried command is applied once");
+    let deposit = CommandId::new();
+    let first = alice
+        .ask(AccountCommand::Deposit { amount: 20 })
+        .id(deposit)
+        .await?;
+    println!(
+        "   deposit 20 (command {deposit}) -> v{} balance {}",
+        first.version, first.state.balance
+    );
+    // The reply was lost, say: the caller sends the same command again.
+    let again = alice
+        .ask(AccountCommand::Deposit { amount: 20 })
+        .id(deposit)
+        .await?;
+    println!(
+        "   sent again -> v{} balance {}, duplicate: {}",
+        again.version, again.state.balance, again.duplicate
+    );
+    assert!(again.duplicate && again.version == first.version);
+
+    println!("\n4. A snapshot bounds replay (taken every 5 events)");
+    alice.ask(AccountCommand::Withdraw { amount: 120 }).await?;
+    alice.ask(AccountCommand::Deposit { amount: 5 }).await?;
+    let snapshot = store
+        .get_latest_snapshot(&stored_as)
+        .await?
+        .ok_or("a snapshot should exist after 5 events")?;
+    let at_snapshot: Account = snapshot.decode()?;
+    println!("   snapshot at v{}: {at_snapshot:?}", snapshot.version);
+    println!("   active actors: {}", system.active_actors());
+    system.shutdown().await;
+
+    println!("\n5. A new system rebuilds Alice from the snapshot and the events after it");
+    let restarted = bank(&store)?;
+    let alice = restarted.actor::<Account>(id.clone());
+    let retried = alice
+        .ask(AccountCommand::Deposit { amount: 20 })
+        .id(deposit)
+        .await?;
+    println!(
+        "   the deposit of chapter 3, sent a third time: duplicate: {} (the window of recent commands is rebuilt too)",
+        retried.duplicate
+    );
+    assert!(retried.duplicate);
+    let latest = store.get_latest_version(&stored_as).await?;
+    println!(
+        "   Alice at v{latest}, balance {}, owner {:?}: the snapshot at v{} plus {} later events",
+        retried.state.balance,
+        retried.state.owner,
+        snapshot.version,
+        latest.get() - snapshot.version.get()
+    );
+    let balance = 100 + 50 - 30 + 20 - 120 + 5;
+    assert_eq!(retried.state.balance, balance);
+
+    println!("\n6. Namespaces are isolated: the same account id elsewhere is a new account");
+    let business = store.with_namespace(Namespace::new("bank.business")?);
+    let elsewhere = bank(&business)?;
+    match elsewhere
+        .actor::<Account>(id.clone())
+        .ask(AccountCommand::Deposit { amount: 1 })
         .await
     {
-        Err(CommandError::Rejected(e)) => println!("   refused: {e}"),
+        Err(AskError::Rejected(e)) => println!("   `{}`: {e}", business.namespace()),
         other => return Err(format!("expected a refusal, got {other:?}").into()),
     }
     println!(
-        "   latest version is still v{}",
-        store.get_latest_version(&alice).await?
-    );
-
-    println!("\n3. Two tellers load the account at the same version and both act");
-    let teller_a = bank.load::<Account>(&alice).await?;
-    let teller_b = bank.load::<Account>(&alice).await?;
-    println!(
-        "   both see v{} with balance {}",
-        teller_a.version, teller_a.state.balance
-    );
-    let a = bank
-        .decide_and_append(
-            &alice,
-            teller_a,
-            Command::new(AccountCommand::Deposit { amount: 20 }),
-        )
-        .await?;
-    println!("   teller A deposits 20 -> v{}", a.version);
-    match bank
-        .decide_and_append(
-            &alice,
-            teller_b,
-            Command::new(AccountCommand::Withdraw { amount: 120 }),
-        )
-        .await
-    {
-        Err(CommandError::Store(conflict @ StoreError::VersionConflict { .. })) => {
-            println!("   teller B withdraws 120 -> {conflict}");
-        }
-        other => return Err(format!("expected a version conflict, got {other:?}").into()),
-    }
-    println!("   teller B reloads and decides again on the new state:");
-    let b = bank
-        .execute::<Account>(&alice, AccountCommand::Withdraw { amount: 120 })
-        .await?;
-    println!(
-        "   -> v{} balance {} ({} retries needed this time)",
-        b.version, b.state.balance, b.retries
-    );
-
-    println!("\n4. A snapshot bounds replay (taken every 5 events)");
-    let snapshot = store
-        .get_latest_snapshot(&alice)
-        .await?
-        .ok_or("a snapshot should exist after 6 events")?;
-    let snap_state: Account = snapshot.decode()?;
-    println!("   snapshot at v{}: {:?}", snapshot.version, snap_state);
-    bank.execute::<Account>(&alice, AccountCommand::Deposit { amount: 5 })
-        .await?;
-
-    println!("\n5. Rehydration: snapshot + later events == the full history");
-    let after_snapshot = snapshot
-        .version
-        .next()
-        .ok_or("no version follows the snapshot")?;
-    let tail = store.get_events(&alice, after_snapshot).await?;
-    let fast = rehydrate::<Account>(&alice, Some(&snapshot), &tail)?;
-    let all = store.get_events(&alice, Version::ZERO).await?;
-    let full = rehydrate::<Account>(&alice, None, &all)?;
-    println!(
-        "   from the snapshot: v{} balance {} ({} events replayed)",
-        fast.version, fast.state.balance, fast.events_applied
-    );
-    println!(
-        "   from scratch:      v{} balance {} ({} events replayed)",
-        full.version, full.state.balance, full.events_applied
-    );
-    assert_eq!(fast.state, full.state);
-    assert_eq!(full.state.balance, 100 + 50 - 30 + 20 - 120 + 5);
-
-    println!("\n6. Namespaces are isolated: the same account id elsewhere is empty");
-    let other = store.with_namespace(Namespace::new("bank.business")?);
-    println!(
-        "   `{}` has v{} for {alice}; `{}` has v{}",
+        "   `{}` has v{} for {id}; `{}` has v{}",
         store.namespace(),
-        store.get_latest_version(&alice).await?,
-        other.namespace(),
-        other.get_latest_version(&alice).await?
+        store.get_latest_version(&stored_as).await?,
+        business.namespace(),
+        business.get_latest_version(&stored_as).await?
     );
-    println!(
-        "\nDone: {} events, balance {}.",
-        all.len(),
-        full.state.balance
-    );
+    elsewhere.shutdown().await;
+    restarted.shutdown().await;
+    println!("\nDone: balance {balance}, every command applied once.");
     Ok(())
 }

@@ -329,6 +329,10 @@ fn ci() -> Result<(), String> {
             "run `cargo run --example bank_account` and fix what it reports",
         ),
         (
+            "repository",
+            "run `cargo run --example repository` and fix what it reports",
+        ),
+        (
             "model_board",
             "run `cargo run --example model_board` and fix what it reports",
         ),
