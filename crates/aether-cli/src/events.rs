@@ -5,7 +5,7 @@ use std::io::Write as _;
 use aether_core::{ActorId, Event, EventStore, Version};
 use clap::Args;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
@@ -18,7 +18,9 @@ use crate::progress;
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Reads go through the event store exactly as an application's do: foreign \
-messages on the actor's subject are skipped (see `aether check`).
+messages on the actor's subject are skipped (see `aether check`). The actor \
+system stores actor `<id>` of kind `<kind>` as `<kind>:<id>`: for an actor \
+with no events, the `<kind>:<id>` actors of the namespace are suggested.
 
 Examples:
   aether events shop cart-7
@@ -99,7 +101,24 @@ pub(crate) async fn run(conn: &ConnArgs, args: EventsArgs) -> Result<(), CliErro
         }
     }
     bar.finish_and_clear();
-    if !args.json {
+    let suggestions = if count == 0 && latest == Version::ZERO {
+        actor_system_ids(conn, &js, &namespace, &actor).await?
+    } else {
+        Vec::new()
+    };
+    if !suggestions.is_empty() {
+        let hint = format!(
+            "actor `{actor}` in namespace `{namespace}` has no events; did you mean {}? \
+             (the actor system stores an actor as `<kind>:<id>`)",
+            one_of(&suggestions)
+        );
+        // With --json, stdout stays JSON lines only.
+        if args.json {
+            eprintln!("aether: {hint}");
+        } else {
+            writeln!(stdout, "{hint}").map_err(CliError::stdout)?;
+        }
+    } else if !args.json {
         if count == 0 {
             writeln!(
                 stdout,
@@ -117,4 +136,77 @@ pub(crate) async fn run(conn: &ConnArgs, args: EventsArgs) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// Most `<kind>:<id>` actors a miss names; one more means "and others".
+const MAX_SUGGESTIONS: usize = 5;
+
+/// The namespace's actors `<kind>:<actor>` (a kind never contains `:`),
+/// sorted: at most [`MAX_SUGGESTIONS`] + 1 of them. Read from the events
+/// stream's per-subject index; NATS wildcards match whole tokens only, so
+/// the filter lists every actor subject and the `:<actor>` suffix is matched
+/// here, stopping once enough are found.
+async fn actor_system_ids(
+    conn: &ConnArgs,
+    js: &async_nats::jetstream::Context,
+    namespace: &aether_core::Namespace,
+    actor: &ActorId,
+) -> Result<Vec<String>, CliError> {
+    let stream = conn.events_stream_of(js, namespace).await?;
+    let root = conn.events_subject_root(namespace);
+    let reading = |e| CliError::js("reading the namespace's actors", e);
+    let mut subjects = stream
+        .info_with_subjects(format!("{root}.*"))
+        .await
+        .map_err(reading)?;
+    let mut found = Vec::new();
+    while found.len() <= MAX_SUGGESTIONS {
+        let Some((subject, _)) = subjects.try_next().await.map_err(reading)? else {
+            break;
+        };
+        let Some(id) = conn::actor_of_subject(&root, &subject) else {
+            continue;
+        };
+        if id
+            .split_once(':')
+            .is_some_and(|(kind, rest)| !kind.is_empty() && rest == actor.as_str())
+        {
+            found.push(id);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// "`a`", "`a` or `b`", "`a`, `b` or `c`"; past [`MAX_SUGGESTIONS`], "`a`,
+/// …, `e` or another".
+fn one_of(ids: &[String]) -> String {
+    let quote = |ids: &[String]| {
+        let quoted: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+        quoted.join(", ")
+    };
+    if ids.len() > MAX_SUGGESTIONS {
+        return format!("{} or another", quote(&ids[..MAX_SUGGESTIONS]));
+    }
+    match ids.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or `{last}`", quote(rest)),
+        _ => quote(ids),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_of;
+
+    #[test]
+    fn suggestions_read_as_a_list() {
+        let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("k{i}:a")).collect() };
+        assert_eq!(one_of(&ids(1)), "`k0:a`");
+        assert_eq!(one_of(&ids(2)), "`k0:a` or `k1:a`");
+        assert_eq!(one_of(&ids(3)), "`k0:a`, `k1:a` or `k2:a`");
+        assert_eq!(
+            one_of(&ids(6)),
+            "`k0:a`, `k1:a`, `k2:a`, `k3:a`, `k4:a` or another"
+        );
+    }
 }

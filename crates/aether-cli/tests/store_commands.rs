@@ -74,6 +74,63 @@ async fn events_prints_history_as_json_lines_and_table() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn events_of_an_unknown_actor_suggest_its_actor_system_ids() {
+    let server = NatsServer::start().await;
+    let ns = fresh_namespace("cli-kinds");
+    let store = open_store(&server, &ns).await;
+    // The actor system stores actor `cart-7` of kind `k` as `k:cart-7`.
+    for actor in [
+        "order:cart-7",
+        "cart:cart-7",
+        "cart:cart-77",
+        "x:y:cart-7",
+        ":cart-7",
+    ] {
+        write_events(&store, actor, 0, 1).await;
+    }
+
+    let table = run(&server, &["events", ns.as_str(), "cart-7"]);
+    assert_code(&table, 0);
+    let text = stdout(&table);
+    assert!(
+        text.contains(&format!(
+            "actor `cart-7` in namespace `{ns}` has no events; \
+             did you mean `cart:cart-7` or `order:cart-7`?"
+        )),
+        "{text}"
+    );
+    // With --json the hint goes to stderr and stdout stays JSON lines.
+    let json = run(&server, &["events", ns.as_str(), "cart-7", "--json"]);
+    assert_code(&json, 0);
+    assert_eq!(stdout(&json), "");
+    let err = stderr(&json);
+    assert!(
+        err.starts_with("aether: actor `cart-7`") && err.contains("did you mean `cart:cart-7` or"),
+        "{err}"
+    );
+    // A suggested id reads, and an actor with no `<kind>:` twin gets no hint.
+    let found = run(&server, &["events", ns.as_str(), "cart:cart-7", "--json"]);
+    assert_code(&found, 0);
+    assert_eq!(json_lines(&found)[0]["actor"], "cart:cart-7");
+    let none = run(&server, &["events", ns.as_str(), "cart-8"]);
+    assert_code(&none, 0);
+    let text = stdout(&none);
+    assert!(text.contains("has no events from version 1"), "{text}");
+    assert!(!text.contains("did you mean"), "{text}");
+    // An actor with events but none from `--from` on exists: no hint either.
+    let later = run(
+        &server,
+        &["events", ns.as_str(), "cart:cart-7", "--from", "5"],
+    );
+    assert_code(&later, 0);
+    assert!(
+        !stdout(&later).contains("did you mean"),
+        "{}",
+        stdout(&later)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn streams_and_actor_stats_count_events_and_actors() {
     let server = NatsServer::start().await;
     let shop = fresh_namespace("cli-shop");
