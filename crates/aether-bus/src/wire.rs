@@ -27,6 +27,7 @@ use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 
+use aether_core::msgpack::{MsgpackError, NIL, Reader, SliceSink, Writer};
 use aether_core::{CodecError, Event, EventId, Metadata, Namespace, Version};
 use serde::Deserialize;
 use time::{OffsetDateTime, UtcOffset};
@@ -38,8 +39,6 @@ pub(crate) const HEADER_LEN: usize = MAGIC.len() + 16;
 const VERSION: u64 = 2;
 /// Elements of a version-2 body.
 const FIELDS: u32 = 12;
-/// MessagePack `nil`.
-const NIL: u8 = 0xc0;
 
 /// The allocation consecutive envelopes share.
 const CHUNK: usize = 64 * 1024;
@@ -159,111 +158,21 @@ fn positional_size(ns: &str, event: &Event) -> usize {
 /// written.
 fn write_positional(out: &mut [u8], ns: &str, event: &Event) -> usize {
     let ts = event.timestamp;
-    let w = &mut Out { out, at: 0 };
-    w.byte(0x90 | FIELDS as u8);
+    let mut w = Writer(SliceSink::new(out));
+    w.array(FIELDS);
     w.uint(VERSION);
-    w.str(ns.as_bytes());
+    w.str(ns);
     w.bin(event.id.as_uuid().as_bytes());
-    w.str(event.event_type.as_bytes());
-    w.str(event.actor_id.as_str().as_bytes());
+    w.str(&event.event_type);
+    w.str(event.actor_id.as_str());
     w.uint(event.version.get());
     w.uint(u64::from(event.schema_version));
     w.sint(ts.unix_timestamp());
     w.uint(u64::from(ts.nanosecond()));
     w.sint(i64::from(ts.offset().whole_seconds()));
     w.bin(&event.data);
-    w.byte(NIL);
-    w.at
-}
-
-/// A cursor writing MessagePack into a slice long enough for it.
-struct Out<'a> {
-    out: &'a mut [u8],
-    at: usize,
-}
-
-impl Out<'_> {
-    #[inline]
-    fn bytes(&mut self, b: &[u8]) {
-        self.out[self.at..self.at + b.len()].copy_from_slice(b);
-        self.at += b.len();
-    }
-
-    #[inline]
-    fn byte(&mut self, b: u8) {
-        self.out[self.at] = b;
-        self.at += 1;
-    }
-
-    #[inline]
-    fn uint(&mut self, v: u64) {
-        if v < 128 {
-            self.byte(v as u8);
-        } else if let Ok(v) = u8::try_from(v) {
-            self.bytes(&[0xcc, v]);
-        } else if let Ok(v) = u16::try_from(v) {
-            self.byte(0xcd);
-            self.bytes(&v.to_be_bytes());
-        } else if let Ok(v) = u32::try_from(v) {
-            self.byte(0xce);
-            self.bytes(&v.to_be_bytes());
-        } else {
-            self.byte(0xcf);
-            self.bytes(&v.to_be_bytes());
-        }
-    }
-
-    #[inline]
-    fn sint(&mut self, v: i64) {
-        if let Ok(v) = u64::try_from(v) {
-            self.uint(v);
-        } else if v >= -32 {
-            self.byte(v as u8);
-        } else if let Ok(v) = i8::try_from(v) {
-            self.bytes(&[0xd0, v as u8]);
-        } else if let Ok(v) = i16::try_from(v) {
-            self.byte(0xd1);
-            self.bytes(&v.to_be_bytes());
-        } else if let Ok(v) = i32::try_from(v) {
-            self.byte(0xd2);
-            self.bytes(&v.to_be_bytes());
-        } else {
-            self.byte(0xd3);
-            self.bytes(&v.to_be_bytes());
-        }
-    }
-
-    #[inline]
-    fn str(&mut self, s: &[u8]) {
-        let len = s.len();
-        if len < 32 {
-            self.byte(0xa0 | len as u8);
-        } else if let Ok(len) = u8::try_from(len) {
-            self.bytes(&[0xd9, len]);
-        } else if let Ok(len) = u16::try_from(len) {
-            self.byte(0xda);
-            self.bytes(&len.to_be_bytes());
-        } else {
-            self.byte(0xdb);
-            self.bytes(&(len as u32).to_be_bytes());
-        }
-        self.bytes(s);
-    }
-
-    #[inline]
-    fn bin(&mut self, b: &[u8]) {
-        let len = b.len();
-        if let Ok(len) = u8::try_from(len) {
-            self.bytes(&[0xc4, len]);
-        } else if let Ok(len) = u16::try_from(len) {
-            self.byte(0xc5);
-            self.bytes(&len.to_be_bytes());
-        } else {
-            self.byte(0xc6);
-            self.bytes(&(len as u32).to_be_bytes());
-        }
-        self.bytes(b);
-    }
+    w.nil();
+    w.0.written()
 }
 
 fn write_body(buf: &mut Vec<u8>, ns: &str, event: &Event) -> Result<(), rmp_serde::encode::Error> {
@@ -394,34 +303,37 @@ fn decode_positional<'a>(
     body: &'a [u8],
     last: &mut LastTime,
 ) -> Result<WireEvent<'a>, Cow<'static, str>> {
-    use rmp::decode::read_array_len;
-    let rd = &mut &*body;
-    let fields = read_array_len(rd).map_err(|e| e.to_string())?;
-    let version: u64 = read_int(rd)?;
+    let r = &mut Reader::new(body);
+    let fields = r.array().map_err(wire)?;
+    let version = r.uint().map_err(wire)?;
     if version != VERSION {
         return Err(format!("unknown envelope format version {version}").into());
     }
-    if fields != FIELDS {
+    if fields != FIELDS as usize {
         return Err(format!("{fields} envelope fields, expected {FIELDS}").into());
     }
-    let namespace = read_str(rd)?;
-    let id = uuid::Uuid::from_slice(read_bin(rd)?).map_err(|_| "an event id is 16 bytes")?;
-    let event_type = read_str(rd)?;
-    let actor_id = read_str(rd)?;
-    let event_version: u64 = read_int(rd)?;
-    let schema_version: u32 = read_int(rd)?;
-    let seconds: i64 = read_int(rd)?;
-    let nanosecond: u32 = read_int(rd)?;
-    let offset: i32 = read_int(rd)?;
+    let namespace = r.str_bytes().map_err(wire)?;
+    let id =
+        uuid::Uuid::from_slice(r.bin().map_err(wire)?).map_err(|_| "an event id is 16 bytes")?;
+    let event_type = r.str_bytes().map_err(wire)?;
+    let actor_id = r.str_bytes().map_err(wire)?;
+    let event_version: u64 = r.int().map_err(wire)?;
+    let schema_version: u32 = r.int().map_err(wire)?;
+    let seconds: i64 = r.int().map_err(wire)?;
+    let nanosecond: u32 = r.int().map_err(wire)?;
+    let offset: i32 = r.int().map_err(wire)?;
     let timestamp = timestamp(seconds, nanosecond, offset, last)?;
-    let data = read_bin(rd)?;
-    let metadata = if rd.first() == Some(&NIL) {
-        *rd = &rd[1..];
+    let data = r.bin().map_err(wire)?;
+    let metadata = if r.nil().map_err(wire)? {
         Metadata::default()
     } else {
-        rmp_serde::decode::from_read(&mut *rd).map_err(|e| format!("metadata: {e}"))?
+        let mut rest = r.rest();
+        let metadata =
+            rmp_serde::decode::from_read(&mut rest).map_err(|e| format!("metadata: {e}"))?;
+        r.skip(r.rest().len() - rest.len()).map_err(wire)?;
+        metadata
     };
-    if !rd.is_empty() {
+    if !r.at_end() {
         return Err("bytes after the envelope".into());
     }
     Ok(WireEvent {
@@ -437,69 +349,9 @@ fn decode_positional<'a>(
     })
 }
 
-/// The next `len` bytes of `rd`.
-fn take<'a>(rd: &mut &'a [u8], len: u32) -> Result<&'a [u8], &'static str> {
-    let (head, rest) = rd
-        .split_at_checked(len as usize)
-        .ok_or("truncated envelope")?;
-    *rd = rest;
-    Ok(head)
-}
-
-/// The next `N` bytes of `rd`, as an array.
-fn take_array<const N: usize>(rd: &mut &[u8]) -> Result<[u8; N], &'static str> {
-    let (head, rest) = rd.split_first_chunk::<N>().ok_or("truncated envelope")?;
-    *rd = rest;
-    Ok(*head)
-}
-
-/// The next byte of `rd`.
-fn take_byte(rd: &mut &[u8]) -> Result<u8, &'static str> {
-    Ok(take_array::<1>(rd)?[0])
-}
-
-/// A MessagePack integer in any of its forms (as `rmp::decode::read_int`
-/// reads them), converted to `T` if it fits.
-fn read_int<T: TryFrom<i128>>(rd: &mut &[u8]) -> Result<T, Cow<'static, str>> {
-    let marker = take_byte(rd)?;
-    let value: i128 = match marker {
-        0x00..=0x7f => i128::from(marker),
-        0xe0..=0xff => i128::from(marker as i8),
-        0xcc => i128::from(take_byte(rd)?),
-        0xcd => i128::from(u16::from_be_bytes(take_array(rd)?)),
-        0xce => i128::from(u32::from_be_bytes(take_array(rd)?)),
-        0xcf => i128::from(u64::from_be_bytes(take_array(rd)?)),
-        0xd0 => i128::from(i8::from_be_bytes(take_array(rd)?)),
-        0xd1 => i128::from(i16::from_be_bytes(take_array(rd)?)),
-        0xd2 => i128::from(i32::from_be_bytes(take_array(rd)?)),
-        0xd3 => i128::from(i64::from_be_bytes(take_array(rd)?)),
-        _ => return Err(format!("expected an integer, found marker {marker:#04x}").into()),
-    };
-    T::try_from(value).map_err(|_| format!("integer {value} out of range").into())
-}
-
-/// A string's bytes (see [`WireEvent`]).
-fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
-    let marker = take_byte(rd)?;
-    let len = match marker {
-        0xa0..=0xbf => u32::from(marker & 0x1f),
-        0xd9 => u32::from(take_byte(rd)?),
-        0xda => u32::from(u16::from_be_bytes(take_array(rd)?)),
-        0xdb => u32::from_be_bytes(take_array(rd)?),
-        _ => return Err(format!("expected a string, found marker {marker:#04x}").into()),
-    };
-    Ok(take(rd, len)?)
-}
-
-fn read_bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], Cow<'static, str>> {
-    let marker = take_byte(rd)?;
-    let len = match marker {
-        0xc4 => u32::from(take_byte(rd)?),
-        0xc5 => u32::from(u16::from_be_bytes(take_array(rd)?)),
-        0xc6 => u32::from_be_bytes(take_array(rd)?),
-        _ => return Err(format!("expected binary data, found marker {marker:#04x}").into()),
-    };
-    Ok(take(rd, len)?)
+/// A MessagePack error as a decoding error's text.
+fn wire(e: MsgpackError) -> Cow<'static, str> {
+    e.to_string().into()
 }
 
 /// The body of earlier releases.
@@ -687,13 +539,10 @@ mod tests {
                 rmp::encode::write_uint(&mut want, v).unwrap();
                 rmp::encode::write_sint(&mut want, signed).unwrap();
                 let mut got = [0u8; 18];
-                let w = &mut Out {
-                    out: &mut got,
-                    at: 0,
-                };
+                let mut w = Writer(SliceSink::new(&mut got));
                 w.uint(v);
                 w.sint(signed);
-                let at = w.at;
+                let at = w.0.written();
                 assert_eq!(&got[..at], &want[..], "{v} {signed}");
             }
         }
@@ -721,16 +570,16 @@ mod tests {
                 w::write_i64(&mut forms[2], i).unwrap();
             }
             for form in forms.iter().filter(|f| !f.is_empty()) {
-                let rd = &mut &form[..];
-                assert_eq!(read_int::<u64>(rd).unwrap(), v);
-                assert!(rd.is_empty());
+                let mut r = Reader::new(form);
+                assert_eq!(r.int::<u64>().unwrap(), v);
+                assert!(r.at_end());
                 assert_eq!(
-                    read_int::<u32>(&mut &form[..]).ok(),
+                    Reader::new(form).int::<u32>().ok(),
                     u32::try_from(v).ok(),
                     "{v}"
                 );
                 let want: Result<i64, _> = rmp::decode::read_int(&mut &form[..]);
-                assert_eq!(read_int::<i64>(&mut &form[..]).ok(), want.ok(), "{v}");
+                assert_eq!(Reader::new(form).int::<i64>().ok(), want.ok(), "{v}");
             }
         }
         for v in [
@@ -747,19 +596,19 @@ mod tests {
             w::write_sint(&mut min, v).unwrap();
             w::write_i64(&mut wide, v).unwrap();
             for form in [&min, &wide] {
-                assert_eq!(read_int::<i64>(&mut &form[..]).unwrap(), v);
-                assert!(read_int::<u64>(&mut &form[..]).is_err());
+                assert_eq!(Reader::new(form).int::<i64>().unwrap(), v);
+                assert!(Reader::new(form).int::<u64>().is_err());
                 for cut in 0..form.len() {
-                    assert!(read_int::<i64>(&mut &form[..cut]).is_err());
+                    assert!(Reader::new(&form[..cut]).int::<i64>().is_err());
                 }
             }
         }
-        assert!(read_int::<i64>(&mut &[NIL][..]).is_err());
+        assert!(Reader::new(&[NIL]).int::<i64>().is_err());
         assert!(
-            read_str(&mut &[0xc4, 0][..]).is_err(),
+            Reader::new(&[0xc4, 0]).str_bytes().is_err(),
             "bin is not a string"
         );
-        assert!(read_bin(&mut &[0xa0][..]).is_err(), "a string is not bin");
+        assert!(Reader::new(&[0xa0]).bin().is_err(), "a string is not bin");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod error;
 pub mod event;
 pub mod feed;
 pub mod metrics;
+pub mod msgpack;
 pub mod name;
 pub mod projection;
 pub mod repository;

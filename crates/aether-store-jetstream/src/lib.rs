@@ -308,7 +308,6 @@ mod error;
 mod feed;
 mod store;
 mod version;
-mod wire;
 
 pub use config::{DEFAULT_TIMEOUT, JetStreamStoreBuilder, MIN_SERVER_VERSION, Storage};
 pub use envelope::{EnvelopeFormat, StoredEnvelope, inspect_event, inspect_snapshot_version};

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{FORMAT_2, Origin, ids, malformed, not_envelope};
-use crate::wire::{
-    Reader, TIMESTAMP96_SIZE, WireError, Writer, bin_size, map_size, str_size, uint_size,
+use aether_core::msgpack::{
+    MsgpackError, Reader, TIMESTAMP96_SIZE, Writer, bin_size, map_size, str_size, uint_size,
 };
 
 /// The event's body in format 2: `[2, type, actor, version, ts, schema,
@@ -103,7 +103,7 @@ pub(super) fn encode_snapshot(snapshot: &ActorSnapshot, seq: Option<u64>) -> Byt
 }
 
 /// A MessagePack error at a position of a format 2 body.
-pub(super) fn wire(origin: Origin<'_>, e: WireError) -> CodecError {
+pub(super) fn wire(origin: Origin<'_>, e: MsgpackError) -> CodecError {
     malformed(origin, format!("envelope format 2: {e}"))
 }
 
