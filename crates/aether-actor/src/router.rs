@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_core::backoff::Backoff;
 use aether_core::{ActorId, Aggregate, Command};
 use tokio::time::Instant;
 
@@ -157,16 +158,15 @@ where
     }
 }
 
-/// Sleeps before retry number `attempt` (from 0): exponential from 5 ms to
-/// 200 ms, jittered over its upper half. Returns `false` (after sleeping to
-/// the deadline) when less than the delay is left, so a last attempt is
-/// never cut short by the deadline mid-flight.
+/// The wait before a routing retry: from 5 ms, doubling, up to 200 ms,
+/// jittered over the upper half of each step.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+
+/// Sleeps before retry number `attempt` (from 0) by [`RETRY_BACKOFF`].
+/// Returns `false` (after sleeping to the deadline) when less than the delay
+/// is left, so a last attempt is never cut short by the deadline mid-flight.
 pub(crate) async fn backoff(attempt: u32, deadline: Instant) -> bool {
-    let cap = Duration::from_millis(5)
-        .saturating_mul(1u32 << attempt.min(6))
-        .min(Duration::from_millis(200));
-    let jitter = u32::try_from(uuid::Uuid::new_v4().as_u128() % 1000).unwrap_or(0);
-    let delay = cap / 2 + (cap / 2) * jitter / 1000;
+    let delay = RETRY_BACKOFF.delay(attempt);
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining <= delay {
         tokio::time::sleep(remaining).await;
