@@ -118,12 +118,14 @@ pub struct SliceSink<'a> {
 
 impl<'a> SliceSink<'a> {
     /// Fills `out` from its start.
+    #[inline]
     pub fn new(out: &'a mut [u8]) -> Self {
         SliceSink { out, at: 0 }
     }
 
     /// How many bytes were written.
     #[must_use]
+    #[inline]
     pub fn written(&self) -> usize {
         self.at
     }
@@ -285,6 +287,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Reads `buf` from its start.
     #[must_use]
+    #[inline]
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
@@ -296,12 +299,14 @@ impl<'a> Reader<'a> {
 
     /// Whether every byte was read.
     #[must_use]
+    #[inline]
     pub fn at_end(&self) -> bool {
         self.pos == self.buf.len()
     }
 
     /// The bytes not read yet.
     #[must_use]
+    #[inline]
     pub fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }
@@ -310,6 +315,7 @@ impl<'a> Reader<'a> {
     ///
     /// # Errors
     /// If fewer than `n` bytes remain.
+    #[inline]
     pub fn skip(&mut self, n: usize) -> Result<(), MsgpackError> {
         self.take(n).map(drop)
     }
@@ -363,6 +369,7 @@ impl<'a> Reader<'a> {
     ///
     /// # Errors
     /// If the next value is not an array header.
+    #[inline]
     pub fn array(&mut self) -> Result<usize, MsgpackError> {
         match self.byte()? {
             b @ 0x90..=0x9f => Ok(usize::from(b & 0x0f)),
@@ -376,6 +383,7 @@ impl<'a> Reader<'a> {
     ///
     /// # Errors
     /// If the next value is not a map header.
+    #[inline]
     pub fn map(&mut self) -> Result<usize, MsgpackError> {
         match self.byte()? {
             b @ 0x80..=0x8f => Ok(usize::from(b & 0x0f)),
@@ -480,6 +488,7 @@ impl<'a> Reader<'a> {
     ///
     /// # Errors
     /// See [`str`](Self::str).
+    #[inline]
     pub fn opt_str(&mut self) -> Result<Option<&'a str>, MsgpackError> {
         if self.nil()? {
             return Ok(None);
@@ -507,6 +516,7 @@ impl<'a> Reader<'a> {
     ///
     /// # Errors
     /// If the next value is not a timestamp extension of a known length.
+    #[inline]
     pub fn timestamp(&mut self) -> Result<(i64, u32), MsgpackError> {
         let (len, ty) = match self.byte()? {
             0xd6 => (4, self.byte()?),
