@@ -118,8 +118,6 @@ const BUS_TOKEN: &str = "_bus";
 const NO_TYPE_TOKEN: &str = "_";
 /// Longest encoded event type carried in a subject.
 const MAX_TYPE_TOKEN: usize = 128;
-/// Longest accepted prefix.
-const MAX_PREFIX: usize = 64;
 
 /// Most messages one run of the pump queues before waking subscribers (it
 /// then wakes them and lets them pump again, so one poll stays short).
@@ -142,31 +140,15 @@ pub struct InvalidPrefix {
     pub reason: &'static str,
 }
 
+/// The subject-prefix rule of `aether-core`, in the bus's own error.
 fn validate_prefix(prefix: &str) -> Result<(), InvalidPrefix> {
-    let fail = |reason| {
-        Err(InvalidPrefix {
+    match aether_core::name::subject_prefix_problem(prefix) {
+        Some(reason) => Err(InvalidPrefix {
             prefix: prefix.chars().take(80).collect(),
             reason,
-        })
-    };
-    if prefix.is_empty() {
-        return fail("must not be empty");
+        }),
+        None => Ok(()),
     }
-    if prefix.len() > MAX_PREFIX {
-        return fail("is longer than 64 bytes");
-    }
-    for token in prefix.split('.') {
-        if token.is_empty() {
-            return fail("has an empty `.`-separated token");
-        }
-        if !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return fail("tokens may only hold A-Z a-z 0-9 - _");
-        }
-    }
-    Ok(())
 }
 
 /// Configures a [`NatsEventBus`].

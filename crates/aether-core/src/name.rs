@@ -71,25 +71,35 @@ pub const MAX_SUBJECT_PREFIX: usize = 64;
 /// # Errors
 /// [`NameError`] of kind [`NameKind::SubjectPrefix`] saying what is wrong.
 pub fn validate_subject_prefix(prefix: &str) -> Result<(), NameError> {
-    let fail = |reason: &str| Err(invalid(NameKind::SubjectPrefix, prefix, reason));
+    match subject_prefix_problem(prefix) {
+        Some(reason) => Err(invalid(NameKind::SubjectPrefix, prefix, reason)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `prefix` as a subject prefix, by the rule of
+/// [`validate_subject_prefix`]; `None` if nothing is. For a crate that
+/// reports the rule's verdict in an error type of its own.
+#[must_use]
+pub fn subject_prefix_problem(prefix: &str) -> Option<&'static str> {
     if prefix.is_empty() {
-        return fail("must not be empty");
+        return Some("must not be empty");
     }
     if prefix.len() > MAX_SUBJECT_PREFIX {
-        return fail("is longer than 64 bytes");
+        return Some("is longer than 64 bytes");
     }
-    for token in prefix.split('.') {
+    prefix.split('.').find_map(|token| {
         if token.is_empty() {
-            return fail("has an empty `.`-separated token");
-        }
-        if !token
+            Some("has an empty `.`-separated token")
+        } else if !token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return fail("tokens may only hold A-Z a-z 0-9 - _");
+            Some("tokens may only hold A-Z a-z 0-9 - _")
+        } else {
+            None
         }
-    }
-    Ok(())
+    })
 }
 
 /// A [`NameError`] of `kind` for `name` (shown truncated to 80 characters).
