@@ -2,10 +2,11 @@
 //! check → handle → append(expected = cached version) → apply), run under
 //! the incarnation's lock by its task (the mailbox loop, in the host) or,
 //! when the actor is idle, in place by the caller (see [`run_in_place`]).
-//! It knows the system's shared parts and its kind's metrics, not the host.
+//! It knows the system's shared parts, its kind's metrics and a weak handle
+//! on whoever ends it (the [`Incarnations`] it declares), not the host's type.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use aether_core::{
     ActorId, Aggregate, Command, CommandWindow, EventStore, Version, command_events,
@@ -34,6 +35,12 @@ pub(crate) enum Flow {
     Stop(StopReason),
 }
 
+/// Who ends an incarnation a command stopped (its host): it takes the
+/// incarnation out of the table and tells its task.
+pub(crate) trait Incarnations: Send + Sync {
+    fn stop_incarnation(&self, id: &ActorId, incarnation: u64, reason: StopReason);
+}
+
 /// One incarnation of an actor: what its commands run on. It sits behind a
 /// [`Mutex`](tokio::sync::Mutex) that whoever runs a command holds (the incarnation's task for
 /// a queued command, a caller for a command run in place), so commands run
@@ -41,6 +48,8 @@ pub(crate) enum Flow {
 pub(crate) struct Actor<A: Aggregate> {
     shared: Arc<Shared>,
     metrics: Arc<KindMetrics>,
+    /// Weak: the host's table holds the incarnation.
+    host: Weak<dyn Incarnations>,
     id: ActorId,
     store_id: ActorId,
     incarnation: u64,
@@ -55,6 +64,7 @@ impl<A: Aggregate> Actor<A> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         metrics: Arc<KindMetrics>,
+        host: Weak<dyn Incarnations>,
         id: ActorId,
         store_id: ActorId,
         incarnation: u64,
@@ -62,6 +72,7 @@ impl<A: Aggregate> Actor<A> {
         Actor {
             shared,
             metrics,
+            host,
             id,
             store_id,
             incarnation,
@@ -76,16 +87,14 @@ impl<A: Aggregate> Actor<A> {
 /// the incarnation's lock (taken by the host only when the mailbox was
 /// empty and no command was running), as of `now` (the caller's reading of
 /// the clock when it sent it). A command that ends the incarnation
-/// (a panic in user code, a fence) marks it stopped and calls `stopped`
-/// with the reason (the host takes the incarnation out of its table and
-/// tells its task).
+/// (a panic in user code, a fence) marks it stopped and has its host end
+/// it.
 pub(crate) async fn run_in_place<A>(
     mut actor: OwnedMutexGuard<Actor<A>>,
     command: Command<A::Command>,
     now: Instant,
     deadline: Instant,
     span: tracing::Span,
-    stopped: impl FnOnce(&ActorId, u64, StopReason),
 ) -> Answer<A>
 where
     A: Aggregate + Clone,
@@ -97,7 +106,9 @@ where
     let (answer, flow) = actor.process(command, deadline, span, now).await;
     if let Flow::Stop(reason) = flow {
         actor.stopped = Some(reason);
-        stopped(&actor.id, actor.incarnation, reason);
+        if let Some(host) = actor.host.upgrade() {
+            host.stop_incarnation(&actor.id, actor.incarnation, reason);
+        }
     }
     answer
 }

@@ -5,7 +5,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use aether_core::{ActorId, Aggregate, Command};
@@ -13,7 +13,7 @@ use foldhash::fast::RandomState;
 use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::actor::{self, Actor};
+use crate::actor::{self, Actor, Incarnations};
 use crate::ask::AskError;
 use crate::directory::Placement;
 use crate::hash::shard_of;
@@ -249,11 +249,7 @@ where
     ) -> Local<A> {
         match self.claim(key, store_id) {
             Claim::InPlace(actor, runtime) => {
-                let host = self.clone();
-                let stopped = move |id: &ActorId, incarnation, reason| {
-                    host.stop_incarnation(id, incarnation, reason);
-                };
-                return run_in_place(actor, runtime, command, now, deadline, span, stopped).await;
+                return run_in_place(actor, runtime, command, now, deadline, span).await;
             }
             Claim::NotHere => return Local::NotHere(command),
             Claim::Queue => {}
@@ -322,9 +318,11 @@ where
         let (stop_tx, stop_rx) = oneshot::channel();
         let wake = Arc::new(Notify::new());
         let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+        let host: Weak<dyn Incarnations> = Arc::downgrade(self) as Weak<KindHost<A>>;
         let actor = Arc::new(AsyncMutex::new(Actor::new(
             self.shared.clone(),
             self.metrics.clone(),
+            host,
             id.clone(),
             store_id.clone(),
             incarnation,
@@ -496,6 +494,16 @@ where
                 slot.task
             })
             .collect()
+    }
+}
+
+impl<A> Incarnations for KindHost<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+{
+    fn stop_incarnation(&self, id: &ActorId, incarnation: u64, reason: StopReason) {
+        KindHost::stop_incarnation(self, id, incarnation, reason);
     }
 }
 

@@ -5,13 +5,13 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use aether_core::{ActorId, Aggregate, Command};
+use aether_core::{Aggregate, Command};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
 use crate::actor::{self, Actor};
 use crate::ask::AskError;
-use crate::shared::{Answer, Local, StopReason};
+use crate::shared::{Answer, Local};
 
 /// Runs a claimed command in the caller's task, polled by the caller until
 /// it completes or `deadline` passes. A command that completes at once
@@ -26,7 +26,6 @@ pub(crate) async fn run_in_place<A>(
     now: Instant,
     deadline: Instant,
     span: tracing::Span,
-    stopped: impl FnOnce(&ActorId, u64, StopReason) + Send + 'static,
 ) -> Local<A>
 where
     A: Aggregate + Clone,
@@ -34,7 +33,7 @@ where
 {
     let mut run = Unfinished {
         run: Some(Box::pin(actor::run_in_place(
-            actor, command, now, deadline, span, stopped,
+            actor, command, now, deadline, span,
         ))),
         runtime,
     };
