@@ -430,7 +430,7 @@ async fn ready_waits_for_a_map_of_the_current_term_not_one_left_by_an_earlier_ru
 }
 
 #[tokio::test]
-async fn an_embedded_node_is_ready_at_once() {
+async fn an_embedded_node_is_ready_within_a_second() {
     let node = ClusterManager::single_node(node_id("solo"));
     let map = tokio::time::timeout(Duration::from_secs(1), node.ready())
         .await
